@@ -1,0 +1,66 @@
+"""furl_wrappers: FuRL (VLMs as fuzzy rewards, ICML 2024) for Stable-Baselines3 users.
+
+Importing the package registers the Gymnasium ids ``furl/<task>-v3`` and ``furl/<task>-v3-random-goal`` for
+all 50 Meta-World tasks, and picks headless EGL rendering when there is no display (before MuJoCo is
+imported). Heavy modules (MuJoCo, Meta-World, torch) are imported only when used.
+
+Example:
+    >>> import gymnasium as gym
+    >>> import furl_wrappers
+    >>> env = gym.make("furl/drawer-open-v3", image_size=64)
+    >>> _ = env.reset(seed=0)
+"""
+
+from furl_wrappers.rendering import configure_headless_gl as _configure_headless_gl
+
+_configure_headless_gl()
+
+from furl_wrappers._version import __version__  # noqa: E402
+from furl_wrappers.envs import (  # noqa: E402
+    GOAL_SETTINGS,
+    MetaWorldGoal,
+    SparseTaskReward,
+    env_id,
+    make_metaworld_env,
+    register_envs,
+)
+from furl_wrappers.goal_images import GoalImageError, expert_rollout, goal_image  # noqa: E402
+from furl_wrappers.rendering import (  # noqa: E402
+    CAMERAS,
+    FrameRenderer,
+    OffscreenRenderWrapper,
+    RenderingUnavailableError,
+)
+from furl_wrappers.tasks import (  # noqa: E402
+    ALL_TASKS,
+    INSTRUCTIONS,
+    MT10_TASKS,
+    UnknownTaskError,
+    canonical_task,
+    instruction,
+)
+
+register_envs()
+
+__all__ = [
+    "__version__",
+    "ALL_TASKS",
+    "MT10_TASKS",
+    "INSTRUCTIONS",
+    "CAMERAS",
+    "GOAL_SETTINGS",
+    "UnknownTaskError",
+    "RenderingUnavailableError",
+    "GoalImageError",
+    "canonical_task",
+    "instruction",
+    "make_metaworld_env",
+    "env_id",
+    "register_envs",
+    "SparseTaskReward",
+    "MetaWorldGoal",
+    "OffscreenRenderWrapper",
+    "FrameRenderer",
+    "goal_image",
+    "expert_rollout",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from furl_wrappers.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""Packaging for furl_wrappers (``pip install .``, extras: zoo, ray, plots, dev)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version: dict = {}
+exec((Path(__file__).parent / "furl_wrappers" / "_version.py").read_text(), version)
+
+EXTRAS = {
+    # rl-zoo3's `enjoy` imports requests without declaring it.
+    "zoo": ["rl-zoo3>=2.4", "requests>=2.28"],
+    "ray": ["ray[default]>=2.9"],
+    "plots": ["matplotlib>=3.7"],
+    "dev": ["pytest>=7.4", "matplotlib>=3.7", "scipy>=1.10"],
+}
+EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
+
+setup(
+    name="furl_wrappers",
+    version=version["__version__"],
+    description="FuRL (VLMs as fuzzy rewards for RL, ICML 2024) as Stable-Baselines3 wrappers, buffers and callbacks",
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["furl_wrappers", "furl_wrappers.*"]),
+    include_package_data=True,
+    install_requires=[
+        "numpy>=1.24",
+        "gymnasium>=1.0",
+        "stable-baselines3>=2.4",
+        "sb3-contrib>=2.4",
+        "torch>=2.1",
+        "transformers>=4.45",
+        "metaworld>=3.0",
+        "mujoco>=3.1",
+        "rich>=13.0",
+        "pillow>=9.0",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["furl=furl_wrappers.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
