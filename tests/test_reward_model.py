@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from furl_wrappers.encoders import RandomCLIPEncoder
+from furl_wrappers.reward_model import RewardModel, cosine_reward, goal_baseline_reward, projection_head
+
+
+def test_cosine_reward_on_hand_made_vectors() -> None:
+    text = torch.tensor([1.0, 0.0])
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-2.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
+    expected = [1.0, 0.0, -1.0, 1 / math.sqrt(2), 0.6]
+    torch.testing.assert_close(cosine_reward(text, images), torch.tensor(expected))
+    model = RewardModel(text, mode="raw", device="cpu")
+    torch.testing.assert_close(model.reward(images.numpy()), torch.tensor(expected))
+
+
+def test_heads_are_the_papers() -> None:
+    head = projection_head(512)
+    assert [type(m).__name__ for m in head] == ["Linear", "ReLU", "Linear"]
+    assert (head[0].in_features, head[0].out_features, head[2].out_features) == (512, 256, 64)
+    model = RewardModel(torch.randn(512), device="cpu", seed=0)
+    assert model.project_images(torch.randn(3, 512)).shape == (3, 64)
+    assert model.project_text().shape == (64,)
+
+
+def test_reward_with_heads_is_cosine_of_projections() -> None:
+    model = RewardModel(torch.randn(16), mode="learned", hidden_dim=8, output_dim=4, device="cpu", seed=1)
+    images = torch.randn(5, 16)
+    with torch.no_grad():
+        fi = model.image_head(images)
+        fl = model.text_head(model.text_embedding)
+    expected = (fi @ fl) / (fi.norm(dim=1) * fl.norm())
+    torch.testing.assert_close(model.reward(images), expected)
+
+
+def test_modes() -> None:
+    text = torch.randn(16)
+    raw = RewardModel(text, mode="raw", device="cpu")
+    assert list(raw.parameters()) == [] and not raw.trainable
+    frozen = RewardModel(text, mode="frozen", device="cpu", seed=0)
+    assert all(not p.requires_grad for p in frozen.parameters()) and not frozen.trainable
+    learned = RewardModel(text, mode="learned", device="cpu", seed=0)
+    assert learned.trainable and all(p.requires_grad for p in learned.parameters())
+    loss = learned(torch.randn(4, 16)).sum()
+    loss.backward()
+    assert learned.image_head[0].weight.grad is not None and learned.text_head[2].weight.grad is not None
+    # same seed -> same random heads, different seed -> different heads
+    again = RewardModel(text, mode="frozen", device="cpu", seed=0)
+    torch.testing.assert_close(again.image_head[0].weight, frozen.image_head[0].weight)
+    other = RewardModel(text, mode="frozen", device="cpu", seed=1)
+    assert not torch.allclose(other.image_head[0].weight, frozen.image_head[0].weight)
+
+
+def test_goal_baseline_reward() -> None:
+    g = torch.tensor([1.0, 0.0, 0.0])
+    b = torch.tensor([0.0, 1.0, 0.0])
+    x = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    # alpha = 0: plain cosine
+    torch.testing.assert_close(goal_baseline_reward(g, b, x, 0.0), cosine_reward(g, x))
+    # alpha = 1: only the component of (x - g) along d = (g - b)/|g - b| counts
+    # x0 - g = (-1, 0, 1): along d = (1,-1,0)/sqrt2 -> -1/sqrt2 -> squared norm 1/2 -> r = 1 - 1/4 = 0.75
+    # x1 - g = (-1, 1, 0): along d -> -sqrt2 -> squared norm 2 -> r = 0
+    torch.testing.assert_close(goal_baseline_reward(g, b, x, 1.0), torch.tensor([0.75, 0.0]))
+    model = RewardModel(g, mode="raw", baseline_embedding=b, alpha=1.0, device="cpu")
+    torch.testing.assert_close(model.reward(x), torch.tensor([0.75, 0.0]))
+
+
+def test_state_dict_round_trip() -> None:
+    text = torch.randn(16)
+    a = RewardModel(text, device="cpu", seed=0)
+    b = RewardModel(torch.zeros(16) + 1, device="cpu", seed=5)
+    b.load_state_dict(a.state_dict())
+    images = torch.randn(6, 16)
+    torch.testing.assert_close(a.reward(images), b.reward(images))
+
+
+def test_from_encoder() -> None:
+    enc = RandomCLIPEncoder("tiny", device="cpu")
+    model = RewardModel.from_encoder(enc, "Open a drawer.", baseline_text="a robot arm", alpha=0.5, seed=0)
+    torch.testing.assert_close(model.text_embedding, enc.encode_text(["Open a drawer."])[0])
+    assert model.device == enc.device and model.alpha == 0.5
+    assert model.reward(np.zeros((2, 32), np.float32)).shape == (2,)
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="'best'"):
+        RewardModel(torch.randn(4), mode="best")
+    with pytest.raises(ValueError, match="alpha"):
+        RewardModel(torch.randn(4), alpha=1.5)
+    with pytest.raises(ValueError, match="finite"):
+        RewardModel(torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="baseline_embedding"):
+        RewardModel(torch.randn(4), baseline_embedding=torch.randn(5))
+    model = RewardModel(torch.randn(4), device="cpu")
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        model.reward(torch.randn(2, 5))
