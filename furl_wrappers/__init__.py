@@ -42,7 +42,34 @@ from furl_wrappers.tasks import (  # noqa: E402
 
 register_envs()
 
+# torch/transformers-backed parts load on first use, so `import furl_wrappers` (and rl-zoo's
+# `--gym-packages furl_wrappers`) stays fast.
+_LAZY = {
+    "FuzzyVLMRewardWrapper": "furl_wrappers.wrappers",
+    "VecFuzzyVLMReward": "furl_wrappers.wrappers",
+    "FrameInInfo": "furl_wrappers.wrappers",
+    "make_vlm_vec_env": "furl_wrappers.wrappers",
+    "RewardModel": "furl_wrappers.reward_model",
+    "make_encoder": "furl_wrappers.encoders",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'furl_wrappers' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
+    *_LAZY,
     "__version__",
     "ALL_TASKS",
     "MT10_TASKS",

@@ -110,7 +110,7 @@ class MetaWorldGoal(gym.Wrapper):
         super().__init__(env)
         self.task = canonical_task(task)
         self.goal = goal
-        self.seed = seed
+        self.task_seed = seed
         self.instruction = instruction(self.task)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:

@@ -1,7 +1,9 @@
-"""SB3 callbacks of furl_wrappers (reward alignment, evaluation and logging arrive with their issues).
+"""SB3 callbacks of furl_wrappers.
 
 Kept under ``furl_wrappers.callbacks`` so it never collides with the ``callbacks.py`` many SB3 projects keep at
 their root.
 """
 
-__all__: list[str] = []
+from furl_wrappers.callbacks.alignment import RewardAlignmentCallback, find_vlm_reward
+
+__all__ = ["RewardAlignmentCallback", "find_vlm_reward"]
