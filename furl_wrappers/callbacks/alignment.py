@@ -145,6 +145,18 @@ class RewardAlignmentCallback(BaseCallback):
         encoder = None
         if self.reward_model is None:
             self.reward_model, encoder = find_vlm_reward(self.training_env)
+        self.bind(buffer, self.reward_model)
+        if buffer.goal_embedding is None:
+            goal = self._goal_embedding(encoder)
+            if goal is not None:
+                buffer.set_goal_embedding(goal)
+        if self.warmup_steps is None:
+            self.warmup_steps = int(getattr(self.model, "learning_starts", 0))
+
+    def bind(self, buffer: VLMReplayBuffer, reward_model: Any) -> None:
+        """Attach the reward model to the buffer and create the heads' optimiser (done at training start;
+        call it yourself to use :meth:`align_once` outside ``learn``)."""
+        self.reward_model = reward_model
         if not getattr(self.reward_model, "trainable", False):
             raise ValueError(
                 f"the reward model's mode is {getattr(self.reward_model, 'mode', '?')!r}: only mode='learned' has "
@@ -164,12 +176,6 @@ class RewardAlignmentCallback(BaseCallback):
         if self.optimizer is None:
             params = [p for p in self.reward_model.parameters() if p.requires_grad]
             self.optimizer = torch.optim.Adam(params, lr=self.lr)
-        if buffer.goal_embedding is None:
-            goal = self._goal_embedding(encoder)
-            if goal is not None:
-                buffer.set_goal_embedding(goal)
-        if self.warmup_steps is None:
-            self.warmup_steps = int(getattr(self.model, "learning_starts", 0))
 
     def _goal_embedding(self, encoder: Any) -> Optional[np.ndarray]:
         if self.goal_embedding is not None:
@@ -198,7 +204,8 @@ class RewardAlignmentCallback(BaseCallback):
 
     def align_once(self) -> dict[str, float]:
         """One alignment step on a fresh batch; returns (and logs) its statistics."""
-        assert self.buffer is not None and self.optimizer is not None
+        if self.buffer is None or self.optimizer is None:
+            raise RuntimeError("call bind(buffer, reward_model) first (learn() does it at training start)")
         store, model = self.buffer.alignment if self.buffer.embedding_dim else None, self.reward_model
         stats: dict[str, float] = {}
         if store is not None and store.can_sample_triples():
@@ -229,6 +236,7 @@ class RewardAlignmentCallback(BaseCallback):
         self.optimizer.step()
         self.alignment_steps += 1
         stats.update(loss=loss.item(), stage=float(self.stage), positive_count=float(store.positive_count))
-        for key, value in stats.items():
-            self.logger.record(f"furl/{key}", value)
+        if getattr(self, "model", None) is not None:
+            for key, value in stats.items():
+                self.logger.record(f"furl/{key}", value)
         return stats

@@ -1,0 +1,235 @@
+"""VLMReplayBuffer: relabelling with current heads, task-only view, episode labelling, wrap-around, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
+
+from furl_wrappers.buffers import VLMReplayBuffer
+from furl_wrappers.reward_model import RewardModel
+
+D = 8
+OBS = spaces.Box(-1, 1, (3,), np.float32)
+ACT = spaces.Box(-1, 1, (2,), np.float32)
+
+
+def _buffer(n_envs: int = 1, size: int = 100, **kwargs) -> VLMReplayBuffer:
+    return VLMReplayBuffer(size, OBS, ACT, device="cpu", n_envs=n_envs, **kwargs)
+
+
+def _model(seed: int = 0) -> RewardModel:
+    return RewardModel(torch.ones(D), mode="learned", hidden_dim=16, output_dim=4, device="cpu", seed=seed)
+
+
+def _info(emb: np.ndarray, success: bool = False, truncated: bool = False) -> dict:
+    info = {"vlm_embedding": emb.astype(np.float32), "is_success": success, "task_reward": float(success) - 1.0}
+    if truncated:
+        info["TimeLimit.truncated"] = True
+    return info
+
+
+def _add(buf: VLMReplayBuffer, embs: list[np.ndarray], successes=None, dones=None, truncs=None) -> None:
+    n = buf.n_envs
+    successes = successes or [False] * n
+    dones = dones or [False] * n
+    truncs = truncs or [False] * n
+    infos = [_info(e, s, t) for e, s, t in zip(embs, successes, truncs)]
+    buf.add(np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 2)), np.zeros(n), np.array(dones, np.float32), infos)
+
+
+def _fill(buf: VLMReplayBuffer, steps: int, rng: np.random.Generator) -> None:
+    for t in range(steps):
+        _add(buf, [rng.normal(size=D) for _ in range(buf.n_envs)], successes=[t % 7 == 3] * buf.n_envs)
+
+
+def test_relabel_uses_current_heads_and_task_view_does_not() -> None:
+    buf = _buffer(rho=0.5, embedding_dtype="float32")
+    model = _model()
+    buf.attach(model)
+    _fill(buf, 50, np.random.default_rng(0))
+    np.random.seed(1)
+    before = buf.sample(32).rewards.squeeze(1)
+    inds, envs = buf.last_batch_inds
+    expected = buf.task_rewards[inds, envs] + 0.5 * model.reward(torch.as_tensor(buf.embeddings[inds, envs])).numpy()
+    np.testing.assert_allclose(before.numpy(), expected, rtol=1e-6, atol=1e-6)
+    view = buf.task_reward_view(share_batch=True)
+    task = view.sample(32).rewards.squeeze(1)  # the same batch, task reward only
+    np.testing.assert_array_equal(task.numpy(), buf.task_rewards[inds, envs])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3)
+    np.random.seed(1)
+    after = buf.sample(32).rewards.squeeze(1)
+    assert not torch.allclose(before, after)
+    np.random.seed(1)
+    buf.sample(32)
+    np.testing.assert_array_equal(view.sample(32).rewards.squeeze(1).numpy(), task.numpy())  # unchanged
+
+
+def test_shared_batch_is_used_once() -> None:
+    buf = _buffer()
+    buf.attach(_model())
+    _fill(buf, 60, np.random.default_rng(0))
+    view = buf.task_reward_view()
+    main = buf.sample(16)
+    shared = view.sample(16)
+    torch.testing.assert_close(main.observations, shared.observations)
+    torch.testing.assert_close(main.actions, shared.actions)
+    fresh = view.sample(16)  # no new main batch: draws its own
+    assert fresh.rewards.shape == (16, 1)
+
+
+def test_vlm_only_rewards() -> None:
+    buf = _buffer(rho=1.0, include_task_reward=False, embedding_dtype="float32")
+    model = _model()
+    buf.attach(model)
+    _fill(buf, 20, np.random.default_rng(0))
+    rewards = buf.sample(8).rewards.squeeze(1).numpy()
+    inds, envs = buf.last_batch_inds
+    np.testing.assert_allclose(rewards, model.reward(torch.as_tensor(buf.embeddings[inds, envs])).numpy(), atol=1e-6)
+
+
+def test_float16_storage_changes_rewards_negligibly() -> None:
+    rng = np.random.default_rng(0)
+    model = RewardModel(torch.as_tensor(rng.normal(size=512), dtype=torch.float32), device="cpu", seed=0)
+    half, full = _buffer(embedding_dtype="float16"), _buffer(embedding_dtype="float32")
+    for buf in (half, full):
+        buf.attach(model)
+    for _ in range(64):  # CLIP-like embeddings: norm ~10
+        emb = (rng.normal(size=512) * 0.45).astype(np.float32)
+        for buf in (half, full):
+            buf.add(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 2)), np.zeros(1), np.zeros(1), [_info(emb)])
+    np.random.seed(0)
+    a = half.sample(64).rewards
+    np.random.seed(0)
+    b = full.sample(64).rewards
+    assert (a - b).abs().max().item() < 1e-3
+
+
+def test_episode_labelling_with_interleaved_ends() -> None:
+    buf = _buffer(n_envs=2, lag=1, embedding_dtype="float32")
+    e = lambda v: np.full(D, float(v))  # noqa: E731
+    # env 0: 3-step episode, success at its step 1 and 2 -> all 3 positive; env 1: 5-step failed episode
+    _add(buf, [e(0), e(100)])
+    _add(buf, [e(1), e(101)], successes=[True, False])
+    _add(buf, [e(2), e(102)], successes=[True, False], dones=[True, False])
+    assert buf.alignment.num_positive == 3 and buf.alignment.num_negative == 0
+    _add(buf, [e(10), e(103)])  # env 0's next episode starts
+    _add(buf, [e(11), e(104)], dones=[False, True], truncs=[False, True])
+    assert buf.alignment.num_negative == 5 and buf.positive_count == 3
+    np.testing.assert_array_equal(buf.alignment.negatives.embeddings[:5, 0], [100, 101, 102, 103, 104])
+    np.testing.assert_array_equal(buf.alignment.positives.embeddings[:3, 0], [0, 1, 2])
+    # env 0's unfinished episode (frames 10, 11) is still pending
+    assert [x[0][0] for x in buf._episodes[0]] == [10, 11]
+
+
+def test_timeouts_are_not_terminal() -> None:
+    buf = _buffer(size=10)
+    buf.attach(_model())
+    _add(buf, [np.ones(D)], dones=[True], truncs=[True])  # time limit
+    _add(buf, [np.ones(D)], dones=[True])  # true termination
+    samples = buf._get_samples(np.array([0, 1]))
+    assert samples.dones.squeeze(1).tolist() == [0.0, 1.0]
+
+
+def test_alignment_store_survives_rl_buffer_wrap() -> None:
+    buf = _buffer(size=6, lag=1)
+    buf.attach(_model())
+    for episode in range(4):
+        for t in range(5):
+            _add(buf, [np.full(D, 10.0 * episode + t)], successes=[episode % 2 == 0 and t == 4], dones=[t == 4])
+    assert buf.full and buf.size() == 6  # the RL buffer wrapped several times
+    assert buf.alignment.num_positive == 10 and buf.alignment.num_negative == 10
+    assert buf.alignment.can_sample_triples()
+
+
+def test_goal_distances() -> None:
+    buf = _buffer(embedding_dtype="float32")
+    buf.set_goal_embedding(np.zeros(D))
+    _add(buf, [np.full(D, 1.0)], dones=[True])
+    assert buf.goal_distances[0, 0] == pytest.approx(np.sqrt(D))
+    emb, dist = buf.alignment.sample_negatives(2)
+    assert dist.tolist() == pytest.approx([np.sqrt(D)] * 2)
+
+
+def test_vec_normalize_reward_consistency() -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    import furl_wrappers
+
+    venv = VecNormalize(DummyVecEnv([lambda: furl_wrappers.make_metaworld_env("reach", image_size=16)]),
+                        norm_obs=False, norm_reward=True)
+    venv.ret_rms.var = np.array(4.0)  # so normalisation visibly divides by ~2
+    buf = _buffer(embedding_dtype="float32")
+    buf.attach(_model())
+    _fill(buf, 30, np.random.default_rng(0))
+    np.random.seed(3)
+    raw = buf.sample(16).rewards
+    np.random.seed(3)
+    normed = buf.sample(16, env=venv).rewards
+    torch.testing.assert_close(normed, torch.as_tensor(venv.normalize_reward(raw.numpy()), dtype=torch.float32))
+    assert not torch.allclose(raw, normed)
+
+
+def test_save_load_round_trip_without_the_model(tmp_path) -> None:
+    buf = _buffer(rho=0.2, lag=1)
+    model = _model()
+    buf.attach(model)
+    _fill(buf, 40, np.random.default_rng(0))
+    path = tmp_path / "buffer.pkl"
+    save_to_pkl(path, buf)
+    loaded = load_from_pkl(path)
+    assert loaded.reward_model is None and buf.reward_model is model  # the model was not pickled
+    with pytest.raises(RuntimeError, match="attach"):
+        loaded.sample(4)
+    loaded.attach(model)
+    np.random.seed(5)
+    a = buf.sample(16).rewards
+    np.random.seed(5)
+    b = loaded.sample(16).rewards
+    torch.testing.assert_close(a, b)
+    assert loaded.positive_count == buf.positive_count
+    np.testing.assert_array_equal(loaded.alignment.positives.embeddings, buf.alignment.positives.embeddings)
+
+
+def test_sb3_save_load_replay_buffer(tmp_path) -> None:
+    from stable_baselines3 import SAC
+
+    import furl_wrappers
+
+    venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", device="cpu",
+                                          env_kwargs={"image_size": 32, "max_episode_steps": 10})
+    model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer, learning_starts=5, buffer_size=200,
+                batch_size=8, device="cpu")
+    model.replay_buffer.attach(venv.reward_model)
+    model.learn(30)
+    model.save_replay_buffer(tmp_path / "rb")
+    model.load_replay_buffer(tmp_path / "rb")
+    assert isinstance(model.replay_buffer, VLMReplayBuffer) and model.replay_buffer.reward_model is None
+    model.replay_buffer.attach(venv.reward_model)
+    model.learn(10, reset_num_timesteps=False)
+    assert model.replay_buffer.alignment.failed_episodes == 4
+
+
+def test_bad_inputs() -> None:
+    buf = _buffer()
+    with pytest.raises(KeyError, match="FuzzyVLMRewardWrapper"):
+        buf.add(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 2)), np.zeros(1), np.zeros(1), [{}])
+    _add(buf, [np.ones(D)])
+    with pytest.raises(ValueError, match="size 5, expected 8"):
+        _add(buf, [np.ones(5)])
+    with pytest.raises(ValueError, match="NaN"):
+        _add(buf, [np.full(D, np.nan)])
+    with pytest.raises(ValueError, match="reward model dim"):
+        buf.attach(RewardModel(torch.ones(4), device="cpu"))
+    with pytest.raises(ValueError, match="goal embedding has size"):
+        buf.set_goal_embedding(np.zeros(3))
+    with pytest.raises(ValueError, match="rho"):
+        _buffer(rho=-0.1)
+    with pytest.raises(ValueError, match="embedding_dtype"):
+        _buffer(embedding_dtype="int8")
+    with pytest.raises(ValueError, match="alignment_buffer_size"):
+        _buffer(alignment_buffer_size=0)
