@@ -130,6 +130,7 @@ class RewardAlignmentCallback(BaseCallback):
         self.goal_image, self.goal_embedding = goal_image, goal_embedding
         self.warmup_steps, self.steps_per_call, self.seed = warmup_steps, steps_per_call, seed
         self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.pending_optimizer_state: Optional[dict] = None  # restored by RelayPolicy.load, applied in bind()
         self.stage = 0
         self.alignment_steps = 0
         self.buffer: Optional[VLMReplayBuffer] = None
@@ -176,6 +177,9 @@ class RewardAlignmentCallback(BaseCallback):
         if self.optimizer is None:
             params = [p for p in self.reward_model.parameters() if p.requires_grad]
             self.optimizer = torch.optim.Adam(params, lr=self.lr)
+            if self.pending_optimizer_state is not None:
+                self.optimizer.load_state_dict(self.pending_optimizer_state)
+                self.pending_optimizer_state = None
 
     def _goal_embedding(self, encoder: Any) -> Optional[np.ndarray]:
         if self.goal_embedding is not None:

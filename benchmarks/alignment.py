@@ -1,0 +1,209 @@
+"""Offline alignment benchmark: does FuRL's alignment make r_VLM rank real Meta-World frames by progress?
+
+For each task: roll out Meta-World's scripted expert with action noise (successful episodes, kept until the end
+of the first unbroken success run) and failing policies (uniform random actions, and the expert with heavy noise;
+labelled by their actual outcome), render fast-path frames at 224² from corner2, encode them with the chosen
+encoder, then train the heads with exactly RewardAlignmentCallback's stage-2 losses (a VLMReplayBuffer is filled
+with the training episodes and `align_once` is called). On held-out episodes it reports, for raw cosine, random
+frozen heads and the aligned heads:
+
+- Spearman correlation of r_VLM with the time step along successful episodes (start → first success);
+- ROC-AUC of r_VLM for positive frames (successful episodes, start → success run) vs failed-episode frames.
+
+It also plots r_VLM along one held-out expert episode before/after alignment (PNG).
+
+    python benchmarks/alignment.py --tasks drawer-open button-press-topdown window-open --vlm random-clip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+import furl_wrappers
+from furl_wrappers import make_metaworld_env
+from furl_wrappers.alignment_store import label_episode
+from furl_wrappers.buffers import VLMReplayBuffer
+from furl_wrappers.callbacks import RewardAlignmentCallback
+from furl_wrappers.encoders import describe, make_encoder
+from furl_wrappers.metrics import roc_auc, spearman
+from furl_wrappers.reward_model import RewardModel
+
+
+def rollout(task: str, kind: str, rng: np.random.Generator, max_steps: int, image_size: int) -> dict:
+    """One episode: frames (T, H, W, 3) after each step and success flags (T,)."""
+    from metaworld.policies import ENV_POLICY_MAP
+    from furl_wrappers.envs import _build_metaworld
+    from furl_wrappers.rendering import FrameRenderer
+    import warnings
+
+    # the expert sees the goal: use the observable twin of the fixed-goal instance (same positions)
+    env = _build_metaworld(task, 0, observable=True, max_episode_steps=max_steps)
+    renderer = FrameRenderer(env.model, env.data, "corner2", image_size)
+    policy = ENV_POLICY_MAP[task]()
+    obs, _ = env.reset()
+    frames, success = [], []
+    noise = {"expert": 0.1, "noisy": 1.0}.get(kind, 0.0)
+    for _ in range(max_steps):
+        if kind == "random":
+            action = rng.uniform(-1, 1, 4)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                action = policy.get_action(obs) + rng.normal(0, noise, 4)
+        obs, _, _, truncated, info = env.step(np.clip(action, -1, 1).astype(np.float32))
+        frames.append(renderer.render())
+        success.append(bool(info["success"]))
+        if kind == "expert" and True in success:
+            # stop when the first success run ends, or 10 steps into it
+            if not success[-1] or len(success) - success.index(True) >= 10:
+                break
+        if truncated:
+            break
+    renderer.close()
+    env.close()
+    return {"frames": np.stack(frames), "success": np.array(success)}
+
+
+def encode_episodes(task: str, encoder, counts: dict, seed: int, max_steps: int, image_size: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for kind, n in counts.items():
+        for _ in range(n):
+            ep = rollout(task, kind, rng, max_steps, image_size)
+            emb = np.concatenate([encoder.encode_images(ep["frames"][i:i + 32]).cpu().numpy()
+                                  for i in range(0, len(ep["frames"]), 32)])
+            episodes.append({"kind": kind, "embeddings": emb, "success": ep["success"],
+                             "first_frame": ep["frames"][0] if kind == "expert" else None})
+    return episodes
+
+
+def evaluate(model: RewardModel, episodes: list[dict]) -> dict:
+    spearmans, pos, neg = [], [], []
+    for ep in episodes:
+        ok, n_pos = label_episode(ep["success"])
+        r = model.reward(torch.as_tensor(ep["embeddings"])).cpu().numpy()
+        if ok:
+            first = int(np.flatnonzero(ep["success"])[0])
+            if first >= 2:
+                spearmans.append(spearman(np.arange(first + 1), r[: first + 1]))
+            pos.append(r[:n_pos])
+        else:
+            neg.append(r)
+    return {"spearman": float(np.nanmean(spearmans)) if spearmans else float("nan"),
+            "auc": roc_auc(np.concatenate(pos), np.concatenate(neg)) if pos and neg else float("nan"),
+            "n_success": len(pos), "n_failed": len(neg)}
+
+
+def run_task(task: str, encoder, args) -> dict:
+    t0 = time.perf_counter()
+    text = furl_wrappers.instruction(task)
+    counts_train = {"expert": args.train_episodes, "random": args.train_episodes // 2,
+                    "noisy": args.train_episodes - args.train_episodes // 2}
+    counts_test = {"expert": args.test_episodes, "random": args.test_episodes // 2,
+                   "noisy": args.test_episodes - args.test_episodes // 2}
+    train = encode_episodes(task, encoder, counts_train, args.seed, args.max_steps, args.image_size)
+    test = encode_episodes(task, encoder, counts_test, args.seed + 1000, args.max_steps, args.image_size)
+    collect_s = time.perf_counter() - t0
+
+    models = {
+        "raw cosine": RewardModel.from_encoder(encoder, text, mode="raw"),
+        "random frozen heads": RewardModel.from_encoder(encoder, text, mode="frozen", seed=args.seed),
+        "aligned heads": RewardModel.from_encoder(encoder, text, mode="learned", seed=args.seed),
+    }
+    before = {name: evaluate(m, test) for name, m in models.items()}
+    aligned = models["aligned heads"]
+    dim = encoder.dim
+    buf = VLMReplayBuffer(100_000, spaces.Box(-1, 1, (1,)), spaces.Box(-1, 1, (1,)), device="cpu",
+                          lag=args.lag, seed=args.seed, embedding_dtype="float32")
+    for ep in train:
+        for t, (e, s) in enumerate(zip(ep["embeddings"], ep["success"])):
+            done = float(t == len(ep["success"]) - 1)
+            buf.add(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.array([done]),
+                    [{"vlm_embedding": e, "is_success": bool(s), "task_reward": float(s) - 1.0}])
+    callback = RewardAlignmentCallback(aligned, batch_size=args.batch_size, lr=args.lr, lag=args.lag,
+                                       goal_image=None, seed=args.seed)
+    callback.bind(buf, aligned)
+    torch.manual_seed(args.seed)
+    t1 = time.perf_counter()
+    for _ in range(args.steps):
+        callback.align_once()
+    align_s = time.perf_counter() - t1
+    after = {name: evaluate(m, test) for name, m in models.items()}
+    result = {"task": task, "before": before, "after": after, "train_positive_frames": buf.positive_count,
+              "train_episodes": {"successful": buf.alignment.successful_episodes,
+                                 "failed": buf.alignment.failed_episodes},
+              "collect_and_encode_s": round(collect_s, 1), "align_s": round(align_s, 1)}
+    plot(task, test, models, before_model=RewardModel.from_encoder(encoder, text, mode="learned", seed=args.seed),
+         out=Path(args.out) / f"alignment_{task}.png")
+    return result
+
+
+def plot(task: str, test: list[dict], models: dict, before_model: RewardModel, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = next(e for e in test if e["kind"] == "expert" and e["success"].any())
+    first = int(np.flatnonzero(ep["success"])[0])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for label, model in (("before alignment (random heads)", before_model), ("after alignment", models["aligned heads"]),
+                         ("raw cosine", models["raw cosine"])):
+        ax.plot(model.reward(torch.as_tensor(ep["embeddings"])).cpu().numpy(), label=label)
+    ax.axvline(first, color="gray", linestyle="--", label="first success")
+    ax.set_xlabel("step of a held-out expert episode")
+    ax.set_ylabel("r_VLM")
+    ax.set_title(task)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["drawer-open", "button-press-topdown", "window-open"])
+    parser.add_argument("--vlm", default="random-clip")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--train-episodes", type=int, default=8, help="expert episodes (and as many failing ones)")
+    parser.add_argument("--test-episodes", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3000, help="alignment steps")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lag", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=150, help="steps per failing episode")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    encoder = make_encoder(args.vlm, device=args.device)
+    print(f"furl_wrappers {furl_wrappers.__version__} | {platform.node()} | {os.cpu_count()} CPUs | device {encoder.device}")
+    print(f"encoder: {describe(encoder)}")
+    results = []
+    for task in args.tasks:
+        res = run_task(furl_wrappers.canonical_task(task), encoder, args)
+        results.append(res)
+        print(f"\n{res['task']}: train {res['train_episodes']} ({res['train_positive_frames']} positive frames); "
+              f"collect+encode {res['collect_and_encode_s']} s, {args.steps} alignment steps {res['align_s']} s")
+        print(f"  {'reward':<22} {'Spearman before':>16} {'after':>8} {'AUC before':>11} {'after':>8}")
+        for name in res["before"]:
+            b, a = res["before"][name], res["after"][name]
+            print(f"  {name:<22} {b['spearman']:>16.3f} {a['spearman']:>8.3f} {b['auc']:>11.3f} {a['auc']:>8.3f}")
+    out = Path(args.out) / "alignment.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"vlm": describe(encoder), "args": vars(args), "results": results}, indent=1))
+    print(f"\nwrote {out} and alignment_<task>.png")
+
+
+if __name__ == "__main__":
+    main()

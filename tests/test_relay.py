@@ -1,0 +1,280 @@
+"""RelayPolicy: schedule, noise, threshold, shared batch, predict, SB3 callbacks, save/load/exact resume."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+
+import furl_wrappers
+from furl_wrappers.relay import CheckpointMismatchError, RelayPolicy
+
+SIZE = 32
+
+
+def _venv(n_envs: int = 1, steps: int = 10, task: str = "reach", vlm: str = "random-clip:tiny", seed: int = 0):
+    return furl_wrappers.make_vlm_vec_env(task, n_envs=n_envs, seed=seed, vlm=vlm, device="cpu",
+                                          env_kwargs={"image_size": SIZE, "max_episode_steps": steps})
+
+
+def _model(venv, **kwargs) -> RelayPolicy:
+    defaults = dict(learning_starts=0, buffer_size=2000, batch_size=8, seed=0, device="cpu",
+                    alignment_kwargs={"batch_size": 8, "goal_image": None})
+    defaults.update(kwargs)
+    return RelayPolicy("MlpPolicy", venv, **defaults)
+
+
+class _Record(BaseCallback):
+    """Records, at every step, which envs the SAC agent acted in (the mask used for this step's action)."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn, self.rows = fn, []
+
+    def _on_step(self) -> bool:
+        self.rows.append(self.fn(self))
+        return True
+
+
+def test_schedule_per_env_with_alternating_start() -> None:
+    venv = _venv(n_envs=2, steps=7)
+    model = _model(venv, relay_lengths=(3,), learning_starts=10_000)  # warm-up: schedule runs, no training
+    rec = _Record(lambda cb: cb.model.sac_acting().copy())
+    model.learn(2 * 14, callback=rec)
+    acting = np.array(rec.rows)  # (14 steps, 2 envs)
+    # env 0: episode 1 starts with VLM (3 vlm, 3 sac, 1 vlm); episode 2 starts with SAC (3 sac, 3 vlm, 1 sac)
+    ep1 = [0, 0, 0, 1, 1, 1, 0]
+    ep2 = [1, 1, 1, 0, 0, 0, 1]
+    np.testing.assert_array_equal(acting[:, 0], ep1 + ep2)
+    np.testing.assert_array_equal(acting[:, 1], ep2 + ep1)  # env 1 starts the other way round
+
+
+def test_relay_lengths_are_drawn_from_the_set() -> None:
+    model = _model(_venv(n_envs=4, steps=5), relay_lengths=(50, 100, 150, 200), learning_starts=10_000)
+    seen = set()
+    rec = _Record(lambda cb: seen.update(cb.model._relay_length.tolist()))
+    model.learn(4 * 60, callback=rec)
+    assert seen <= {50, 100, 150, 200} and len(seen) >= 3
+
+
+def test_noise_only_on_sac_actions(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model(_venv(n_envs=2, steps=8), relay_lengths=(2,), relay_noise=0.2)
+    zeros = lambda obs, deterministic=False: (np.zeros((len(obs), 4), np.float32), None)  # noqa: E731
+    monkeypatch.setattr(model, "predict", zeros)
+    monkeypatch.setattr(model.sac_agent, "predict", zeros)
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(None, [""]))
+    model._last_obs = model.env.reset()
+    for _ in range(6):
+        mask = model.sac_acting()
+        action, buffer_action = model._sample_action(0, None, 2)
+        assert np.all(buffer_action[~mask] == 0.0)
+        if mask.any():
+            assert np.all(np.abs(buffer_action[mask]) > 0) and np.all(np.abs(buffer_action[mask]) <= 1.0)
+            assert 0.05 < np.std(buffer_action[mask]) < 0.5  # N(0, 0.2), clipped
+        model._store_transition(model.replay_buffer, buffer_action, model._last_obs, np.zeros(2),
+                                np.zeros(2, bool), [_fake_info(), _fake_info()])
+
+
+def _fake_info() -> dict:
+    return {"vlm_embedding": np.zeros(32, np.float32), "is_success": False, "task_reward": -1.0}
+
+
+def test_threshold_ends_relay_and_sac_training() -> None:
+    model = _model(_venv(n_envs=1, steps=10), relay_lengths=(2,), relay_threshold=5)
+
+    def bump(cb: BaseCallback):
+        if cb.num_timesteps == 20:
+            cb.model.replay_buffer.alignment.positive_count = 5  # as if 5 positive frames had been labelled
+        return (cb.model.relay_active, cb.model.sac_agent._n_updates, cb.model.sac_acting()[0])
+
+    rec = _Record(bump)
+    model.learn(40, callback=rec)
+    active = [r[0] for r in rec.rows]
+    assert all(active[:20]) and not any(active[21:])
+    updates = [r[1] for r in rec.rows]
+    assert updates[-1] == updates[21] and updates[19] > 0  # the SAC agent stopped training
+    assert not any(r[2] for r in rec.rows[21:])  # and stopped acting
+    assert any(r[2] for r in rec.rows[:20])
+
+
+def test_batches_task_rewards_for_sac_relabelled_for_vlm(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model(_venv(), relay_lengths=(2,), align=False)
+    model.learn(20)
+    buf = model.replay_buffer
+    seen = {}
+    main_sample, view_sample = buf.sample, model.sac_agent.replay_buffer.sample
+
+    def spy_main(*a, **k):
+        seen["vlm"] = main_sample(*a, **k)
+        return seen["vlm"]
+
+    def spy_view(*a, **k):
+        seen["sac"] = view_sample(*a, **k)
+        return seen["sac"]
+
+    monkeypatch.setattr(buf, "sample", spy_main)
+    monkeypatch.setattr(model.sac_agent.replay_buffer, "sample", spy_view)
+    model.train(1, 8)
+    inds, envs = buf.last_batch_inds
+    torch.testing.assert_close(seen["vlm"].observations, seen["sac"].observations)  # one batch for both
+    task = torch.as_tensor(buf.task_rewards[inds, envs]).reshape(-1, 1)
+    torch.testing.assert_close(seen["sac"].rewards, task)
+    r_vlm = buf.reward_model.reward(torch.as_tensor(buf.embeddings[inds, envs]).float()).reshape(-1, 1)
+    torch.testing.assert_close(seen["vlm"].rewards, task + 0.05 * r_vlm, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_is_the_vlm_agent() -> None:
+    model = _model(_venv())
+    obs = model.env.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    own, _ = model.policy.predict(obs, deterministic=True)
+    other, _ = model.sac_agent.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(action, own)
+    assert not np.allclose(action, other)
+
+
+def test_no_relay_configuration() -> None:
+    model = _model(_venv(), relay=False)
+    assert model.sac_agent is None
+    model.learn(20)
+    assert model.sac_steps == 0 and model.vlm_steps == 20
+
+
+def test_eval_and_checkpoint_callbacks(tmp_path) -> None:
+    venv, eval_env = _venv(), _venv(seed=100)
+    model = _model(venv, learning_starts=5)
+    ckpt = CheckpointCallback(save_freq=15, save_path=str(tmp_path), name_prefix="relay")
+    evaluation = EvalCallback(eval_env, n_eval_episodes=1, eval_freq=15, log_path=str(tmp_path), verbose=0)
+    model.learn(30, callback=[ckpt, evaluation], progress_bar=False)
+    files = sorted(p.name for p in tmp_path.glob("relay_*.zip"))
+    assert files == ["relay_15_steps.zip", "relay_30_steps.zip"]
+    assert (tmp_path / "evaluations.npz").exists()
+    loaded = RelayPolicy.load(tmp_path / "relay_30_steps.zip", env=venv)
+    assert loaded.num_timesteps == 30
+
+
+def _params(model: RelayPolicy) -> list[torch.Tensor]:
+    out = [p.detach().clone() for p in model.policy.parameters()]
+    if model.sac_agent is not None:
+        out += [p.detach().clone() for p in model.sac_agent.policy.parameters()]
+    out += [model.log_ent_coef.detach().clone()]
+    return out
+
+
+def test_save_load_resume_is_exact(tmp_path) -> None:
+    n, m = 30, 20  # both multiples of the episode length (10): saves at episode boundaries
+    kwargs = dict(learning_starts=10, relay_lengths=(3, 4), alignment_kwargs={"batch_size": 8, "goal_image": None})
+
+    venv = _venv()
+    straight = _model(venv, **kwargs)
+    straight.learn(n + m)
+    expected = _params(straight) + [p.detach().clone() for p in venv.reward_model.parameters()]
+
+    venv_a = _venv()
+    first = _model(venv_a, **kwargs)
+    first.learn(n)
+    first.save(tmp_path / "ckpt")
+    first.save_replay_buffer(tmp_path / "buffer")
+    del first
+
+    venv_b = _venv()
+    resumed = RelayPolicy.load(tmp_path / "ckpt", env=venv_b, device="cpu")
+    resumed.load_replay_buffer(tmp_path / "buffer")
+    resumed.learn(m, reset_num_timesteps=False)
+    got = _params(resumed) + [p.detach().clone() for p in venv_b.reward_model.parameters()]
+    assert resumed.num_timesteps == straight.num_timesteps == n + m
+    assert (resumed.sac_steps, resumed.vlm_steps) == (straight.sac_steps, straight.vlm_steps)
+    assert resumed._n_updates == straight._n_updates
+    assert resumed.sac_agent._n_updates == straight.sac_agent._n_updates
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_checkpoint_layout_and_no_pickle_for_project_state(tmp_path) -> None:
+    model = _model(_venv())
+    model.learn(10)
+    model.save(tmp_path / "m.zip")
+    with zipfile.ZipFile(tmp_path / "m.zip") as archive:
+        names = set(archive.namelist())
+        assert {"data", "policy.pth", "relay_sac.zip", "furl_state.json", "furl_tensors.pt"} <= names
+        import io
+        import json
+
+        state = json.loads(archive.read("furl_state.json"))
+        assert state["identity"]["task"] == "reach-v3" and "random-clip:tiny" in state["identity"]["encoder"]
+        torch.load(io.BytesIO(archive.read("furl_tensors.pt")), weights_only=True)  # tensors only
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = _venv()
+    model = _model(venv)
+    model.learn(10)
+    model.save(tmp_path / "ckpt")
+    before = (tmp_path / "ckpt.zip").read_bytes()
+    model.learn(10, reset_num_timesteps=False)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr("furl_wrappers.relay.torch.save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "ckpt")
+    monkeypatch.undo()
+    assert (tmp_path / "ckpt.zip").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.zip"]  # no temp file left behind
+    assert RelayPolicy.load(tmp_path / "ckpt.zip", env=venv).num_timesteps == 10
+
+
+def test_mismatched_checkpoint(tmp_path) -> None:
+    model = _model(_venv())
+    model.save(tmp_path / "ckpt")
+    with pytest.raises(CheckpointMismatchError, match="task"):
+        RelayPolicy.load(tmp_path / "ckpt", env=_venv(task="push"))
+    with pytest.raises(CheckpointMismatchError, match="encoder"):
+        RelayPolicy.load(tmp_path / "ckpt", env=_venv(vlm="random-clip:tiny:seed1"))
+    from stable_baselines3 import SAC
+
+    SAC("MlpPolicy", _venv(), buffer_size=10).save(tmp_path / "plain")
+    with pytest.raises(ValueError, match="not a RelayPolicy checkpoint"):
+        RelayPolicy.load(tmp_path / "plain.zip", env=_venv())
+
+
+def test_bad_arguments() -> None:
+    venv = _venv()
+    with pytest.raises(ValueError, match="relay_threshold"):
+        _model(venv, relay_threshold=-1)
+    with pytest.raises(ValueError, match="relay_lengths"):
+        _model(venv, relay_lengths=())
+    with pytest.raises(ValueError, match="relay_lengths"):
+        _model(venv, relay_lengths=(50, 0))
+    with pytest.raises(ValueError, match="relay_noise"):
+        _model(venv, relay_noise=-0.1)
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    with pytest.raises(ValueError, match="VLMReplayBuffer"):
+        _model(venv, replay_buffer_class=ReplayBuffer)
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_end_to_end_on_metaworld(n_envs: int, tmp_path) -> None:
+    venv = furl_wrappers.make_vlm_vec_env("drawer-open", n_envs=n_envs, vlm="random-clip:tiny", device="cpu",
+                                          env_kwargs={"image_size": SIZE, "max_episode_steps": 50})
+    model = RelayPolicy("MlpPolicy", venv, learning_starts=100, buffer_size=5000, batch_size=32, seed=0,
+                        device="cpu", alignment_kwargs={"batch_size": 32})
+    from stable_baselines3.common.logger import configure
+
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(300, log_interval=1)
+    assert model.num_timesteps >= 300 and model.sac_steps > 0 and model.vlm_steps > 0
+    assert model.replay_buffer.alignment.failed_episodes >= 300 // 50 - 1
+    assert model.alignment_callback.alignment_steps > 0  # stage 1 with the goal image
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0]
+    for key in ("furl/relay_on", "furl/positive_count", "furl/relay_length", "furl/loss_neg_neg",
+                "relay_sac/actor_loss", "train/actor_loss"):
+        assert key in header, key
