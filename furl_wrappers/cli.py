@@ -1,11 +1,15 @@
 """The ``furl`` command line.
 
 Sub-commands:
-    furl tasks                      list the 50 Meta-World tasks and their instructions
-    furl goal-image TASK [...]      roll out the scripted expert, save the goal image, print the success step
+    furl train --method M --task T [...]   train one paper method on one task (zoo_configs/M.yml)
+    furl evaluate RUN_DIR [...]            success rate of a run's final model (optional GIF)
+    furl report RUN_DIR... [--out DIR]     Table-1 style Markdown, learning curves, r_VLM curves
+    furl tasks                             list the 50 Meta-World tasks and their instructions
+    furl goal-image TASK [...]             roll out the scripted expert, save the goal image, print the step
 
 Example:
-    $ furl goal-image drawer-open --seed 0 --out drawer-open-goal.png
+    $ furl train --method furl --task drawer-open --seed 0 --steps 20000
+    $ furl report runs/furl/drawer-open/seed0
 """
 
 from __future__ import annotations
@@ -29,6 +33,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"furl_wrappers {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    train = sub.add_parser("train", help="train one paper method on one Meta-World task")
+    train.add_argument("--method", required=True, help="sac, vlm_rm, vlm_rm_gb, vlm, vlm_proj, relay, furl_no_goal, "
+                                                       "furl, or a path to a YAML file in the same format")
+    train.add_argument("--task", required=True, help="Meta-World task, e.g. drawer-open")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=int, default=None, help="env steps (default: the YAML's n_timesteps, 1e6)")
+    train.add_argument("--vlm", default=None, help="encoder: hub id, local CLIP directory, liv, random-clip[:tiny]")
+    train.add_argument("--goal", default="fixed", choices=["fixed", "random"])
+    train.add_argument("--n-envs", type=int, default=1)
+    train.add_argument("--out", default=None, help="run directory (default runs/<method>/<task>/seed<seed>)")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--eval-freq", type=int, default=None, help="env steps between evaluations")
+    train.add_argument("--eval-episodes", type=int, default=None, help="default 1 (fixed goal) / 10 (random)")
+    train.add_argument("--checkpoint-freq", type=int, default=None)
+    train.add_argument("--hyperparams", "-params", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="override YAML keys, e.g. learning_starts=1000 batch_size=128 (values parsed as YAML)")
+    train.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. image_size=128")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live display")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a run's final model (paper protocol)")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--episodes", type=int, default=None, help="default 1 (fixed goal) / 10 (random goal)")
+    evaluate.add_argument("--seed", type=int, default=None, help="eval env seed (default: the run's seed + 100)")
+    evaluate.add_argument("--video", default=None, help="write the episodes as an animated GIF here")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    report = sub.add_parser("report", help="aggregate runs: Markdown table, learning curves, r_VLM curves")
+    report.add_argument("run_dirs", nargs="+")
+    report.add_argument("--out", default="runs/report")
+    report.add_argument("--no-plots", action="store_true")
+    report.set_defaults(func=_cmd_report)
+
     tasks = sub.add_parser("tasks", help="list the Meta-World tasks and their text instructions")
     tasks.add_argument("--mt10", action="store_true", help="only the paper's ten MT10 tasks")
     tasks.set_defaults(func=_cmd_tasks)
@@ -46,6 +85,60 @@ def build_parser() -> argparse.ArgumentParser:
     goal.add_argument("--no-cache", action="store_true", help="ignore the on-disk goal-image cache")
     goal.set_defaults(func=_cmd_goal_image)
     return parser
+
+
+def _key_values(pairs: Sequence[str], what: str) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} entries must look like KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from furl_wrappers.training import NOT_PRETRAINED_NOTICE, RunSpec, train_run
+
+    console = Console()
+    spec = RunSpec(method=args.method, task=args.task, seed=args.seed, steps=args.steps, vlm=args.vlm,
+                   goal=args.goal, n_envs=args.n_envs, out=args.out, device=args.device, eval_freq=args.eval_freq,
+                   eval_episodes=args.eval_episodes, checkpoint_freq=args.checkpoint_freq,
+                   hyperparams=_key_values(args.hyperparams, "--hyperparams"),
+                   env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), resume=args.resume, quiet=args.quiet)
+    run_dir = train_run(spec, console=console)
+    import json
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    console.print(f"[bold]done[/bold]: {run_dir} — final success {summary['final_success']}, "
+                  f"best {summary['best_success']}, {summary['timesteps_done']} steps in {summary['wall_time_s']} s")
+    if summary.get("encoder_pretrained") is False:
+        console.print(NOT_PRETRAINED_NOTICE)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from furl_wrappers.training import evaluate_run
+
+    result = evaluate_run(args.run_dir, episodes=args.episodes, video=args.video, seed=args.seed, device=args.device)
+    print(f"{args.run_dir}: success rate {result['success_rate']:.2f} over {result['episodes']} episode(s) "
+          f"(eval seed {result['seed']}), mean task return {result['mean_task_return']:.1f}")
+    if args.video:
+        print(f"video: {args.video}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from furl_wrappers.report import report
+
+    written = report(args.run_dirs, args.out, plots=not args.no_plots)
+    print(written["markdown"])
+    print(f"wrote {written['table']}" + "".join(f", {p}" for p in written["curves"] + written["rvlm"]))
+    return 0
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
@@ -104,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args))
-    except ValueError as exc:  # bad task names, sizes, ...: one clear line, no traceback
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
         print(f"furl: error: {exc}", file=sys.stderr)
         return 2
 

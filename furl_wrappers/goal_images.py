@@ -25,6 +25,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -48,10 +49,13 @@ class GoalRollout:
     Attributes:
         frame: uint8 ``(image_size, image_size, 3)`` frame right after the first successful step.
         success_step: 1-based index of the env step at which ``info["success"]`` first became true.
+        frames: with ``keep_frames``, every frame of the rollout ``(T, H, W, 3)`` (frame ``t`` after step
+            ``t + 1``), else ``None``.
     """
 
     frame: np.ndarray
     success_step: int
+    frames: Optional[np.ndarray] = None
 
 
 def cache_dir() -> Path:
@@ -70,8 +74,13 @@ def expert_rollout(
     image_size: int = 224,
     render_quality: RenderQuality = "fast",
     max_steps: int = 500,
+    keep_frames: bool = False,
+    steps_after_success: int = 0,
 ) -> GoalRollout:
     """Run Meta-World's scripted expert on the task instance of ``seed`` until first success (no cache).
+
+    With ``keep_frames`` every frame is kept (and rendered), and the rollout goes on for
+    ``steps_after_success`` more steps.
 
     Raises:
         GoalImageError: if the expert does not succeed within ``max_steps``.
@@ -84,16 +93,26 @@ def expert_rollout(
     try:
         policy = ENV_POLICY_MAP[name]()
         obs, _ = env.reset()
+        frames: list[np.ndarray] = []
+        first: Optional[int] = None
+        goal_frame: Optional[np.ndarray] = None
         for step in range(1, max_steps + 1):
             with warnings.catch_warnings():
                 # Meta-World's experts warn that their gains exceed [-1, 1]; we clip, as the env would.
                 warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
                 action = np.clip(policy.get_action(obs), -1.0, 1.0)
             obs, _, _, truncated, info = env.step(action)
-            if info["success"]:
-                return GoalRollout(frame=renderer.render(), success_step=step)
+            if keep_frames:
+                frames.append(renderer.render())
+            if info["success"] and first is None:
+                first = step
+                goal_frame = frames[-1] if keep_frames else renderer.render()
+            if first is not None and step - first >= (steps_after_success if keep_frames else 0):
+                return GoalRollout(goal_frame, first, np.stack(frames) if keep_frames else None)
             if truncated:
                 break
+        if first is not None:
+            return GoalRollout(goal_frame, first, np.stack(frames) if keep_frames else None)
     finally:
         renderer.close()
         env.close()

@@ -1,0 +1,179 @@
+"""``furl report``: results of many runs in the paper's Table 1 layout, learning curves, and r_VLM curves.
+
+- ``results.md``: methods × tasks, final success rate (%) as mean ± std over seeds; where the runs used the paper's
+  budget (1e6 steps, fixed goal) the paper's number is shown beside ours, otherwise the budget is stated.
+- ``learning_curves_<task>.png``: success rate vs steps, mean ± std band per method (from ``evaluations.csv``).
+- ``rvlm_<method>_<task>_seed<seed>.png``: r_VLM along a scripted-expert episode with the run's heads before and
+  after training (runs with learned heads).
+
+Example:
+    >>> report(["runs/furl/drawer-open/seed0", "runs/sac/drawer-open/seed0"], out="runs/report")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["PAPER_TABLE_1", "load_run", "results_table", "report"]
+
+_TASK_ORDER = ["button-press-topdown", "door-open", "drawer-close", "drawer-open", "peg-insert-side", "pick-place",
+               "push", "reach", "window-close", "window-open"]
+#: The paper's Table 1 (success %, 5 seeds, 1e6 steps, fixed goal), by method name of zoo_configs.
+PAPER_TABLE_1: dict[str, list[int]] = {
+    "sac": [0, 50, 100, 20, 0, 0, 0, 60, 60, 80],
+    "vlm_rm": [0] * 10,
+    "vlm": [0, 0, 100, 0, 0, 0, 0, 80, 60, 40],
+    "vlm_proj": [0, 0, 100, 0, 0, 0, 0, 80, 40, 20],
+    "relay": [60, 80, 100, 40, 0, 0, 0, 100, 80, 80],
+    "furl_no_goal": [80, 100, 100, 80, 0, 0, 40, 100, 100, 100],
+    "furl": [100, 100, 100, 80, 0, 0, 80, 100, 100, 100],
+}
+_PAPER_BUDGET = 1_000_000
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """A run's ``summary.json`` plus its evaluation curve (``steps``, ``success`` arrays) and directory."""
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{str(run_dir)!r} has no summary.json (not a finished furl run)")
+    run = json.loads(path.read_text())
+    steps, success = [], []
+    if (run_dir / "evaluations.csv").exists():
+        with open(run_dir / "evaluations.csv") as handle:
+            for row in csv.DictReader(handle):
+                steps.append(int(row["step"]))
+                success.append(float(row["success_rate"]))
+    run.update(dir=str(run_dir), curve_steps=np.array(steps), curve_success=np.array(success))
+    return run
+
+
+def results_table(runs: Sequence[dict[str, Any]]) -> str:
+    """Markdown: one row per method, one column per task, ``mean ± std`` of final success in %."""
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    budgets: dict[str, set] = defaultdict(set)
+    for run in runs:
+        task = run["task"].removesuffix("-v3") + ("" if run.get("goal", "fixed") == "fixed" else " (random goal)")
+        cells[(run["method"], task)].append(100.0 * float(run["final_success"] or 0.0))
+        budgets[run["method"]].add((run["steps"], run.get("goal", "fixed")))
+    tasks = sorted({t for _, t in cells}, key=lambda t: (_TASK_ORDER.index(t) if t in _TASK_ORDER else 99, t))
+    methods = sorted({m for m, _ in cells}, key=lambda m: list(PAPER_TABLE_1).index(m) if m in PAPER_TABLE_1 else 99)
+    lines = ["| method | steps | " + " | ".join(tasks) + " | average |", "|" + "---|" * (len(tasks) + 3)]
+    for method in methods:
+        row, means = [], []
+        paper_ok = budgets[method] == {(_PAPER_BUDGET, "fixed")} and method in PAPER_TABLE_1
+        for task in tasks:
+            values = cells.get((method, task))
+            if not values:
+                row.append("–")
+                continue
+            mean, std = float(np.mean(values)), float(np.std(values))
+            means.append(mean)
+            text = f"{mean:.0f} ± {std:.0f} (n={len(values)})"
+            if paper_ok and task in _TASK_ORDER:
+                text += f" [paper {PAPER_TABLE_1[method][_TASK_ORDER.index(task)]}]"
+            row.append(text)
+        steps = ", ".join(f"{s:,}" for s, _ in sorted(budgets[method]))
+        lines.append(f"| {method} | {steps} | " + " | ".join(row) + f" | {np.mean(means):.0f} |")
+    note = ("Success rate (%) of the final evaluation, mean ± std over seeds. The paper's Table 1 numbers "
+            f"(1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with that budget.")
+    return note + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    by_task: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if len(run["curve_steps"]):
+            by_task[run["task"] + ("" if run.get("goal") == "fixed" else "-random-goal")][run["method"]].append(run)
+    for task, methods in by_task.items():
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for method, method_runs in sorted(methods.items()):
+            grid = np.unique(np.concatenate([r["curve_steps"] for r in method_runs]))
+            values = np.stack([np.interp(grid, r["curve_steps"], r["curve_success"]) for r in method_runs])
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(grid, mean, label=f"{method} (n={len(method_runs)})")
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("success rate")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out / f"learning_curves_{task}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _plot_rvlm(run: dict[str, Any], out: Path) -> Optional[Path]:
+    """r_VLM along a scripted-expert episode with the run's initial and final heads."""
+    run_dir = Path(run["dir"])
+    initial, final = run_dir / "reward_model_initial.pt", run_dir / "reward_model_final.pt"
+    config = json.loads((run_dir / "config.json").read_text())
+    if not (initial.exists() and final.exists()) or not config.get("encoder_spec") or config.get("reward_mode") != "learned":
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from furl_wrappers.encoders import make_encoder
+    from furl_wrappers.goal_images import expert_rollout
+    from furl_wrappers.reward_model import RewardModel
+    from furl_wrappers.tasks import instruction
+
+    encoder = make_encoder(config["encoder_spec"], device="cpu")
+    image_size = int(config.get("spec", {}).get("env_kwargs", {}).get("image_size", 224))
+    rollout = expert_rollout(run["task"], image_size=image_size, keep_frames=True, steps_after_success=10)
+    frames, first_success = rollout.frames, rollout.success_step - 1
+    embeddings = torch.cat([encoder.encode_images(frames[i:i + 32]) for i in range(0, len(frames), 32)])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for label, path in (("before training (initial heads)", initial), ("after training", final)):
+        state = torch.load(path, weights_only=True)
+        model = RewardModel(state["text_embedding"], mode=config["reward_mode"], device="cpu",
+                            baseline_embedding=state.get("baseline_embedding"), alpha=config.get("reward_alpha", 0.0))
+        model.load_state_dict(state)
+        ax.plot(model.reward(embeddings).numpy(), label=label)
+    ax.axvline(first_success, color="gray", linestyle="--", label="first success")
+    ax.set_xlabel("step of a scripted-expert episode")
+    ax.set_ylabel("r_VLM")
+    ax.set_title(f"{run['method']} {run['task']} seed {run['seed']}: \"{instruction(run['task'])}\"", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"rvlm_{run['method']}_{run['task']}_seed{run['seed']}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def report(run_dirs: Sequence[str | Path], out: str | Path, plots: bool = True) -> dict[str, Any]:
+    """Write ``results.md`` and the PNGs for ``run_dirs`` into ``out``; returns what was written."""
+    runs = [load_run(d) for d in run_dirs]
+    if not runs:
+        raise ValueError("report needs at least one run directory")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = results_table(runs)
+    (out / "results.md").write_text("# Results\n\n" + table)
+    written: dict[str, Any] = {"table": out / "results.md", "markdown": table, "curves": [], "rvlm": []}
+    if plots:
+        written["curves"] = _plot_curves(runs, out)
+        for run in runs:
+            path = _plot_rvlm(run, out)
+            if path is not None:
+                written["rvlm"].append(path)
+    return written

@@ -1,0 +1,257 @@
+"""``furl train``: one training run of a paper method on one task, from the zoo YAML, into a run directory.
+
+Run directory (``--out``, default ``runs/<method>/<task>[-random-goal]/seed<seed>``)::
+
+    config.json            the resolved hyperparameters, task, seed, encoder
+    progress.csv           SB3's logger (train/*, rollout/*, furl/*, eval/*); tb/ for TensorBoard when installed
+    evaluations.csv        step, success rate, mean task return (paper protocol)
+    checkpoint/            model.zip + replay_buffer.pkl, refreshed every checkpoint_freq steps (for --resume)
+    model.zip              the final model
+    reward_model_initial.pt / reward_model_final.pt   the reward heads before/after training (tensors only)
+    summary.json           method, task, seed, steps, encoder (and whether pretrained), final/best success, wall time
+
+A run directory is never overwritten: an existing one needs ``resume=True`` (continues from its checkpoint) or
+another ``out``. When the default CLIP weights cannot be had (offline machine) and no encoder was asked for, the
+run falls back to ``random-clip`` and says so plainly.
+
+Example:
+    >>> run_dir = train_run(RunSpec(method="furl", task="drawer-open", steps=500, vlm="random-clip:tiny"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from furl_wrappers.envs import env_id, make_metaworld_env
+from furl_wrappers.tasks import canonical_task, short_task
+from furl_wrappers.zoo import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
+
+__all__ = ["RunSpec", "RunExistsError", "default_run_dir", "train_run", "NOT_PRETRAINED_NOTICE"]
+
+NOT_PRETRAINED_NOTICE = (
+    "NOTE: the VLM is random-clip, which is NOT pretrained: its reward carries no language meaning, so this run "
+    "shows the machinery, not FuRL's language grounding. To use a real VLM, pass --vlm openai/clip-vit-base-patch32 "
+    "on a machine that can reach the Hugging Face hub, --vlm /path/to/a/local/clip-checkpoint, or --vlm liv."
+)
+
+
+class RunExistsError(FileExistsError):
+    """The run directory already holds a run (pass ``resume`` or choose another ``out``)."""
+
+
+@dataclass
+class RunSpec:
+    """One training run. ``None`` fields take the YAML's value."""
+
+    method: str
+    task: str
+    seed: int = 0
+    steps: Optional[int] = None
+    vlm: Optional[str] = None
+    goal: str = "fixed"
+    n_envs: int = 1
+    out: Optional[str] = None
+    device: str = "auto"
+    eval_freq: Optional[int] = None
+    eval_episodes: Optional[int] = None
+    checkpoint_freq: Optional[int] = None
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    quiet: bool = False
+
+
+def default_run_dir(method: str, task: str, goal: str, seed: int) -> Path:
+    name = short_task(task) + ("-random-goal" if goal == "random" else "")
+    return Path("runs") / method / name / f"seed{seed}"
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _choose_encoder(spec: RunSpec, vec_spec: Any, say: Callable[[str], None]) -> tuple[Any, str, bool]:
+    """The encoder object for the run, the name it was built from, and whether it fell back to random-clip."""
+    from furl_wrappers.encoders import ModelUnavailableError, make_encoder
+
+    yaml_vlm = None
+    for item in vec_spec if isinstance(vec_spec, list) else [vec_spec]:
+        if isinstance(item, dict):
+            kwargs = next(iter(item.values())) or {}
+            yaml_vlm = kwargs.get("vlm", yaml_vlm)
+    requested = spec.vlm or yaml_vlm or "openai/clip-vit-base-patch32"
+    try:
+        return make_encoder(requested, device=spec.device), requested, False
+    except ModelUnavailableError as exc:
+        if spec.vlm is not None:
+            raise  # asked for explicitly: do not silently swap it
+        say(f"[furl] the default VLM {requested!r} is unavailable ({exc}).")
+        say("[furl] Falling back to random-clip.")
+        return make_encoder("random-clip", device=spec.device), "random-clip", True
+
+
+def train_run(spec: RunSpec, console: Any = None) -> Path:
+    """Train, evaluate and summarise one run; returns its directory. See the module docstring."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.save_util import load_from_pkl
+
+    from furl_wrappers.callbacks import FuRLProgressCallback, PaperEvalCallback, ResumeCheckpointCallback
+    from furl_wrappers.encoders import describe
+    from furl_wrappers.relay import RelayPolicy
+
+    say = console.print if console is not None else print
+    task = canonical_task(spec.task)
+    if spec.goal not in ("fixed", "random"):
+        raise ConfigError(f"goal must be 'fixed' or 'random', got {spec.goal!r}")
+    if not isinstance(spec.n_envs, int) or spec.n_envs < 1:
+        raise ConfigError(f"n_envs must be a positive integer, got {spec.n_envs!r}")
+    eid = env_id(task, spec.goal)
+    config = load_config(spec.method, eid, spec.hyperparams)
+    if spec.steps is not None:
+        if not isinstance(spec.steps, int) or spec.steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {spec.steps!r}")
+        config["n_timesteps"] = spec.steps
+    algo_kwargs, zoo = split_config(config)
+    total = int(zoo["n_timesteps"])
+
+    run_dir = Path(spec.out) if spec.out else default_run_dir(spec.method, task, spec.goal, spec.seed)
+    checkpoint = run_dir / "checkpoint"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not spec.resume:
+            raise RunExistsError(f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it "
+                                 "or --out to write elsewhere (nothing was changed)")
+        if not (checkpoint / "model.zip").exists():
+            raise RunExistsError(f"{str(run_dir)!r} has no checkpoint to resume from ({checkpoint}/model.zip)")
+    elif spec.resume:
+        raise FileNotFoundError(f"--resume: run directory {str(run_dir)!r} does not exist")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    encoder, encoder_spec, fell_back = None, None, False
+    vec_wrapper = None
+    if zoo.get("vec_env_wrapper"):
+        encoder, encoder_spec, fell_back = _choose_encoder(spec, zoo["vec_env_wrapper"], say)
+        if fell_back or (encoder is not None and getattr(encoder, "pretrained", True) is False):
+            say(NOT_PRETRAINED_NOTICE)
+        vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
+    env_kwargs = {**zoo.get("env_kwargs", {}), **spec.env_kwargs}
+    venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs=env_kwargs,
+                        wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
+                        monitor_kwargs={"info_keywords": ("is_success",)})
+    if vec_wrapper is not None:
+        venv = vec_wrapper(venv)
+
+    cls = algo_class(zoo["_algo"])
+    started = time.time()
+    if spec.resume:
+        if cls is RelayPolicy:
+            model = RelayPolicy.load(checkpoint / "model.zip", env=venv, device=spec.device)
+        else:
+            model = cls.load(checkpoint / "model.zip", env=venv, device=spec.device)
+        model.load_replay_buffer(checkpoint / "replay_buffer.pkl")
+        if hasattr(model.replay_buffer, "attach") and model.replay_buffer.reward_model is None:
+            from furl_wrappers.callbacks import find_vlm_reward
+
+            model.replay_buffer.attach(find_vlm_reward(venv)[0])
+        previous = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+        started -= float(previous.get("wall_time_s", 0.0))
+        say(f"[furl] resuming {run_dir} at step {model.num_timesteps} of {total}")
+    else:
+        model = cls(env=venv, seed=spec.seed, device=spec.device, verbose=0, **algo_kwargs)
+    formats = ["csv"]
+    try:
+        import tensorboard  # noqa: F401
+
+        formats.append("tensorboard")
+    except ImportError:
+        pass
+    model.set_logger(configure(str(run_dir), formats))
+
+    reward_model = getattr(getattr(venv, "scorer", None), "reward_model", None)
+    if reward_model is not None and not spec.resume:
+        torch.save(reward_model.state_dict(), run_dir / "reward_model_initial.pt")
+    info = {"method": spec.method, "task": task, "goal": spec.goal, "seed": spec.seed, "env_id": eid,
+            "steps": total, "n_envs": spec.n_envs, "algo": zoo["_algo"],
+            "encoder": None if encoder is None else getattr(encoder, "name", type(encoder).__name__),
+            "encoder_pretrained": None if encoder is None else getattr(encoder, "pretrained", None),
+            "encoder_description": None if encoder is None else describe(encoder),
+            "encoder_fallback": fell_back, "encoder_spec": encoder_spec,
+            "reward_mode": getattr(reward_model, "mode", None), "reward_alpha": getattr(reward_model, "alpha", 0.0),
+            "hyperparams": config, "spec": asdict(spec)}
+    _atomic_json(run_dir / "config.json", {**info, "wall_time_s": 0.0})
+    if encoder is not None:
+        say(f"[furl] encoder: {describe(encoder)}")
+
+    eval_episodes = spec.eval_episodes or (1 if spec.goal == "fixed" else 10)
+    eval_env = make_metaworld_env(task, goal=spec.goal, seed=spec.seed + 100, **env_kwargs)
+    eval_freq = spec.eval_freq or max(min(10_000, total // 10), 1)
+    evaluation = PaperEvalCallback(eval_env, eval_freq, eval_episodes, log_path=str(run_dir / "evaluations.csv"))
+    ckpt = ResumeCheckpointCallback(str(checkpoint), spec.checkpoint_freq or max(min(50_000, total // 4), 1))
+    progress = FuRLProgressCallback(total, evaluation, quiet=spec.quiet,
+                                    description=f"{spec.method} {short_task(task)} seed {spec.seed}")
+    remaining = max(total - model.num_timesteps, 0)
+    if remaining:
+        model.learn(remaining, callback=[evaluation, ckpt, progress], reset_num_timesteps=not spec.resume,
+                    log_interval=1)
+    else:
+        evaluation.init_callback(model)
+        evaluation.evaluate()
+    ckpt.init_callback(model)
+    ckpt.save()
+    model.save(run_dir / "model")
+    if reward_model is not None:
+        torch.save(reward_model.state_dict(), run_dir / "reward_model_final.pt")
+    wall = time.time() - started
+    summary = {**{k: v for k, v in info.items() if k not in ("hyperparams", "spec")},
+               "timesteps_done": int(model.num_timesteps), "final_success": evaluation.last_success,
+               "best_success": evaluation.best_success, "wall_time_s": round(wall, 1),
+               "positive_count": int(getattr(model.replay_buffer, "positive_count", 0))}
+    _atomic_json(run_dir / "summary.json", summary)
+    _atomic_json(run_dir / "config.json", {**info, "wall_time_s": round(wall, 1)})
+    venv.close()
+    eval_env.close()
+    return run_dir
+
+
+def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Optional[str] = None,
+                 seed: Optional[int] = None, device: str = "auto") -> dict[str, Any]:
+    """Evaluate a finished run's final model with the paper's protocol (or ``episodes``); optionally save a GIF.
+
+    Returns:
+        ``{"success_rate", "mean_task_return", "episodes", "seed"}``.
+    """
+    from furl_wrappers.callbacks import evaluate_policy_success
+
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.json"
+    model_file = run_dir / "model.zip"
+    if not config_file.exists() or not model_file.exists():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a finished furl run (needs config.json and model.zip)")
+    config = json.loads(config_file.read_text())
+    cls = algo_class(config["algo"])
+    model = cls.load(model_file, device=device, buffer_size=1)  # inference only: no full-size buffer
+    goal = config.get("goal", "fixed")
+    seed = config["seed"] + 100 if seed is None else seed
+    episodes = episodes or (1 if goal == "fixed" else 10)
+    env_kwargs = config.get("spec", {}).get("env_kwargs", {})
+    env = make_metaworld_env(config["task"], goal=goal, seed=seed, **env_kwargs)
+    frames: Optional[list] = [] if video else None
+    success, ret = evaluate_policy_success(model, env, episodes, frames=frames)
+    env.close()
+    if video and frames:
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames[::2]]
+        tmp = Path(video).with_name(f".{Path(video).name}.tmp")
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=40, loop=0)
+        os.replace(tmp, video)
+    return {"success_rate": success, "mean_task_return": ret, "episodes": episodes, "seed": seed}

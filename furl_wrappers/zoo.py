@@ -1,0 +1,252 @@
+"""rl-zoo-style YAML configs: loading and validation, building envs and models, and the rl-zoo launcher.
+
+``zoo_configs/<method>.yml`` hold one block per env id (``furl/<task>-v3`` and ``furl/<task>-v3-random-goal``) in
+rl-zoo's format. Methods whose algorithm is SB3's SAC run with rl-zoo directly; the relay methods need
+``RelayPolicy``, which rl-zoo cannot import by name, so this module is also a launcher that adds it to
+``rl_zoo3.utils.ALGOS`` as ``"relay"`` and hands over to rl-zoo's own ``train``/``enjoy``::
+
+    python -m furl_wrappers.zoo train --algo relay --env furl/drawer-open-v3 --gym-packages furl_wrappers \\
+        --conf-file zoo_configs/furl.yml
+    python -m furl_wrappers.zoo enjoy --algo relay --env furl/drawer-open-v3 --gym-packages furl_wrappers -f logs/
+
+``furl train`` reads the same files through :func:`load_config`.
+
+Example:
+    >>> cfg = load_config("furl", "furl/drawer-open-v3")
+    >>> cfg["learning_rate"], cfg["relay_threshold"]
+    (0.0001, 2500)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import yaml
+
+__all__ = [
+    "METHODS",
+    "CONFIG_DIR",
+    "ConfigError",
+    "config_path",
+    "load_config",
+    "algo_class",
+    "split_config",
+    "make_env_fn_wrapper",
+    "make_vec_wrapper",
+    "main",
+]
+
+#: The paper's methods: name → (algorithm, Table-1 row).
+METHODS: dict[str, dict[str, str]] = {
+    "sac": {"algo": "sac", "row": "SAC"},
+    "vlm_rm": {"algo": "sac", "row": "VLM-RMs"},
+    "vlm_rm_gb": {"algo": "sac", "row": "VLM-RMs-GB"},
+    "vlm": {"algo": "sac", "row": "LIV"},
+    "vlm_proj": {"algo": "sac", "row": "LIV-Proj"},
+    "relay": {"algo": "relay", "row": "Relay"},
+    "furl_no_goal": {"algo": "relay", "row": "FuRL w/o goal img"},
+    "furl": {"algo": "relay", "row": "FuRL"},
+}
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "zoo_configs"
+
+# rl-zoo keys that are not algorithm arguments
+_ZOO_KEYS = {"n_timesteps", "policy", "env_wrapper", "vec_env_wrapper", "callback", "env_kwargs", "normalize",
+             "frame_stack", "monitor_kwargs", "n_envs", "policy_kwargs", "replay_buffer_class",
+             "replay_buffer_kwargs"}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "n_timesteps": (int, float), "learning_rate": (int, float), "buffer_size": (int,), "learning_starts": (int,),
+    "batch_size": (int,), "tau": (int, float), "gamma": (int, float), "train_freq": (int, list),
+    "gradient_steps": (int,), "target_entropy": (int, float, str), "policy": (str,), "policy_kwargs": (str, dict),
+    "relay_threshold": (int,), "relay_lengths": (list,), "relay_noise": (int, float), "align": (bool,),
+    "alignment_kwargs": (dict,), "n_envs": (int,), "env_kwargs": (dict,), "ent_coef": (str, int, float),
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the valid choices."""
+
+
+def config_path(method: str) -> Path:
+    """``zoo_configs/<method>.yml`` for a method name, or ``method`` itself when it is a path to a YAML file."""
+    candidate = Path(method)
+    if candidate.suffix in (".yml", ".yaml"):
+        if not candidate.exists():
+            raise ConfigError(f"config file {method!r} does not exist")
+        return candidate
+    if method not in METHODS:
+        close = difflib.get_close_matches(method, list(METHODS), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown method {method!r}.{hint} Valid methods: {', '.join(METHODS)}")
+    return CONFIG_DIR / f"{method}.yml"
+
+
+def algo_class(name: str) -> type:
+    """``"sac"`` → SB3 ``SAC``; ``"relay"`` → :class:`~furl_wrappers.relay.RelayPolicy`."""
+    if name == "sac":
+        from stable_baselines3 import SAC
+
+        return SAC
+    if name == "relay":
+        from furl_wrappers.relay import RelayPolicy
+
+        return RelayPolicy
+    raise ConfigError(f"unknown algorithm {name!r}; valid: sac, relay")
+
+
+def _valid_keys(algo: str) -> set[str]:
+    cls = algo_class(algo)
+    keys = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            keys |= set(inspect.signature(klass.__init__).parameters)
+    return (keys | _ZOO_KEYS) - {"self", "env", "args", "kwargs", "_init_setup_model"}
+
+
+def load_config(method: str, env_id: str, overrides: Optional[dict[str, Any]] = None,
+                algo: Optional[str] = None) -> dict[str, Any]:
+    """The validated hyperparameters of ``env_id`` in a method's YAML (a deep copy), with overrides applied.
+
+    Raises:
+        ConfigError: unknown method or env id, a mistyped key, or a value of the wrong type — naming the key and
+            the valid choices.
+    """
+    path = config_path(method)
+    try:
+        blocks = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(blocks, dict):
+        raise ConfigError(f"{path}: expected a mapping of env ids to hyperparameters")
+    env_ids = [k for k in blocks if k != "defaults"]
+    if env_id not in blocks:
+        close = difflib.get_close_matches(env_id, env_ids, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"{path.name} has no block for {env_id!r}.{hint} It covers: {', '.join(env_ids)}")
+    config = copy.deepcopy(blocks[env_id])
+    config.update(copy.deepcopy(overrides or {}))
+    algo = algo or METHODS.get(path.stem, {}).get("algo") or ("relay" if "relay_threshold" in config else "sac")
+    valid = _valid_keys(algo)
+    for key, value in config.items():
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"{path.name} [{env_id}]: unknown key {key!r}.{hint} Valid keys for {algo}: "
+                              f"{', '.join(sorted(valid))}")
+        expected = _TYPES.get(key)
+        if expected and (not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected)):
+            names = " or ".join(t.__name__ for t in expected)
+            raise ConfigError(f"{path.name} [{env_id}]: {key} must be {names}, got {value!r} "
+                              f"({type(value).__name__}); note YAML reads 1e-4 as a string: write 1.0e-4")
+    if "n_timesteps" in config:
+        config["n_timesteps"] = int(config["n_timesteps"])
+    config["_algo"] = algo
+    return config
+
+
+def _resolve(dotted: str) -> Any:
+    module, _, name = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot import {dotted!r}: {exc}") from exc
+
+
+def _wrapper_specs(spec: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """rl-zoo's wrapper format: a dotted path, ``{path: kwargs}``, or a list of those."""
+    if spec is None:
+        return []
+    items = spec if isinstance(spec, list) else [spec]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append((_resolve(item), {}))
+        elif isinstance(item, dict) and len(item) == 1:
+            (name, kwargs), = item.items()
+            out.append((_resolve(name), dict(kwargs or {})))
+        else:
+            raise ConfigError(f"bad wrapper entry {item!r}: use 'module.Class' or {{'module.Class': {{kwargs}}}}")
+    return out
+
+
+def make_env_fn_wrapper(spec: Any) -> Optional[Callable]:
+    """A ``wrapper_class`` for ``make_vec_env`` from the YAML ``env_wrapper`` entry (or ``None``)."""
+    specs = _wrapper_specs(spec)
+    if not specs:
+        return None
+
+    def wrap(env: Any) -> Any:
+        for cls, kwargs in specs:
+            env = cls(env, **kwargs)
+        return env
+
+    return wrap
+
+
+def make_vec_wrapper(spec: Any, **override: Any) -> Optional[Callable]:
+    """A function applying the YAML ``vec_env_wrapper`` entries; ``override`` updates the kwargs of each."""
+    specs = _wrapper_specs(spec)
+    if not specs:
+        return None
+
+    def wrap(venv: Any) -> Any:
+        for cls, kwargs in specs:
+            accepted = inspect.signature(cls.__init__).parameters
+            venv = cls(venv, **{**kwargs, **{k: v for k, v in override.items() if k in accepted}})
+        return venv
+
+    return wrap
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(algorithm kwargs, zoo settings)``: evaluates ``policy_kwargs``/``replay_buffer_*`` strings as rl-zoo does."""
+    import numpy as np
+    import torch as th
+    from torch import nn
+
+    scope = {"importlib": importlib, "nn": nn, "th": th, "np": np}
+    algo_kwargs, zoo = {}, {}
+    for key, value in config.items():
+        if key in ("n_timesteps", "env_wrapper", "vec_env_wrapper", "callback", "env_kwargs", "normalize",
+                   "frame_stack", "monitor_kwargs", "n_envs", "_algo"):
+            zoo[key] = value
+        elif key in ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs") and isinstance(value, str):
+            algo_kwargs[key] = eval(value, scope)  # noqa: S307 - rl-zoo's own convention for these keys
+        else:
+            algo_kwargs[key] = value
+    return algo_kwargs, zoo
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy) added to ALGOS."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "enjoy"):
+        print("usage: python -m furl_wrappers.zoo {train,enjoy} [rl-zoo arguments...]", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        import rl_zoo3.utils
+    except ImportError as exc:
+        raise SystemExit("rl-zoo3 is not installed: pip install 'furl_wrappers[zoo]'") from exc
+    from furl_wrappers.relay import RelayPolicy
+
+    rl_zoo3.utils.ALGOS["relay"] = RelayPolicy
+    command = argv.pop(0)
+    sys.argv = [f"rl_zoo3.{command}", *argv]
+    if command == "train":
+        from rl_zoo3.train import train
+
+        train()
+    else:
+        from rl_zoo3.enjoy import enjoy
+
+        enjoy()
+
+
+if __name__ == "__main__":
+    main()
