@@ -12,7 +12,8 @@ EXTRAS = {
     "zoo": ["rl-zoo3>=2.4", "requests>=2.28"],
     "ray": ["ray[default]>=2.9"],
     "plots": ["matplotlib>=3.7"],
-    "dev": ["pytest>=7.4", "matplotlib>=3.7", "scipy>=1.10"],
+    # what the tests need: rl-zoo3 (its train/enjoy are exercised), matplotlib (furl report's plots)
+    "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 
@@ -37,6 +38,7 @@ setup(
         "mujoco>=3.1",
         "rich>=13.0",
         "pillow>=9.0",
+        "pyyaml>=6.0",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["furl=furl_wrappers.cli:main"]},

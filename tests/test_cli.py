@@ -48,3 +48,22 @@ def test_bad_task_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["goal-image", "drawer-opn"]) == 2
     err = capsys.readouterr().err
     assert "furl: error:" in err and "drawer-open" in err
+
+
+def test_train_evaluate_report_commands(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--method", "vlm_proj", "--task", "reach", "--steps", "60", "--vlm", "random-clip:tiny",
+            "--out", str(out), "--eval-freq", "60", "--quiet", "--device", "cpu",
+            "--hyperparams", "learning_starts=30", "batch_size=16", "--env-kwargs", "image_size=32",
+            "max_episode_steps=30"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "done" in text and "NOT pretrained" in text
+    assert main(args) == 2  # the run directory exists: refused, one clear line
+    assert "--resume" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--device", "cpu"]) == 0
+    assert "success rate" in capsys.readouterr().out
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
+    assert "| vlm_proj |" in capsys.readouterr().out
+    assert main(["train", "--method", "vlm_proj", "--task", "reach", "--hyperparams", "oops"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

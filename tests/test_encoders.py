@@ -135,7 +135,7 @@ def test_random_clip_is_seeded_and_says_not_pretrained() -> None:
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
     enc = make_encoder("random-clip:tiny:seed1", device="cpu")
-    assert enc.pretrained is False and "NOT pretrained" in describe(enc) and "NOT pretrained" in repr(enc)
+    assert enc.pretrained is False and "NOT a pretrained VLM" in describe(enc) and "NOT a pretrained VLM" in repr(enc)
     b32 = make_encoder("random-clip", device="cpu")
     assert b32.dim == 512 and b32.model.config.vision_config.patch_size == 32
     assert b32.model.config.vision_config.num_hidden_layers == 12

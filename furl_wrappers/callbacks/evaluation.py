@@ -78,7 +78,8 @@ class PaperEvalCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         # continue the schedule after a resume
-        self._last_eval_step = self.num_timesteps - self.num_timesteps % self.eval_freq
+        steps = self.model.num_timesteps
+        self._last_eval_step = steps - steps % self.eval_freq
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self._last_eval_step >= self.eval_freq:
@@ -119,7 +120,7 @@ class ResumeCheckpointCallback(BaseCallback):
         self._last = 0
 
     def _init_callback(self) -> None:
-        self._last = self.num_timesteps
+        self._last = self.model.num_timesteps
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self._last >= self.save_freq:

@@ -77,8 +77,8 @@ def describe(encoder: Any) -> str:
     pretrained = getattr(encoder, "pretrained", None)
     if pretrained is False:
         return (
-            f"{name} (NOT pretrained: random weights, so the VLM reward carries no language meaning; "
-            "pass a real checkpoint with vlm='openai/clip-vit-base-patch32', a local CLIP directory, or 'liv')"
+            f"{name} (NOT a pretrained VLM: its reward carries no language meaning; pass a real checkpoint "
+            "with vlm='openai/clip-vit-base-patch32', a local CLIP directory, or 'liv')"
         )
     if pretrained is None:
         return f"{name} (user encoder; pretraining unknown)"

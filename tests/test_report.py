@@ -1,0 +1,74 @@
+"""furl report: the table and the PNGs hold the numbers of the runs' CSVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from furl_wrappers.report import PAPER_TABLE_1, load_run, report, results_table
+
+
+def _fake_run(root: Path, method: str, task: str, seed: int, curve: list[tuple[int, float]], steps: int) -> Path:
+    run = root / method / task / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({
+        "method": method, "task": f"{task}-v3", "goal": "fixed", "seed": seed, "steps": steps,
+        "final_success": curve[-1][1], "best_success": max(s for _, s in curve)}))
+    (run / "config.json").write_text(json.dumps({"encoder_spec": None}))
+    with open(run / "evaluations.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "success_rate", "mean_task_return", "wall_time_s"])
+        for step, success in curve:
+            writer.writerow([step, success, -100.0, 1.0])
+    return run
+
+
+def test_table_numbers_and_paper_column(tmp_path: Path) -> None:
+    runs = [
+        _fake_run(tmp_path, "furl", "drawer-open", 0, [(500_000, 0.0), (1_000_000, 1.0)], 1_000_000),
+        _fake_run(tmp_path, "furl", "drawer-open", 1, [(500_000, 0.0), (1_000_000, 0.0)], 1_000_000),
+        _fake_run(tmp_path, "sac", "drawer-open", 0, [(1000, 0.0), (2000, 1.0)], 2000),
+    ]
+    table = results_table([load_run(r) for r in runs])
+    furl_row = next(line for line in table.splitlines() if line.startswith("| furl "))
+    assert "50 ± 50 (n=2)" in furl_row and f"[paper {PAPER_TABLE_1['furl'][3]}]" in furl_row
+    sac_row = next(line for line in table.splitlines() if line.startswith("| sac "))
+    assert "100 ± 0 (n=1)" in sac_row and "paper" not in sac_row and "2,000" in sac_row
+
+
+def test_report_writes_table_and_curves(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    runs = [_fake_run(tmp_path / "r", "furl", "reach", s, [(100, 0.0), (200, float(s))], 200) for s in (0, 1)]
+    written = report(runs, tmp_path / "out")
+    assert (tmp_path / "out" / "results.md").read_text().count("| furl |") == 1
+    assert [p.name for p in written["curves"]] == ["learning_curves_reach-v3.png"]
+    from PIL import Image
+
+    assert Image.open(written["curves"][0]).size[0] > 300
+
+
+def test_report_on_a_real_run(tmp_path: Path) -> None:
+    """furl train → furl report: the r_VLM curve is drawn from the run's own heads and encoder."""
+    from furl_wrappers.training import RunSpec, train_run
+
+    run = train_run(RunSpec(method="furl", task="reach", steps=80, vlm="random-clip:tiny", out=str(tmp_path / "run"),
+                            device="cpu", eval_freq=40, env_kwargs={"image_size": 32, "max_episode_steps": 40},
+                            hyperparams={"learning_starts": 40, "batch_size": 16}, quiet=True))
+    written = report([run], tmp_path / "out")
+    summary = json.loads((run / "summary.json").read_text())
+    rows = list(csv.DictReader(open(run / "evaluations.csv")))
+    assert float(rows[-1]["success_rate"]) == summary["final_success"]
+    assert f"{100 * summary['final_success']:.0f} ± 0 (n=1)" in written["markdown"]
+    assert [p.name for p in written["rvlm"]] == ["rvlm_furl_reach-v3_seed0.png"]
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        report([tmp_path], tmp_path / "out")
+    with pytest.raises(ValueError, match="at least one"):
+        report([], tmp_path / "out")
