@@ -117,7 +117,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     console.print(f"[bold]done[/bold]: {run_dir} — final success {summary['final_success']}, "
                   f"best {summary['best_success']}, {summary['timesteps_done']} steps in {summary['wall_time_s']} s")
     if summary.get("encoder_pretrained") is False:
-        console.print(NOT_PRETRAINED_NOTICE)
+        console.print(NOT_PRETRAINED_NOTICE, markup=False)
     return 0
 
 

@@ -109,7 +109,12 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     from furl_wrappers.encoders import describe
     from furl_wrappers.relay import RelayPolicy
 
-    say = console.print if console is not None else print
+    def say(text: str) -> None:
+        if console is None:
+            print(text, flush=True)
+        else:
+            console.print(text, markup=False, highlight=False)
+
     task = canonical_task(spec.task)
     if spec.goal not in ("fixed", "random"):
         raise ConfigError(f"goal must be 'fixed' or 'random', got {spec.goal!r}")

@@ -1,6 +1,6 @@
 """Live training progress with rich: steps, steps/s, ETA, last eval success, relay, positives, alignment stage.
 
-``quiet=True`` prints one plain line every ``10 %`` instead (for logs and CI).
+``quiet=True`` — or output that is not a terminal — prints one plain line every 10 % instead (logs and CI).
 
 Example:
     >>> model.learn(100_000, callback=FuRLProgressCallback(total_timesteps=100_000))  # doctest: +SKIP
@@ -54,6 +54,9 @@ class FuRLProgressCallback(BaseCallback):
         self._start_steps = 0
 
     def _on_training_start(self) -> None:
+        import sys
+
+        self.quiet = self.quiet or not sys.stdout.isatty()  # a live display only makes sense on a terminal
         self._start_time, self._start_steps = time.time(), self.num_timesteps
         self._next_print = self.num_timesteps
         if not self.quiet:
