@@ -95,7 +95,8 @@ class VLMRewardScorer:
         rho: weight ρ of r_VLM in the reward (0.05 in the paper).
     """
 
-    def __init__(self, encoder: Any, reward_model: RewardModel, rho: float = 0.05) -> None:
+    def __init__(self, encoder: Any, reward_model: RewardModel, rho: float = 0.05,
+                 include_task_reward: bool = True) -> None:
         if not np.isfinite(rho) or rho < 0:
             raise ValueError(f"rho must be a finite number >= 0 (0.05 in the paper), got {rho!r}")
         if int(encoder.dim) != reward_model.dim:
@@ -103,6 +104,7 @@ class VLMRewardScorer:
         self.encoder = encoder
         self.reward_model = reward_model
         self.rho = float(rho)
+        self.include_task_reward = bool(include_task_reward)
 
     def score(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embed and score a batch.
@@ -128,6 +130,53 @@ class VLMRewardScorer:
             r_vlm = self.reward_model.reward(embeddings)
         return embeddings.float().cpu().numpy(), r_vlm.float().cpu().numpy()
 
+    def annotate(self, frames: np.ndarray, infos: Sequence[dict[str, Any]], rewards: Sequence[float]) -> np.ndarray:
+        """Score a batch and write ``vlm_reward`` / ``vlm_embedding`` into each info.
+
+        Args:
+            frames: uint8 ``(N, H, W, 3)``, the frame after each env's step.
+            infos: the N step infos (their ``task_reward`` is used, else ``rewards``).
+            rewards: the envs' own rewards ``(N,)``.
+
+        Returns:
+            float64 ``(N,)``: ``task_reward + ρ·r_VLM`` (``ρ·r_VLM`` without the task reward).
+        """
+        embeddings, r_vlm = self.score(frames)
+        totals = np.empty(len(infos), dtype=np.float64)
+        for i, info in enumerate(infos):
+            task_reward = float(info.get("task_reward", rewards[i]))
+            info["vlm_reward"] = float(r_vlm[i])
+            info["vlm_embedding"] = embeddings[i]
+            totals[i] = self.rho * float(r_vlm[i]) + (task_reward if self.include_task_reward else 0.0)
+        return totals
+
+
+class _ScoredReward:
+    """What both wrappers expose about their shared scorer."""
+
+    scorer: VLMRewardScorer
+    text: str
+
+    @property
+    def encoder(self) -> Any:
+        return self.scorer.encoder
+
+    @property
+    def reward_model(self) -> RewardModel:
+        return self.scorer.reward_model
+
+    @property
+    def rho(self) -> float:
+        return self.scorer.rho
+
+    @property
+    def include_task_reward(self) -> bool:
+        return self.scorer.include_task_reward
+
+    def describe(self) -> str:
+        """The encoder, saying plainly whether it is pretrained, and the instruction."""
+        return f"{describe(self.encoder)}; text {self.text!r}; rho {self.rho}"
+
 
 def _build_scorer(
     text: Optional[str],
@@ -136,6 +185,7 @@ def _build_scorer(
     rho: float,
     reward_model: Optional[RewardModel],
     mode: str,
+    include_task_reward: bool,
     baseline_text: Optional[str],
     alpha: float,
     device: Union[str, torch.device],
@@ -153,10 +203,10 @@ def _build_scorer(
         reward_model = RewardModel.from_encoder(
             encoder, text, baseline_text=baseline_text, alpha=alpha, mode=mode, seed=seed
         )
-    return VLMRewardScorer(encoder, reward_model, rho), text
+    return VLMRewardScorer(encoder, reward_model, rho, include_task_reward), text
 
 
-class FuzzyVLMRewardWrapper(gym.Wrapper):
+class FuzzyVLMRewardWrapper(_ScoredReward, gym.Wrapper):
     """Adds ``ρ·r_VLM`` of the rendered frame to a Meta-World env's sparse task reward.
 
     Accepts envs from :func:`~furl_wrappers.make_metaworld_env` and Meta-World's own Gymnasium ids
@@ -201,36 +251,13 @@ class FuzzyVLMRewardWrapper(gym.Wrapper):
             task = task_of(env)
         env = ensure_furl_env(env, image_size=image_size)
         super().__init__(env)
-        self.scorer, self.text = _build_scorer(
-            text, task, vlm, rho, reward_model, mode, baseline_text, alpha, device, half, pre_crop, seed
-        )
-        self.include_task_reward = bool(include_task_reward)
-
-    @property
-    def encoder(self) -> Any:
-        return self.scorer.encoder
-
-    @property
-    def reward_model(self) -> RewardModel:
-        return self.scorer.reward_model
-
-    @property
-    def rho(self) -> float:
-        return self.scorer.rho
-
-    def describe(self) -> str:
-        """The encoder, saying plainly whether it is pretrained, and the instruction."""
-        return f"{describe(self.encoder)}; text {self.text!r}; rho {self.rho}"
+        self.scorer, self.text = _build_scorer(text, task, vlm, rho, reward_model, mode, include_task_reward,
+                                               baseline_text, alpha, device, half, pre_crop, seed)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        frame = self.env.render()
-        embeddings, r_vlm = self.scorer.score(frame[None])
-        task_reward = float(info.get("task_reward", reward))
-        info["vlm_reward"] = float(r_vlm[0])
-        info["vlm_embedding"] = embeddings[0]
-        total = self.rho * float(r_vlm[0]) + (task_reward if self.include_task_reward else 0.0)
-        return obs, total, terminated, truncated, info
+        total = self.scorer.annotate(self.env.render()[None], [info], [reward])
+        return obs, float(total[0]), terminated, truncated, info
 
 
 class FrameInInfo(gym.Wrapper):
@@ -245,7 +272,7 @@ class FrameInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-class VecFuzzyVLMReward(VecEnvWrapper):
+class VecFuzzyVLMReward(_ScoredReward, VecEnvWrapper):
     """Batched VLM reward over a vector env whose envs are wrapped in :class:`FrameInInfo`.
 
     Each step, the frames of all envs are stacked and encoded in one forward pass (on the scorer's device);
@@ -278,18 +305,8 @@ class VecFuzzyVLMReward(VecEnvWrapper):
         task = None
         if text is None:
             task = canonical_task(venv.get_attr("task", indices=[0])[0])
-        self.scorer, self.text = _build_scorer(
-            text, task, vlm, rho, reward_model, mode, baseline_text, alpha, device, half, pre_crop, seed
-        )
-        self.include_task_reward = bool(include_task_reward)
-
-    @property
-    def reward_model(self) -> RewardModel:
-        return self.scorer.reward_model
-
-    @property
-    def encoder(self) -> Any:
-        return self.scorer.encoder
+        self.scorer, self.text = _build_scorer(text, task, vlm, rho, reward_model, mode, include_task_reward,
+                                               baseline_text, alpha, device, half, pre_crop, seed)
 
     def reset(self) -> Any:
         return self.venv.reset()
@@ -303,14 +320,7 @@ class VecFuzzyVLMReward(VecEnvWrapper):
                 "VecFuzzyVLMReward needs each env wrapped in FrameInInfo (info['frame'] is missing); "
                 "build the vector env with furl_wrappers.make_vlm_vec_env"
             ) from exc
-        embeddings, r_vlm = self.scorer.score(frames)
-        rewards = np.asarray(rewards, dtype=np.float32).copy()
-        for i, info in enumerate(infos):
-            task_reward = float(info.get("task_reward", rewards[i]))
-            info["vlm_reward"] = float(r_vlm[i])
-            info["vlm_embedding"] = embeddings[i]
-            rewards[i] = self.scorer.rho * r_vlm[i] + (task_reward if self.include_task_reward else 0.0)
-        return obs, rewards, dones, infos
+        return obs, self.scorer.annotate(frames, infos, rewards).astype(np.float32), dones, infos
 
 
 def make_vlm_vec_env(
