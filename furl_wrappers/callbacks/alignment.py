@@ -176,7 +176,8 @@ class RewardAlignmentCallback(BaseCallback):
         self.buffer = buffer
         if self.optimizer is None:
             params = [p for p in self.reward_model.parameters() if p.requires_grad]
-            self.optimizer = torch.optim.Adam(params, lr=self.lr)
+            # foreach: one fused update over the heads' few tensors (the per-tensor loop cost more than the math)
+            self.optimizer = torch.optim.Adam(params, lr=self.lr, foreach=True)
             if self.pending_optimizer_state is not None:
                 self.optimizer.load_state_dict(self.pending_optimizer_state)
                 self.pending_optimizer_state = None
@@ -211,7 +212,6 @@ class RewardAlignmentCallback(BaseCallback):
         if self.buffer is None or self.optimizer is None:
             raise RuntimeError("call bind(buffer, reward_model) first (learn() does it at training start)")
         store, model = self.buffer.alignment if self.buffer.embedding_dim else None, self.reward_model
-        stats: dict[str, float] = {}
         if store is not None and store.can_sample_triples():
             self.stage = 2
             pos, neg, lag = (torch.as_tensor(x, device=model.device) for x in store.sample_triples(self.batch_size))
@@ -220,8 +220,8 @@ class RewardAlignmentCallback(BaseCallback):
             loss_pn = pos_neg_loss(r_pos, r_neg, self.margin)
             loss_pp = pos_pos_loss(r_pos, r_lag, self.margin)
             loss = loss_pn + loss_pp
-            stats = {"loss_pos_neg": loss_pn.item(), "loss_pos_pos": loss_pp.item(), "score_pos": r_pos.mean().item(),
-                     "score_neg": r_neg.mean().item(), "score_lag": r_lag.mean().item()}
+            names = ("loss_pos_neg", "loss_pos_pos", "score_pos", "score_neg", "score_lag")
+            values = torch.stack([loss_pn, loss_pp, r_pos.mean(), r_neg.mean(), r_lag.mean()]).detach()
         elif store is not None and self.buffer.goal_embedding is not None:
             # no usable (pos, neg, lag) triple yet: the reference code keeps to stage 1 until there is one
             batch = store.sample_negatives(self.batch_size)
@@ -231,15 +231,17 @@ class RewardAlignmentCallback(BaseCallback):
             emb, dist = (torch.as_tensor(x, device=model.device) for x in batch)
             scores = model(emb)
             loss = neg_neg_goal_loss(scores, dist, self.margin, self.goal_margin)
-            stats = {"loss_neg_neg": loss.item(), "score_neg": scores.mean().item(),
-                     "goal_pairs": goal_mask(dist, self.goal_margin).sum().item()}
+            names = ("loss_neg_neg", "score_neg", "goal_pairs")
+            values = torch.stack([loss, scores.mean(), goal_mask(dist, self.goal_margin).sum()]).detach()
         else:
             return {}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.alignment_steps += 1
-        stats.update(loss=loss.item(), stage=float(self.stage), positive_count=float(store.positive_count))
+        stats = dict(zip(names, values.tolist()))  # one host transfer for all statistics
+        stats.update(loss=float(sum(v for k, v in stats.items() if k.startswith("loss"))), stage=float(self.stage),
+                     positive_count=float(store.positive_count))
         if getattr(self, "model", None) is not None:
             for key, value in stats.items():
                 self.logger.record(f"furl/{key}", value)
