@@ -51,6 +51,9 @@ _LAZY = {
     "make_vlm_vec_env": "furl_wrappers.wrappers",
     "RewardModel": "furl_wrappers.reward_model",
     "make_encoder": "furl_wrappers.encoders",
+    "VLMReplayBuffer": "furl_wrappers.buffers",
+    "RewardAlignmentCallback": "furl_wrappers.callbacks",
+    "RelayPolicy": "furl_wrappers.relay",
 }
 
 
