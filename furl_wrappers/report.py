@@ -171,6 +171,11 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, plots: bool = True) 
     (out / "results.md").write_text("# Results\n\n" + table)
     written: dict[str, Any] = {"table": out / "results.md", "markdown": table, "curves": [], "rvlm": []}
     if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("furl report: matplotlib is not installed, so no PNGs were drawn: pip install 'furl_wrappers[plots]'")
+            return written
         written["curves"] = _plot_curves(runs, out)
         for run in runs:
             path = _plot_rvlm(run, out)

@@ -6,7 +6,7 @@
 # (e.g. --steps 20000, --vlm /path/to/clip, --vlm liv).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/bootstrap.sh
+source scripts/bootstrap.sh plots  # matplotlib for the report's PNGs
 RUN="runs/demo/furl-drawer-open-$(date +%Y%m%d-%H%M%S)"
 furl train --method furl --task drawer-open --seed 0 --steps 1500 --eval-freq 500 \
   --hyperparams learning_starts=500 --out "$RUN" "$@"

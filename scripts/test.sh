@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: set-up included (see scripts/bootstrap.sh), then the fast test suite.
-# Extra arguments go to pytest (e.g. `bash scripts/test.sh -m slow` for the slow tests).
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k relay`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/bootstrap.sh dev
