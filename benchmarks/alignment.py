@@ -29,7 +29,6 @@ import torch
 from gymnasium import spaces
 
 import furl_wrappers
-from furl_wrappers import make_metaworld_env
 from furl_wrappers.alignment_store import label_episode
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks import RewardAlignmentCallback
@@ -121,7 +120,6 @@ def run_task(task: str, encoder, args) -> dict:
     }
     before = {name: evaluate(m, test) for name, m in models.items()}
     aligned = models["aligned heads"]
-    dim = encoder.dim
     buf = VLMReplayBuffer(100_000, spaces.Box(-1, 1, (1,)), spaces.Box(-1, 1, (1,)), device="cpu",
                           lag=args.lag, seed=args.seed, embedding_dtype="float32")
     for ep in train:

@@ -18,12 +18,11 @@ encoder forward, reward model, buffer add, relabel (r_VLM at sampling), alignmen
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

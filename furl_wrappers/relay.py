@@ -47,7 +47,6 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger

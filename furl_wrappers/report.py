@@ -82,7 +82,7 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
         steps = ", ".join(f"{s:,}" for s, _ in sorted(budgets[method]))
         lines.append(f"| {method} | {steps} | " + " | ".join(row) + f" | {np.mean(means):.0f} |")
     note = ("Success rate (%) of the final evaluation, mean ± std over seeds. The paper's Table 1 numbers "
-            f"(1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with that budget.")
+            "(1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with that budget.")
     return note + "\n\n" + "\n".join(lines) + "\n"
 
 

@@ -103,7 +103,6 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     """Train, evaluate and summarise one run; returns its directory. See the module docstring."""
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.save_util import load_from_pkl
 
     from furl_wrappers.callbacks import FuRLProgressCallback, PaperEvalCallback, ResumeCheckpointCallback
     from furl_wrappers.encoders import describe

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from furl_wrappers.report import PAPER_TABLE_1, load_run, report, results_table

@@ -12,7 +12,7 @@ import furl_wrappers
 from furl_wrappers import MT10_TASKS, make_metaworld_env
 from furl_wrappers.encoders import RandomCLIPEncoder, VLMEncoder
 from furl_wrappers.reward_model import RewardModel
-from furl_wrappers.wrappers import FrameInInfo, FuzzyVLMRewardWrapper, VecFuzzyVLMReward, make_vlm_vec_env
+from furl_wrappers.wrappers import FuzzyVLMRewardWrapper, VecFuzzyVLMReward, make_vlm_vec_env
 
 SIZE = 32
 

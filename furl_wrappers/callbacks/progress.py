@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
