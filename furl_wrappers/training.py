@@ -12,7 +12,8 @@ Run directory (``--out``, default ``runs/<method>/<task>[-random-goal]/seed<seed
 
 A run directory is never overwritten: an existing one needs ``resume=True`` (continues from its checkpoint) or
 another ``out``. When the default CLIP weights cannot be had (offline machine) and no encoder was asked for, the
-run falls back to ``random-clip`` and says so plainly.
+run falls back to the offline VLM shipped with the package (``furl-mw-vlm``), or to ``random-clip`` if that
+cannot load either, and says so plainly.
 
 Example:
     >>> run_dir = train_run(RunSpec(method="furl", task="drawer-open", steps=500, vlm="random-clip:tiny"))  # doctest: +SKIP
@@ -33,7 +34,13 @@ from furl_wrappers.envs import env_id, make_metaworld_env
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.zoo import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
 
-__all__ = ["RunSpec", "RunExistsError", "default_run_dir", "train_run", "NOT_PRETRAINED_NOTICE"]
+__all__ = ["RunSpec", "RunExistsError", "default_run_dir", "train_run", "NOT_PRETRAINED_NOTICE", "OFFLINE_VLM_NOTICE"]
+
+OFFLINE_VLM_NOTICE = (
+    "NOTE: using furl-mw-vlm, the toolkit's offline VLM (a small Meta-World frame encoder trained on the 40 tasks "
+    "outside MT10 against frozen all-MiniLM-L6-v2; see furl_wrappers/assets/furl-mw-vlm.md). It is not CLIP: "
+    "pass --vlm openai/clip-vit-base-patch32 or a local CLIP directory for the paper's VLM."
+)
 
 NOT_PRETRAINED_NOTICE = (
     "NOTE: the VLM is random-clip, which is NOT pretrained: its reward carries no language meaning, so this run "
@@ -80,8 +87,8 @@ def _atomic_json(path: Path, data: dict) -> None:
 
 
 def _choose_encoder(spec: RunSpec, vec_spec: Any, say: Callable[[str], None]) -> tuple[Any, str, bool]:
-    """The encoder object for the run, the name it was built from, and whether it fell back to random-clip."""
-    from furl_wrappers.encoders import ModelUnavailableError, make_encoder
+    """The encoder object for the run, the name it was built from, and whether it fell back (offline)."""
+    from furl_wrappers.encoders import OFFLINE_VLM, CorruptCheckpointError, ModelUnavailableError, make_encoder
 
     yaml_vlm = None
     for item in vec_spec if isinstance(vec_spec, list) else [vec_spec]:
@@ -95,8 +102,15 @@ def _choose_encoder(spec: RunSpec, vec_spec: Any, say: Callable[[str], None]) ->
         if spec.vlm is not None:
             raise  # asked for explicitly: do not silently swap it
         say(f"[furl] the default VLM {requested!r} is unavailable ({exc}).")
-        say("[furl] Falling back to random-clip.")
-        return make_encoder("random-clip", device=spec.device), "random-clip", True
+    try:
+        encoder = make_encoder(OFFLINE_VLM, device=spec.device)
+        say(f"[furl] Falling back to {OFFLINE_VLM}, the offline VLM shipped with furl_wrappers.")
+        say(OFFLINE_VLM_NOTICE)
+        return encoder, OFFLINE_VLM, True
+    except (ModelUnavailableError, CorruptCheckpointError) as exc:
+        say(f"[furl] the offline VLM {OFFLINE_VLM!r} cannot be loaded either ({exc}).")
+    say("[furl] Falling back to random-clip.")
+    return make_encoder("random-clip", device=spec.device), "random-clip", True
 
 
 def train_run(spec: RunSpec, console: Any = None) -> Path:

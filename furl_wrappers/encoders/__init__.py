@@ -6,6 +6,8 @@
 - ``"liv"`` (hub ``jasonyma/LIV``), ``"liv:PATH"`` (a ``model.pt`` or a directory holding one) → :class:`LIVEncoder`;
 - ``"random-clip"`` (ViT-B/32 size), ``"random-clip:tiny"``, ``"random-clip:b32:seed3"`` → :class:`RandomCLIPEncoder`
   (NOT pretrained);
+- ``"furl-mw-vlm"`` (the offline VLM shipped with the package), ``"furl-mw-vlm:PATH"`` (your own
+  ``furl pretrain-vlm`` checkpoint) → :class:`OfflineVLMEncoder`;
 - any object with ``encode_images``, ``encode_text``, ``dim`` and ``device`` is used as it is.
 
 Example:
@@ -29,6 +31,7 @@ from furl_wrappers.encoders.clip import (
     RandomCLIPEncoder,
 )
 from furl_wrappers.encoders.liv import LIV_REPO, LIVEncoder
+from furl_wrappers.encoders.offline import OFFLINE_VLM, CorruptCheckpointError, OfflineVLMEncoder
 from furl_wrappers.encoders.preprocessing import ImagePreprocessor
 
 __all__ = [
@@ -37,6 +40,9 @@ __all__ = [
     "CLIPEncoder",
     "RandomCLIPEncoder",
     "LIVEncoder",
+    "OFFLINE_VLM",
+    "OfflineVLMEncoder",
+    "CorruptCheckpointError",
     "ImagePreprocessor",
     "ModelUnavailableError",
     "make_encoder",
@@ -89,6 +95,11 @@ def make_encoder(
     if spec == "random-clip" or spec.startswith("random-clip:"):
         size, seed = _parse_random_clip(spec)
         return RandomCLIPEncoder(size, seed, **kwargs)
+    if spec == OFFLINE_VLM or spec.startswith(OFFLINE_VLM + ":"):
+        if half or pre_crop is not None:
+            raise ValueError(f"{OFFLINE_VLM} takes neither half=True nor pre_crop (got half={half}, pre_crop={pre_crop})")
+        weights = spec[len(OFFLINE_VLM) + 1:] or None
+        return OfflineVLMEncoder(weights, device=device)
     if spec.lower() == "liv":
         return LIVEncoder(LIV_REPO, **kwargs)
     if spec.lower().startswith("liv:"):

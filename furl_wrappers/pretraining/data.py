@@ -1,0 +1,218 @@
+"""Training data for the offline VLM: labelled frame sequences from the 40 Meta-World tasks outside MT10.
+
+Per task and episode, Meta-World's scripted expert (with Gaussian action noise of a per-episode scale) or a
+failing policy acts in a fixed-goal instance whose object/goal positions come from a per-episode seed. Frames
+are rendered on the same fast path, camera and size as :class:`~furl_wrappers.wrappers.FuzzyVLMRewardWrapper`
+uses (``corner2``, 224²), then resized exactly as :class:`~furl_wrappers.encoders.offline.OfflineVLMEncoder`
+resizes them, and stored as uint8 ``(3, S, S)``.
+
+Episodes are labelled by their outcome, not by the policy that produced them: ``success`` episodes stop ten
+steps after the first success; anything that never succeeds is ``failed``. Policies: ``expert`` (noise 0.1 to
+0.4), ``random`` (uniform actions) and ``perturbed`` (the expert under noise 1.0).
+
+MT10 tasks are refused: they are the evaluation tasks and must stay unseen.
+
+Example:
+    >>> data = generate_dataset(["reach-wall"], expert_episodes=1, failed_episodes=1, every=10)  # doctest: +SKIP
+    >>> data.frames.shape[1:], data.tasks
+    ((3, 64, 64), ['reach-wall-v3'])
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from furl_wrappers.tasks import ALL_TASKS, MT10_TASKS, canonical_task, instruction
+
+__all__ = ["PRETRAIN_TASKS", "PretrainDataset", "check_pretrain_tasks", "rollout_episode", "generate_dataset"]
+
+#: the 40 tasks the offline VLM is trained on (all of Meta-World minus MT10), sorted
+PRETRAIN_TASKS: tuple[str, ...] = tuple(sorted(t for t in ALL_TASKS if t not in MT10_TASKS))
+
+_KIND_CODES = {"success": 0, "failed": 1}
+
+
+def check_pretrain_tasks(tasks: Optional[Sequence[str]]) -> list[str]:
+    """Canonical task ids (default: :data:`PRETRAIN_TASKS`); ``ValueError`` for an MT10 task or an empty list."""
+    if tasks is None:
+        return list(PRETRAIN_TASKS)
+    out = [canonical_task(t) for t in tasks]
+    if not out:
+        raise ValueError("tasks must name at least one Meta-World task outside MT10")
+    held_out = [t for t in out if t in MT10_TASKS]
+    if held_out:
+        raise ValueError(f"{held_out} are MT10 tasks, held out for evaluation; train on tasks outside MT10 "
+                         f"(furl_wrappers.pretraining.PRETRAIN_TASKS, {len(PRETRAIN_TASKS)} tasks)")
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class PretrainDataset:
+    """Frames ``(M, 3, S, S)`` uint8 with per-frame labels, all arrays of length M.
+
+    Attributes:
+        frames: resized frames.
+        task_index: index into ``tasks``.
+        episode: global episode id.
+        step: env step (1-based) after which the frame was rendered.
+        progress: ``step / first_success_step`` for success episodes (> 1 after the success), -1 for failed ones.
+        failed: whether the frame's episode failed.
+        tasks: task ids; ``texts``: their instructions.
+    """
+
+    frames: np.ndarray
+    task_index: np.ndarray
+    episode: np.ndarray
+    step: np.ndarray
+    progress: np.ndarray
+    failed: np.ndarray
+    tasks: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def episode_count(self) -> dict[str, int]:
+        """Number of success and failed episodes."""
+        eps = {int(e): bool(f) for e, f in zip(self.episode, self.failed)}
+        return {"success": sum(not f for f in eps.values()), "failed": sum(eps.values())}
+
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write an ``.npz`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, frames=self.frames, task_index=self.task_index, episode=self.episode, step=self.step,
+                     progress=self.progress, failed=self.failed, tasks=np.array(self.tasks),
+                     texts=np.array(self.texts))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "PretrainDataset":
+        with np.load(path) as z:
+            data = cls(z["frames"], z["task_index"], z["episode"], z["step"], z["progress"], z["failed"],
+                       [str(t) for t in z["tasks"]], [str(t) for t in z["texts"]])
+        check_pretrain_tasks(data.tasks)
+        return data
+
+
+def rollout_episode(task: str, policy_kind: str, env_seed: int, rng: np.random.Generator, *,
+                    noise: float = 0.1, max_steps: int = 300, every: int = 2, image_size: int = 224,
+                    input_size: int = 64, camera: str = "corner2") -> dict:
+    """Run one episode and keep every ``every``-th frame (plus the first-success frame).
+
+    Returns:
+        dict with ``frames`` uint8 ``(T, 3, S, S)``, ``step`` ``(T,)``, ``first_success`` (step or -1).
+    """
+    from metaworld.policies import ENV_POLICY_MAP
+
+    from furl_wrappers.encoders.offline import resize_frames
+    from furl_wrappers.envs import _build_metaworld
+    from furl_wrappers.rendering import FrameRenderer
+
+    if policy_kind not in ("expert", "random", "perturbed"):
+        raise ValueError(f"policy_kind must be 'expert', 'random' or 'perturbed', got {policy_kind!r}")
+    env = _build_metaworld(task, env_seed, observable=True, max_episode_steps=max_steps + 1)
+    renderer = FrameRenderer(env.model, env.data, camera, image_size)
+    policy = ENV_POLICY_MAP[task]()
+    sigma = 1.0 if policy_kind == "perturbed" else noise
+    try:
+        obs, _ = env.reset()
+        frames, steps, first_success = [renderer.render()], [0], -1
+        for t in range(1, max_steps + 1):
+            if policy_kind == "random":
+                action = rng.uniform(-1, 1, 4)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    action = policy.get_action(obs) + rng.normal(0, sigma, 4)
+            obs, _, _, _, info = env.step(np.clip(action, -1, 1).astype(np.float32))
+            if first_success < 0 and info["success"]:
+                first_success = t
+            if t % every == 0 or t == first_success:
+                frames.append(renderer.render())
+                steps.append(t)
+            if first_success > 0 and t >= first_success + 10:
+                break
+    finally:
+        renderer.close()
+        env.close()
+    small = resize_frames(torch.as_tensor(np.stack(frames)), input_size).numpy()
+    return {"frames": small, "step": np.array(steps, np.int32), "first_success": first_success}
+
+
+def _task_episodes(task: str, expert_episodes: int, failed_episodes: int, seed: int, kwargs: dict) -> list[dict]:
+    """All episodes of one task (seeded by the task name, so tasks can run in any order or process)."""
+    rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
+    plan = [("expert", float(rng.uniform(0.1, 0.4))) for _ in range(expert_episodes)]
+    plan += [("random" if i % 2 == 0 else "perturbed", 0.0) for i in range(failed_episodes)]
+    return [rollout_episode(task, kind, env_seed=seed * 1000 + k, rng=rng, noise=noise, **kwargs)
+            for k, (kind, noise) in enumerate(plan)]
+
+
+def generate_dataset(tasks: Optional[Sequence[str]] = None, *, expert_episodes: int = 5, failed_episodes: int = 3,
+                     seed: int = 0, every: int = 2, max_steps: int = 300, image_size: int = 224,
+                     input_size: int = 64, camera: str = "corner2", workers: int = 1,
+                     progress: Optional[Callable[[str, int, int], None]] = None) -> PretrainDataset:
+    """Roll out ``expert_episodes`` expert and ``failed_episodes`` failing-policy episodes per task.
+
+    Deterministic for a given seed, whatever ``workers`` is (each task has its own RNG). Failing policies
+    alternate ``random`` and ``perturbed``; every episode is labelled by its outcome. ``workers > 1`` renders
+    tasks in that many spawned processes. ``progress(task, done, total)`` is called after each task.
+    """
+    tasks = check_pretrain_tasks(tasks)
+    if expert_episodes < 1 or failed_episodes < 0 or every < 1 or workers < 1:
+        raise ValueError(f"need expert_episodes >= 1, failed_episodes >= 0, every >= 1, workers >= 1; got "
+                         f"{expert_episodes}, {failed_episodes}, {every}, {workers}")
+    kwargs = dict(max_steps=max_steps, every=every, image_size=image_size, input_size=input_size, camera=camera)
+    args = [(task, expert_episodes, failed_episodes, seed, kwargs) for task in tasks]
+    if workers == 1:
+        per_task = []
+        for i, a in enumerate(args):
+            per_task.append(_task_episodes(*a))
+            if progress is not None:
+                progress(a[0], i + 1, len(tasks))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_task_episodes, *a) for a in args]
+            per_task = []
+            for i, fut in enumerate(futures):
+                per_task.append(fut.result())
+                if progress is not None:
+                    progress(tasks[i], i + 1, len(tasks))
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("frames", "task_index", "episode", "step", "progress",
+                                                          "failed")}
+    episode_id = 0
+    for ti, episodes in enumerate(per_task):
+        for ep in episodes:
+            n = len(ep["frames"])
+            failed = ep["first_success"] < 0
+            cols["frames"].append(ep["frames"])
+            cols["task_index"].append(np.full(n, ti, np.int16))
+            cols["episode"].append(np.full(n, episode_id, np.int32))
+            cols["step"].append(ep["step"])
+            cols["progress"].append(np.full(n, -1.0, np.float32) if failed
+                                    else (ep["step"] / ep["first_success"]).astype(np.float32))
+            cols["failed"].append(np.full(n, failed))
+            episode_id += 1
+    arrays = {k: np.concatenate(v) for k, v in cols.items()}
+    return PretrainDataset(**arrays, tasks=tasks, texts=[instruction(t) for t in tasks])

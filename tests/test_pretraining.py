@@ -1,0 +1,129 @@
+"""Offline-VLM pretraining: data only from non-MT10 tasks, correct labels, a tiny run lowers the loss, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import furl_wrappers
+from furl_wrappers.encoders import make_encoder
+from furl_wrappers.encoders.offline import load_checkpoint
+from furl_wrappers.pretraining import (
+    PRETRAIN_TASKS,
+    PretrainConfig,
+    PretrainDataset,
+    check_pretrain_tasks,
+    generate_dataset,
+    pretrain,
+    pretrain_losses,
+)
+
+
+@pytest.fixture(scope="module")
+def small_data() -> PretrainDataset:
+    # reach-wall's expert succeeds within ~50 steps; 60-step failures keep this fast
+    return generate_dataset(["reach-wall", "door-close"], expert_episodes=2, failed_episodes=1, every=5,
+                            max_steps=60, image_size=96, input_size=32)
+
+
+def test_pretrain_tasks_are_the_forty_outside_mt10() -> None:
+    assert len(PRETRAIN_TASKS) == 40 and not set(PRETRAIN_TASKS) & set(furl_wrappers.MT10_TASKS)
+    assert set(PRETRAIN_TASKS) | set(furl_wrappers.MT10_TASKS) == set(furl_wrappers.ALL_TASKS)
+    assert check_pretrain_tasks(None) == list(PRETRAIN_TASKS)
+    for mt10 in furl_wrappers.MT10_TASKS:
+        with pytest.raises(ValueError, match="held out"):
+            check_pretrain_tasks(["reach-wall", mt10])
+    with pytest.raises(ValueError, match="at least one"):
+        check_pretrain_tasks([])
+
+
+def test_generated_episodes_and_labels(small_data: PretrainDataset) -> None:
+    d = small_data
+    assert d.tasks == ["reach-wall-v3", "door-close-v3"] and d.texts[0] == furl_wrappers.instruction("reach-wall")
+    assert d.frames.dtype == np.uint8 and d.frames.shape[1:] == (3, 32, 32)
+    assert len({len(d.frames), len(d.task_index), len(d.episode), len(d.step), len(d.progress), len(d.failed)}) == 1
+    assert sorted(set(d.episode.tolist())) == list(range(6))  # 3 episodes per task
+    for e in range(6):
+        m = d.episode == e
+        assert len(set(d.task_index[m].tolist())) == 1 and np.all(np.diff(d.step[m]) > 0) and d.step[m][0] == 0
+        if d.failed[m][0]:
+            assert np.all(d.progress[m] == -1) and d.step[m][-1] == 60
+        else:  # progress reaches exactly 1 at the first-success frame, ends at most 10 steps later
+            p = d.progress[m]
+            assert p[0] == 0 and np.any(p == 1.0) and np.all(np.diff(p) > 0)
+            first = d.step[m][p == 1.0][0]
+            assert d.step[m][-1] <= first + 10
+    assert d.episode_count["success"] >= 2  # at least the expert episodes of reach-wall
+    assert d.frames.std() > 5  # rendered scenes, not blank frames
+    # deterministic for a seed
+    again = generate_dataset(["reach-wall"], expert_episodes=2, failed_episodes=1, every=5, max_steps=60,
+                             image_size=96, input_size=32)
+    m = small_data.task_index == 0
+    assert np.array_equal(again.frames, small_data.frames[m])
+
+
+def test_dataset_round_trip_and_mt10_cache_refused(small_data: PretrainDataset, tmp_path: Path) -> None:
+    path = small_data.save(tmp_path / "d.npz")
+    back = PretrainDataset.load(path)
+    assert back.tasks == small_data.tasks and np.array_equal(back.frames, small_data.frames)
+    bad = PretrainDataset(**{k: getattr(small_data, k) for k in ("frames", "task_index", "episode", "step",
+                                                                  "progress", "failed")},
+                          tasks=["reach-wall-v3", "drawer-open-v3"], texts=small_data.texts)
+    bad.save(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="held out"):
+        PretrainDataset.load(tmp_path / "bad.npz")
+
+
+def test_losses_by_hand() -> None:
+    text = torch.eye(2, 4)  # task 0 → e0, task 1 → e1
+    emb = {"nce": torch.tensor([[1.0, 0, 0, 0]]), "early": torch.tensor([[0.0, 0, 1, 0]]),
+           "later": torch.tensor([[0.6, 0, 0.8, 0]]), "fail": torch.tensor([[0.0, 1, 0, 0]]),
+           "fail_late": torch.tensor([[0.0, 0.5, 0, 0]])}
+    task = {"nce": torch.tensor([0]), "pair": torch.tensor([0]), "fail": torch.tensor([1])}
+    out = pretrain_losses(emb, text, task, temperature=0.5)
+    # contrast: CE over logits [2, 0] for class 0
+    assert float(out["contrast"]) == pytest.approx(float(np.log1p(np.exp(-2.0))), abs=1e-6)
+    # temporal: gap 0.6 → softplus(-1.2)
+    assert float(out["temporal"]) == pytest.approx(float(np.log1p(np.exp(-1.2))), abs=1e-6)
+    # failure: gap 0.5 - 1 = -0.5 → softplus(1.0)
+    assert float(out["failure"]) == pytest.approx(float(np.log1p(np.exp(1.0))), abs=1e-6)
+    assert float(out["total"]) == pytest.approx(float(out["contrast"] + out["temporal"] + out["failure"]))
+
+
+def test_tiny_training_run_lowers_the_loss_and_is_seeded(small_data: PretrainDataset) -> None:
+    text = torch.nn.functional.normalize(torch.randn(2, 384, generator=torch.Generator().manual_seed(0)), dim=1)
+    config = PretrainConfig(steps=120, batch_size=8, seed=3)
+    net, history = pretrain(small_data, text, config, net_config={"input_size": 32}, device="cpu", log_every=20)
+    assert [h["step"] for h in history] == list(range(20, 121, 20))
+    assert history[-1]["total"] < 0.7 * history[0]["total"], history
+    net2, _ = pretrain(small_data, text, config, net_config={"input_size": 32}, device="cpu", log_every=20)
+    for a, b in zip(net.state_dict().values(), net2.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="input_size"):
+        pretrain(small_data, text, config, net_config={"input_size": 64}, device="cpu")
+    with pytest.raises(ValueError, match="text_embeddings"):
+        pretrain(small_data, text[:1], config, net_config={"input_size": 32}, device="cpu")
+    with pytest.raises(ValueError, match="PretrainConfig"):
+        PretrainConfig(steps=0)
+
+
+def test_cli_pretrain_vlm_writes_a_loadable_checkpoint(tmp_path: Path, capsys) -> None:
+    from furl_wrappers.cli import main
+
+    out = tmp_path / "vlm.pt"
+    args = ["pretrain-vlm", "--out", str(out), "--tasks", "reach-wall", "--expert-episodes", "1",
+            "--failed-episodes", "1", "--every", "10", "--steps", "5", "--batch-size", "4", "--input-size", "32",
+            "--data-cache", str(tmp_path / "data.npz"), "--device", "cpu"]
+    assert main(args) == 0
+    net, meta = load_checkpoint(out)
+    assert meta["tasks"] == ["reach-wall-v3"] and meta["config"]["steps"] == 5 and len(meta["history"]) == 1
+    enc = make_encoder(f"furl-mw-vlm:{out}", device="cpu")
+    assert enc.encode_images(np.zeros((2, 64, 64, 3), np.uint8)).shape == (2, 384)
+    # no clobbering; the cached data is reused; MT10 refused before anything runs
+    assert main(args) == 2 and "exists" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0 and "loaded" in capsys.readouterr().out
+    assert main(["pretrain-vlm", "--out", str(tmp_path / "x.pt"), "--tasks", "drawer-open"]) == 2
+    assert "held out" in capsys.readouterr().err
