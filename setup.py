@@ -10,10 +10,13 @@ exec((Path(__file__).parent / "furl_wrappers" / "_version.py").read_text(), vers
 EXTRAS = {
     # rl-zoo3's `enjoy` imports requests without declaring it.
     "zoo": ["rl-zoo3>=2.4", "requests>=2.28"],
-    "ray": ["ray[default]>=2.9"],
+    # Ray Core is enough for `furl sweep --ray-address` (ray[default] adds the dashboard)
+    "ray": ["ray>=2.9"],
     "plots": ["matplotlib>=3.7"],
-    # what the tests need: rl-zoo3 (its train/enjoy are exercised), matplotlib (furl report's plots)
-    "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28"],
+    # what the tests need: rl-zoo3 (its train/enjoy are exercised), matplotlib (furl report's plots), Ray (the
+    # sweep's cluster backend runs on a local Ray instance), sentence-transformers (MiniLM pooling parity)
+    "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28", "ray>=2.9",
+            "sentence-transformers>=2.2"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

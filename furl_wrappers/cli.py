@@ -7,6 +7,7 @@ Sub-commands:
     furl tasks                             list the 50 Meta-World tasks and their instructions
     furl goal-image TASK [...]             roll out the scripted expert, save the goal image, print the step
     furl pretrain-vlm --out PATH [...]     train the offline VLM (furl-mw-vlm) on the 40 non-MT10 tasks
+    furl sweep --out DIR [GRID] [...]      methods × tasks × seeds on a local pool or Ray; resumable
 
 Example:
     $ furl train --method furl --task drawer-open --seed 0 --steps 20000
@@ -102,6 +103,31 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--device", default="auto")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     pre.set_defaults(func=_cmd_pretrain_vlm)
+
+    sweep = sub.add_parser("sweep", help="run methods × tasks × seeds on a local process pool or a Ray cluster")
+    sweep.add_argument("grid", nargs="?", default=None, help="grid YAML (methods, tasks, seeds, steps, ...)")
+    sweep.add_argument("--out", required=True, help="results directory (shared by all nodes on a cluster)")
+    sweep.add_argument("--methods", nargs="+", default=None)
+    sweep.add_argument("--tasks", nargs="+", default=None)
+    sweep.add_argument("--seeds", nargs="+", type=int, default=None)
+    sweep.add_argument("--goal", default=None, choices=["fixed", "random"])
+    sweep.add_argument("--vlm", default=None)
+    sweep.add_argument("--steps", type=int, default=None)
+    sweep.add_argument("--n-envs", type=int, default=None)
+    sweep.add_argument("--eval-freq", type=int, default=None)
+    sweep.add_argument("--eval-episodes", type=int, default=None)
+    sweep.add_argument("--checkpoint-freq", type=int, default=None, help="bounds the work a killed cell loses")
+    sweep.add_argument("--hyperparams", "-params", nargs="*", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--cpus-per-run", type=float, default=None)
+    sweep.add_argument("--gpus-per-run", type=float, default=None, help="a fraction shares a GPU")
+    sweep.add_argument("--max-retries", type=int, default=None, help="retries per failed cell (default 2)")
+    sweep.add_argument("--workers", type=int, default=None, help="local pool size (default: what fits)")
+    sweep.add_argument("--ray-address", default=None, help="run on Ray: 'auto', 'ray://HOST:10001', ...")
+    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--quiet", action="store_true", help="plain lines instead of the live table")
+    sweep.add_argument("--no-plots", action="store_true")
+    sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 
@@ -221,6 +247,23 @@ def _cmd_pretrain_vlm(args: argparse.Namespace) -> int:
                     command="furl " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["pretrain-vlm"] else "",
                     say=lambda line: print(line, flush=True))
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from furl_wrappers.sweep import load_grid, run_sweep
+
+    resources = {k: v for k, v in (("cpus", args.cpus_per_run), ("gpus", args.gpus_per_run)) if v is not None}
+    grid = load_grid(args.grid, methods=args.methods, tasks=args.tasks, seeds=args.seeds, goal=args.goal,
+                     vlm=args.vlm, steps=args.steps, n_envs=args.n_envs, eval_freq=args.eval_freq,
+                     eval_episodes=args.eval_episodes, checkpoint_freq=args.checkpoint_freq,
+                     hyperparams=_key_values(args.hyperparams, "--hyperparams"),
+                     env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), resources=resources,
+                     max_retries=args.max_retries)
+    result = run_sweep(grid, args.out, workers=args.workers, ray_address=args.ray_address, device=args.device,
+                       quiet=args.quiet, console=Console(), plots=not args.no_plots)
+    return 1 if result["failed"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -144,7 +144,8 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
 
     run_dir = Path(spec.out) if spec.out else default_run_dir(spec.method, task, spec.goal, spec.seed)
     checkpoint = run_dir / "checkpoint"
-    if run_dir.exists() and any(run_dir.iterdir()):
+    # files named sweep_* are a sweep's bookkeeping (furl sweep), not a run
+    if run_dir.exists() and any(not p.name.startswith("sweep_") for p in run_dir.iterdir()):
         if not spec.resume:
             raise RunExistsError(f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it "
                                  "or --out to write elsewhere (nothing was changed)")

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 import time
@@ -143,4 +144,7 @@ class ResumeCheckpointCallback(BaseCallback):
         model_tmp = self.path / ".model.tmp.zip"
         self.model.save(model_tmp)
         os.replace(model_tmp, self.path / "model.zip")
+        meta_tmp = self.path / ".meta.json.tmp"
+        meta_tmp.write_text(json.dumps({"num_timesteps": int(self.num_timesteps), "time": time.time()}))
+        os.replace(meta_tmp, self.path / "meta.json")  # which step the checkpoint holds (furl sweep reads it)
         self._last = self.num_timesteps

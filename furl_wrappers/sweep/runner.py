@@ -1,0 +1,268 @@
+"""Scheduling a sweep: a local process pool (default) or a Ray cluster, retries, live table, final report.
+
+Each cell runs in its own worker — a spawned process locally, a Ray task on a cluster — so a crash or a killed
+worker costs only that cell's progress since its last checkpoint. Failed attempts are retried up to
+``grid.max_retries`` times per invocation (attempt numbers continue across invocations, so no traceback is
+overwritten); a retry resumes from the checkpoint. Rerunning the same command skips finished cells.
+
+Example:
+    >>> grid = SweepGrid(methods=["sac"], tasks=["reach"], seeds=[0, 1], steps=300)  # doctest: +SKIP
+    >>> result = run_sweep(grid, "runs/sweep-demo")  # doctest: +SKIP
+    >>> result["done"]  # doctest: +SKIP
+    ['sac/reach/seed0', 'sac/reach/seed1']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from furl_wrappers.sweep.cell import cell_main, cell_progress, cell_state, failure_files, record_failure, run_cell
+from furl_wrappers.sweep.grid import Cell, GridError, SweepGrid
+
+__all__ = ["run_sweep", "LocalBackend", "RayBackend", "RAY_INSTALL_HINT"]
+
+RAY_INSTALL_HINT = "Ray is not installed: pip install 'furl_wrappers[ray]' (or pip install ray) on every node"
+
+
+class LocalBackend:
+    """Cells as spawned processes on this machine, at most ``workers`` at a time; GPUs shared round-robin."""
+
+    def __init__(self, resources: dict[str, float], workers: Optional[int] = None) -> None:
+        import torch
+
+        cpus, gpus = float(resources["cpus"]), float(resources["gpus"])
+        n_cpu = os.cpu_count() or 1
+        self.n_gpu = torch.cuda.device_count()
+        if cpus > n_cpu:
+            raise GridError(f"each run asks for {cpus:g} CPUs but this machine has {n_cpu}; lower resources.cpus")
+        if gpus > 0 and self.n_gpu == 0:
+            raise GridError(f"each run asks for {gpus:g} GPUs but this machine has none; set resources.gpus to 0")
+        if gpus > 1 and gpus > self.n_gpu:
+            raise GridError(f"each run asks for {gpus:g} GPUs but this machine has {self.n_gpu}")
+        fit = max(1, int(n_cpu // cpus))
+        if gpus > 0:
+            fit = min(fit, max(1, int(math.floor(self.n_gpu / gpus + 1e-9))))
+        if workers is not None and workers < 1:
+            raise GridError(f"workers must be >= 1, got {workers}")
+        self.workers = workers or fit
+        self.gpus, self.threads = gpus, max(1, int(cpus))
+        self._ctx = multiprocessing.get_context("spawn")
+        self._slot = 0
+        self.description = f"local process pool, {self.workers} worker(s)" + (
+            f", {self.n_gpu} GPU(s)" if gpus > 0 else "")
+
+    def start(self, payload: dict[str, Any]) -> Any:
+        payload = dict(payload, threads=self.threads)
+        if self.gpus > 0:
+            payload["device"] = f"cuda:{self._slot % self.n_gpu}"
+        elif self.n_gpu:
+            payload["device"] = "cpu"  # a CPU-only cell must not take a GPU it did not ask for
+        self._slot += 1
+        proc = self._ctx.Process(target=cell_main, args=(payload,), daemon=False)
+        proc.start()
+        return proc
+
+    def poll(self, handle: Any) -> Optional[dict[str, Any]]:
+        if handle.is_alive():
+            return None
+        handle.join()
+        if handle.exitcode == 0:
+            return {"ok": True}
+        if handle.exitcode == 1:
+            return {"ok": False, "recorded": True}
+        return {"ok": False, "recorded": False,
+                "error": f"worker process {handle.pid} died with exit code {handle.exitcode} "
+                         "(negative: killed by that signal) before it could record an error"}
+
+    def shutdown(self, handles: list[Any]) -> None:
+        for h in handles:
+            if h.is_alive():
+                h.terminate()
+                h.join(5)
+
+
+class RayBackend:
+    """Cells as Ray tasks with per-run ``num_cpus`` / ``num_gpus``; uses the running Ray instance if any."""
+
+    def __init__(self, resources: dict[str, float], address: str) -> None:
+        try:
+            import ray
+        except ImportError as err:
+            raise GridError(RAY_INSTALL_HINT) from err
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False)
+        total = ray.cluster_resources()
+        cpus, gpus = float(resources["cpus"]), float(resources["gpus"])
+        if cpus > total.get("CPU", 0) or gpus > total.get("GPU", 0):
+            raise GridError(f"each run asks for {cpus:g} CPUs and {gpus:g} GPUs but the Ray cluster has "
+                            f"{total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs in all")
+        self.options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0}
+        self.device = "cuda" if gpus > 0 else "cpu"
+        self.threads = max(1, int(cpus))
+        self._remote = ray.remote(run_cell)
+        self.workers = max(1, int(total.get("CPU", 1) // cpus))
+        if gpus > 0:
+            self.workers = min(self.workers, max(1, int(total.get("GPU", 0) / gpus + 1e-9)))
+        self.description = f"Ray cluster {address} ({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs)"
+
+    def start(self, payload: dict[str, Any]) -> Any:
+        payload = dict(payload, threads=self.threads, device=self.device)
+        return self._remote.options(**self.options).remote(payload)
+
+    def poll(self, handle: Any) -> Optional[dict[str, Any]]:
+        ready, _ = self.ray.wait([handle], timeout=0)
+        if not ready:
+            return None
+        try:
+            result = self.ray.get(handle)
+        except Exception as err:  # noqa: BLE001 - a crashed worker or node: the cell is retried
+            return {"ok": False, "recorded": False, "error": f"Ray task failed: {type(err).__name__}: {err}"}
+        return {**result, "recorded": True}
+
+    def shutdown(self, handles: list[Any]) -> None:
+        for h in handles:
+            self.ray.cancel(h, force=True)
+
+
+def _table(rows: dict[str, dict[str, Any]], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("cell", "state", "attempt", "steps", "last success", "note"):
+        table.add_column(col)
+    colours = {"done": "green", "failed": "red", "running": "cyan", "queued": "white", "retrying": "yellow"}
+    for name, row in rows.items():
+        steps = "" if row.get("steps") is None else str(row["steps"])
+        success = "" if row.get("success") is None else f"{row['success']:.2f}"
+        table.add_row(name, f"[{colours.get(row['state'], 'white')}]{row['state']}[/]", str(row.get("attempt", 0)),
+                      steps, success, row.get("note", ""))
+    return table
+
+
+def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] = None,
+              ray_address: Optional[str] = None, device: str = "auto", quiet: bool = False, console: Any = None,
+              report: bool = True, plots: bool = True, poll_s: float = 1.0,
+              on_event: Optional[Callable[[str, str], None]] = None) -> dict[str, Any]:
+    """Run every cell of ``grid`` into ``out``; see the module docstring.
+
+    Args:
+        grid: the validated grid.
+        out: results directory (every worker must see it: a shared path on a cluster).
+        workers: local pool size (default: as many runs as fit the CPUs/GPUs).
+        ray_address: run on Ray (``"auto"``, ``"ray://host:10001"``, ...); ``None``: local processes.
+        device: device for local CPU-only cells (``"auto"``).
+        quiet: plain lines on state changes instead of a live table.
+        report: write ``out/report`` (``furl report`` of the finished cells) at the end.
+        on_event: ``on_event(cell_name, state)`` on every state change (used by tests and tools).
+
+    Returns:
+        ``{"done": [...], "failed": [...], "skipped": [...], "report": path or None, "cells": {...}}``.
+
+    Raises:
+        GridError: for resources that do not fit, or Ray requested but not installed — before any cell starts.
+    """
+    from rich.console import Console
+
+    console = console or Console()
+    out = Path(out).resolve()
+    cells = grid.cells(out)
+    backend: Any = RayBackend(grid.resources, ray_address) if ray_address else LocalBackend(grid.resources, workers)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "sweep.json"
+    tmp = manifest.with_name(".sweep.json.tmp")
+    tmp.write_text(json.dumps({"grid": grid.to_dict(), "cells": [c.name for c in cells]}, indent=1))
+    os.replace(tmp, manifest)
+
+    rows: dict[str, dict[str, Any]] = {}
+    queue: list[tuple[Cell, int]] = []
+    skipped: list[str] = []
+    for cell in cells:
+        previous = len(failure_files(cell.run_dir))
+        if cell_state(cell.run_dir) == "done":
+            steps, success = cell_progress(cell.run_dir)
+            rows[cell.name] = {"state": "done", "attempt": previous, "steps": steps, "success": success,
+                               "note": "finished earlier"}
+            skipped.append(cell.name)
+        else:
+            rows[cell.name] = {"state": "queued", "attempt": previous, "first_attempt": previous + 1}
+            queue.append((cell, previous + 1))
+
+    def event(name: str, state: str, note: str = "") -> None:
+        rows[name]["state"] = state
+        if note:
+            rows[name]["note"] = note
+        if quiet:
+            console.print(f"[furl sweep] {name}: {state}{' — ' + note if note else ''}", markup=False)
+        if on_event is not None:
+            on_event(name, state)
+
+    running: dict[str, tuple[Cell, int, Any]] = {}
+    shared = grid.run_spec_kwargs()
+    title = f"furl sweep → {out} ({backend.description})"
+    live = None
+    if not quiet and console.is_terminal:
+        from rich.live import Live
+
+        live = Live(_table(rows, title), console=console, refresh_per_second=2)
+        live.start()
+    elif not quiet:
+        quiet = True
+    try:
+        while queue or running:
+            while queue and len(running) < backend.workers:
+                cell, attempt = queue.pop(0)
+                payload = {"method": cell.method, "task": cell.task, "seed": cell.seed, "run_dir": cell.run_dir,
+                           "attempt": attempt, "spec": shared, "device": device}
+                running[cell.name] = (cell, attempt, backend.start(payload))
+                rows[cell.name]["attempt"] = attempt
+                resume = cell_state(cell.run_dir) == "resumable"
+                event(cell.name, "running", "resuming from checkpoint" if resume else "")
+            time.sleep(poll_s)
+            for name, (cell, attempt, handle) in list(running.items()):
+                steps, success = cell_progress(cell.run_dir)
+                rows[name].update(steps=steps, success=success)
+                result = backend.poll(handle)
+                if result is None:
+                    continue
+                del running[name]
+                if result["ok"]:
+                    event(name, "done")
+                    continue
+                if not result.get("recorded"):
+                    record_failure(cell.run_dir, attempt, result.get("error", "unknown failure") + "\n")
+                tries = attempt - rows[name]["first_attempt"] + 1
+                if tries <= grid.max_retries:
+                    queue.append((cell, attempt + 1))
+                    event(name, "retrying", f"attempt {attempt} failed (sweep_failure_{attempt}.txt)")
+                else:
+                    event(name, "failed", f"{tries} attempt(s) failed; see {cell.run_dir}/sweep_failure_*.txt")
+            if live is not None:
+                live.update(_table(rows, title))
+    except BaseException:
+        backend.shutdown([h for _, _, h in running.values()])
+        raise
+    finally:
+        if live is not None:
+            live.update(_table(rows, title))
+            live.stop()
+    done = [n for n, r in rows.items() if r["state"] == "done"]
+    failed = [n for n, r in rows.items() if r["state"] == "failed"]
+    written = None
+    if report and done:
+        from furl_wrappers.report import report as write_report
+
+        by_name = {c.name: c for c in cells}
+        written = write_report([by_name[n].run_dir for n in done], out / "report", plots=plots)
+        console.print(written["markdown"], markup=False)
+        console.print(f"report: {written['table']}", markup=False)
+    console.print(f"[furl sweep] {len(done)} done ({len(skipped)} finished earlier), {len(failed)} failed"
+                  + (f": {', '.join(failed)}" if failed else ""), markup=False)
+    return {"done": done, "failed": failed, "skipped": skipped, "report": None if written is None else
+            written["table"], "cells": rows}
