@@ -13,6 +13,7 @@ frozen heads and the aligned heads:
 It also plots r_VLM along one held-out expert episode before/after alignment (PNG).
 
     python benchmarks/alignment.py --tasks drawer-open button-press-topdown window-open --vlm random-clip
+    python benchmarks/alignment.py --tasks reach push ... --vlm furl-mw-vlm random-clip:tiny   # same episodes
 """
 
 from __future__ import annotations
@@ -72,17 +73,20 @@ def rollout(task: str, kind: str, rng: np.random.Generator, max_steps: int, imag
     return {"frames": np.stack(frames), "success": np.array(success)}
 
 
-def encode_episodes(task: str, encoder, counts: dict, seed: int, max_steps: int, image_size: int) -> list[dict]:
+def collect_episodes(task: str, counts: dict, seed: int, max_steps: int, image_size: int) -> list[dict]:
+    """Roll out the episodes once (frames kept), so that every encoder is scored on the same frames."""
     rng = np.random.default_rng(seed)
-    episodes = []
-    for kind, n in counts.items():
-        for _ in range(n):
-            ep = rollout(task, kind, rng, max_steps, image_size)
-            emb = np.concatenate([encoder.encode_images(ep["frames"][i:i + 32]).cpu().numpy()
-                                  for i in range(0, len(ep["frames"]), 32)])
-            episodes.append({"kind": kind, "embeddings": emb, "success": ep["success"],
-                             "first_frame": ep["frames"][0] if kind == "expert" else None})
-    return episodes
+    return [dict(rollout(task, kind, rng, max_steps, image_size), kind=kind)
+            for kind, n in counts.items() for _ in range(n)]
+
+
+def encode_episodes(episodes: list[dict], encoder) -> list[dict]:
+    out = []
+    for ep in episodes:
+        emb = np.concatenate([encoder.encode_images(ep["frames"][i:i + 32]).cpu().numpy()
+                              for i in range(0, len(ep["frames"]), 32)])
+        out.append({"kind": ep["kind"], "embeddings": emb, "success": ep["success"]})
+    return out
 
 
 def evaluate(model: RewardModel, episodes: list[dict]) -> dict:
@@ -102,47 +106,55 @@ def evaluate(model: RewardModel, episodes: list[dict]) -> dict:
             "n_success": len(pos), "n_failed": len(neg)}
 
 
-def run_task(task: str, encoder, args) -> dict:
+def run_task(task: str, encoders: list, args) -> list[dict]:
     t0 = time.perf_counter()
     text = furl_wrappers.instruction(task)
     counts_train = {"expert": args.train_episodes, "random": args.train_episodes // 2,
                     "noisy": args.train_episodes - args.train_episodes // 2}
     counts_test = {"expert": args.test_episodes, "random": args.test_episodes // 2,
                    "noisy": args.test_episodes - args.test_episodes // 2}
-    train = encode_episodes(task, encoder, counts_train, args.seed, args.max_steps, args.image_size)
-    test = encode_episodes(task, encoder, counts_test, args.seed + 1000, args.max_steps, args.image_size)
+    train_eps = collect_episodes(task, counts_train, args.seed, args.max_steps, args.image_size)
+    test_eps = collect_episodes(task, counts_test, args.seed + 1000, args.max_steps, args.image_size)
     collect_s = time.perf_counter() - t0
-
-    models = {
-        "raw cosine": RewardModel.from_encoder(encoder, text, mode="raw"),
-        "random frozen heads": RewardModel.from_encoder(encoder, text, mode="frozen", seed=args.seed),
-        "aligned heads": RewardModel.from_encoder(encoder, text, mode="learned", seed=args.seed),
-    }
-    before = {name: evaluate(m, test) for name, m in models.items()}
-    aligned = models["aligned heads"]
-    buf = VLMReplayBuffer(100_000, spaces.Box(-1, 1, (1,)), spaces.Box(-1, 1, (1,)), device="cpu",
-                          lag=args.lag, seed=args.seed, embedding_dtype="float32")
-    for ep in train:
-        for t, (e, s) in enumerate(zip(ep["embeddings"], ep["success"])):
-            done = float(t == len(ep["success"]) - 1)
-            buf.add(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.array([done]),
-                    [{"vlm_embedding": e, "is_success": bool(s), "task_reward": float(s) - 1.0}])
-    callback = RewardAlignmentCallback(aligned, batch_size=args.batch_size, lr=args.lr, lag=args.lag,
-                                       goal_image=None, seed=args.seed)
-    callback.bind(buf, aligned)
-    torch.manual_seed(args.seed)
-    t1 = time.perf_counter()
-    for _ in range(args.steps):
-        callback.align_once()
-    align_s = time.perf_counter() - t1
-    after = {name: evaluate(m, test) for name, m in models.items()}
-    result = {"task": task, "before": before, "after": after, "train_positive_frames": buf.positive_count,
-              "train_episodes": {"successful": buf.alignment.successful_episodes,
-                                 "failed": buf.alignment.failed_episodes},
-              "collect_and_encode_s": round(collect_s, 1), "align_s": round(align_s, 1)}
-    plot(task, test, models, before_model=RewardModel.from_encoder(encoder, text, mode="learned", seed=args.seed),
-         out=Path(args.out) / f"alignment_{task}.png")
-    return result
+    results = []
+    for encoder in encoders:
+        t1 = time.perf_counter()
+        train, test = encode_episodes(train_eps, encoder), encode_episodes(test_eps, encoder)
+        encode_s = time.perf_counter() - t1
+        models = {
+            "raw cosine": RewardModel.from_encoder(encoder, text, mode="raw"),
+            "random frozen heads": RewardModel.from_encoder(encoder, text, mode="frozen", seed=args.seed),
+            "aligned heads": RewardModel.from_encoder(encoder, text, mode="learned", seed=args.seed),
+        }
+        before = {name: evaluate(m, test) for name, m in models.items()}
+        aligned = models["aligned heads"]
+        buf = VLMReplayBuffer(100_000, spaces.Box(-1, 1, (1,)), spaces.Box(-1, 1, (1,)), device="cpu",
+                              lag=args.lag, seed=args.seed, embedding_dtype="float32")
+        for ep in train:
+            for t, (e, s) in enumerate(zip(ep["embeddings"], ep["success"])):
+                done = float(t == len(ep["success"]) - 1)
+                buf.add(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.array([done]),
+                        [{"vlm_embedding": e, "is_success": bool(s), "task_reward": float(s) - 1.0}])
+        callback = RewardAlignmentCallback(aligned, batch_size=args.batch_size, lr=args.lr, lag=args.lag,
+                                           goal_image=None, seed=args.seed)
+        callback.bind(buf, aligned)
+        torch.manual_seed(args.seed)
+        t2 = time.perf_counter()
+        for _ in range(args.steps):
+            callback.align_once()
+        align_s = time.perf_counter() - t2
+        after = {name: evaluate(m, test) for name, m in models.items()}
+        results.append({"task": task, "vlm": describe(encoder), "before": before, "after": after,
+                        "train_positive_frames": buf.positive_count,
+                        "train_episodes": {"successful": buf.alignment.successful_episodes,
+                                           "failed": buf.alignment.failed_episodes},
+                        "collect_s": round(collect_s, 1), "encode_s": round(encode_s, 1),
+                        "align_s": round(align_s, 1)})
+        tag = "" if len(encoders) == 1 else "_" + "".join(c if c.isalnum() or c in "-." else "_"
+                                                          for c in getattr(encoder, "name", "encoder"))
+        plot(task, test, models, before_model=RewardModel.from_encoder(encoder, text, mode="learned", seed=args.seed),
+             out=Path(args.out) / f"alignment_{task}{tag}.png")
+    return results
 
 
 def plot(task: str, test: list[dict], models: dict, before_model: RewardModel, out: Path) -> None:
@@ -171,7 +183,8 @@ def plot(task: str, test: list[dict], models: dict, before_model: RewardModel, o
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["drawer-open", "button-press-topdown", "window-open"])
-    parser.add_argument("--vlm", default="random-clip")
+    parser.add_argument("--vlm", nargs="+", default=["random-clip"],
+                        help="one or more encoders, all scored on the same episodes")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--train-episodes", type=int, default=8, help="expert episodes (and as many failing ones)")
     parser.add_argument("--test-episodes", type=int, default=4)
@@ -184,23 +197,38 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    encoder = make_encoder(args.vlm, device=args.device)
-    print(f"furl_wrappers {furl_wrappers.__version__} | {platform.node()} | {os.cpu_count()} CPUs | device {encoder.device}")
-    print(f"encoder: {describe(encoder)}")
+    encoders = [make_encoder(v, device=args.device) for v in args.vlm]
+    print(f"furl_wrappers {furl_wrappers.__version__} | {platform.node()} | {os.cpu_count()} CPUs | "
+          f"device {encoders[0].device}")
+    for encoder in encoders:
+        print(f"encoder: {describe(encoder)}")
     results = []
     for task in args.tasks:
-        res = run_task(furl_wrappers.canonical_task(task), encoder, args)
-        results.append(res)
-        print(f"\n{res['task']}: train {res['train_episodes']} ({res['train_positive_frames']} positive frames); "
-              f"collect+encode {res['collect_and_encode_s']} s, {args.steps} alignment steps {res['align_s']} s")
-        print(f"  {'reward':<22} {'Spearman before':>16} {'after':>8} {'AUC before':>11} {'after':>8}")
-        for name in res["before"]:
-            b, a = res["before"][name], res["after"][name]
-            print(f"  {name:<22} {b['spearman']:>16.3f} {a['spearman']:>8.3f} {b['auc']:>11.3f} {a['auc']:>8.3f}")
+        for res in run_task(furl_wrappers.canonical_task(task), encoders, args):
+            results.append(res)
+            print(f"\n{res['task']} — {res['vlm']}: train {res['train_episodes']} ({res['train_positive_frames']} "
+                  f"positive frames); collect {res['collect_s']} s, encode {res['encode_s']} s, {args.steps} "
+                  f"alignment steps {res['align_s']} s")
+            print(f"  {'reward':<22} {'Spearman before':>16} {'after':>8} {'AUC before':>11} {'after':>8}")
+            for name in res["before"]:
+                b, a = res["before"][name], res["after"][name]
+                print(f"  {name:<22} {b['spearman']:>16.3f} {a['spearman']:>8.3f} {b['auc']:>11.3f} "
+                      f"{a['auc']:>8.3f}")
+    summary = {}
+    for encoder in encoders:
+        rows = [r for r in results if r["vlm"] == describe(encoder)]
+        summary[describe(encoder)] = {
+            f"median {stage} {metric}": float(np.nanmedian([r[stage][model][metric] for r in rows]))
+            for stage, model in (("before", "raw cosine"), ("after", "aligned heads"))
+            for metric in ("spearman", "auc")}
+    print("\nmedians over tasks (zero-shot = raw cosine before alignment; aligned = heads after):")
+    for name, med in summary.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
     out = Path(args.out) / "alignment.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"vlm": describe(encoder), "args": vars(args), "results": results}, indent=1))
-    print(f"\nwrote {out} and alignment_<task>.png")
+    out.write_text(json.dumps({"vlm": [describe(e) for e in encoders], "args": vars(args), "results": results,
+                               "medians": summary}, indent=1))
+    print(f"\nwrote {out} and alignment_<task>*.png")
 
 
 if __name__ == "__main__":

@@ -54,16 +54,35 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return run
 
 
+def _encoder_label(run: dict[str, Any]) -> str:
+    """The encoder a run used, short: its spec (``furl-mw-vlm``, ``random-clip:tiny``) or name; ``-`` for none."""
+    return str(run.get("encoder_spec") or run.get("encoder") or "-")
+
+
+def _row_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The method of each run; ``method (encoder)`` when one method appears with several encoders (e.g. FuRL
+    with CLIP and with random-clip), so their numbers are never averaged together."""
+    encoders: dict[str, set] = defaultdict(set)
+    for run in runs:
+        encoders[run["method"]].add(_encoder_label(run))
+    return [run["method"] + (f" ({_encoder_label(run)})" if len(encoders[run["method"]]) > 1 else "")
+            for run in runs]
+
+
 def results_table(runs: Sequence[dict[str, Any]]) -> str:
     """Markdown: one row per method, one column per task, ``mean ± std`` of final success in %."""
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     budgets: dict[str, set] = defaultdict(set)
-    for run in runs:
+    for run, method in zip(runs, _row_labels(runs)):
         task = run["task"].removesuffix("-v3") + ("" if run.get("goal", "fixed") == "fixed" else " (random goal)")
-        cells[(run["method"], task)].append(100.0 * float(run["final_success"] or 0.0))
-        budgets[run["method"]].add((run["steps"], run.get("goal", "fixed")))
+        cells[(method, task)].append(100.0 * float(run["final_success"] or 0.0))
+        budgets[method].add((run["steps"], run.get("goal", "fixed")))
     tasks = sorted({t for _, t in cells}, key=lambda t: (_TASK_ORDER.index(t) if t in _TASK_ORDER else 99, t))
-    methods = sorted({m for m, _ in cells}, key=lambda m: list(PAPER_TABLE_1).index(m) if m in PAPER_TABLE_1 else 99)
+    def order(m: str) -> tuple[int, str]:
+        base = m.split(" (")[0]
+        return (list(PAPER_TABLE_1).index(base) if base in PAPER_TABLE_1 else 99, m)
+
+    methods = sorted({m for m, _ in cells}, key=order)
     lines = ["| method | steps | " + " | ".join(tasks) + " | average |", "|" + "---|" * (len(tasks) + 3)]
     for method in methods:
         row, means = [], []
@@ -94,9 +113,9 @@ def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
 
     written = []
     by_task: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for run in runs:
+    for run, label in zip(runs, _row_labels(runs)):
         if len(run["curve_steps"]):
-            by_task[run["task"] + ("" if run.get("goal") == "fixed" else "-random-goal")][run["method"]].append(run)
+            by_task[run["task"] + ("" if run.get("goal") == "fixed" else "-random-goal")][label].append(run)
     for task, methods in by_task.items():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for method, method_runs in sorted(methods.items()):

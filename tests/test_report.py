@@ -70,3 +70,16 @@ def test_bad_inputs(tmp_path: Path) -> None:
         report([tmp_path], tmp_path / "out")
     with pytest.raises(ValueError, match="at least one"):
         report([], tmp_path / "out")
+
+
+def test_one_method_with_two_encoders_gets_two_rows(tmp_path: Path) -> None:
+    a = _fake_run(tmp_path / "a", "furl", "drawer-open", 0, [(1000, 0.0), (2000, 1.0)], 2000)
+    b = _fake_run(tmp_path / "b", "furl", "drawer-open", 0, [(1000, 0.0), (2000, 0.0)], 2000)
+    for run, spec in ((a, "furl-mw-vlm"), (b, "random-clip:tiny")):
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "encoder_spec": spec}))
+    table = results_table([load_run(a), load_run(b)])
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| furl")}
+    assert "100 ± 0 (n=1)" in rows["| furl (furl-mw-vlm)"] and "0 ± 0 (n=1)" in rows["| furl (random-clip:tiny)"]
+    # a single encoder keeps the plain method name
+    assert "| furl | " in results_table([load_run(a)])

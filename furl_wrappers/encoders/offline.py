@@ -115,6 +115,7 @@ def save_checkpoint(path: Union[str, Path], net: FrameEncoderNet, meta: Optional
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped file must be readable by all
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -97,6 +97,7 @@ class PretrainDataset:
             np.savez(tmp, frames=self.frames, task_index=self.task_index, episode=self.episode, step=self.step,
                      progress=self.progress, failed=self.failed, tasks=np.array(self.tasks),
                      texts=np.array(self.texts))
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped file must be readable by all
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
