@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--gpus-per-run", type=float, default=None, help="a fraction shares a GPU")
     sweep.add_argument("--max-retries", type=int, default=None, help="retries per failed cell (default 2)")
     sweep.add_argument("--workers", type=int, default=None, help="local pool size (default: what fits)")
-    sweep.add_argument("--ray-address", default=None, help="run on Ray: 'auto', 'ray://HOST:10001', ...")
+    sweep.add_argument("--ray-address", default=None, help="run on Ray: 'auto' (the running cluster), 'ray://HOST:10001', or 'local' (start one here)")
     sweep.add_argument("--device", default="auto")
     sweep.add_argument("--quiet", action="store_true", help="plain lines instead of the live table")
     sweep.add_argument("--no-plots", action="store_true")

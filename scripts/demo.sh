@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set-up included (see scripts/bootstrap.sh), then a short FuRL training run on drawer-open
 # (relay + reward alignment with the goal-image stage, paper hyperparameters except a shorter warm-up) and its
-# report. Uses CLIP ViT-B/32 from the Hugging Face hub; on a machine without hub access it falls back to
-# random-clip and says so at the top and bottom of its output. Extra arguments go to `furl train`
+# report. Uses CLIP ViT-B/32 from the Hugging Face hub; on a machine without hub access it falls back to the
+# offline VLM shipped with the package (furl-mw-vlm) and says so at the top and bottom of its output. Extra arguments go to `furl train`
 # (e.g. --steps 20000, --vlm /path/to/clip, --vlm liv).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

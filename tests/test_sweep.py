@@ -92,7 +92,7 @@ def _check_resumed(cell: Path, killed: dict, steps: int) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_killed_local_worker_resumes_from_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    grid = _grid(methods=["sac"], seeds=[0], steps=600, checkpoint_freq=100, eval_freq=600)
+    grid = _grid(methods=["sac"], seeds=[0], steps=400, checkpoint_freq=100, eval_freq=400)
     cell = out / "sac" / "reach" / "seed0"
     killed: dict = {}
     killer = threading.Thread(target=_kill_after_checkpoint, args=(cell, killed), daemon=True)
@@ -100,7 +100,7 @@ def test_killed_local_worker_resumes_from_checkpoint(tmp_path: Path) -> None:
     result = run_sweep(grid, out, workers=1, quiet=True, plots=False, poll_s=0.1)
     killer.join()
     assert result["done"] == ["sac/reach/seed0"]
-    _check_resumed(cell, killed, 600)
+    _check_resumed(cell, killed, 400)
 
 
 def test_ray_grid_with_a_killed_worker(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_ray_grid_with_a_killed_worker(tmp_path: Path) -> None:
             run_sweep(_grid(resources={"cpus": 1, "gpus": 1}), tmp_path / "nope", ray_address="auto", quiet=True)
         assert not (tmp_path / "nope").exists()
         out = tmp_path / "sweep"
-        grid = _grid(methods=["sac"], seeds=[0, 1], steps=600, checkpoint_freq=100, eval_freq=600)
+        grid = _grid(methods=["sac"], seeds=[0, 1], steps=300, checkpoint_freq=100, eval_freq=300)
         cell = out / "sac" / "reach" / "seed0"
         killed: dict = {}
         killer = threading.Thread(target=_kill_after_checkpoint, args=(cell, killed), daemon=True)
@@ -119,7 +119,7 @@ def test_ray_grid_with_a_killed_worker(tmp_path: Path) -> None:
         result = run_sweep(grid, out, ray_address="auto", quiet=True, plots=False, poll_s=0.1)
         killer.join()
         assert sorted(result["done"]) == ["sac/reach/seed0", "sac/reach/seed1"]
-        _check_resumed(cell, killed, 600)
+        _check_resumed(cell, killed, 300)
         assert (out / "report" / "results.md").is_file()
     finally:
         ray.shutdown()
@@ -141,6 +141,13 @@ def test_bad_grids_fail_before_anything_starts(tmp_path: Path, monkeypatch: pyte
             pytest.skip("has a GPU")
         run_sweep(_grid(resources={"cpus": 1, "gpus": 0.5}), tmp_path / "a", quiet=True)
     assert not (tmp_path / "a").exists()
+    if __import__("importlib").util.find_spec("ray") is not None:
+        import ray
+
+        if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):  # no cluster: clear error, nothing started
+            with pytest.raises(GridError, match="ray start --head"):
+                run_sweep(_grid(), tmp_path / "c", ray_address="auto", quiet=True)
+            assert not (tmp_path / "c").exists()
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(GridError, match=r"pip install 'furl_wrappers\[ray\]'"):
         run_sweep(_grid(), tmp_path / "b", ray_address="auto", quiet=True)

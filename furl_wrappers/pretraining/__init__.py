@@ -27,10 +27,14 @@ __all__ = ["PRETRAIN_TASKS", "PretrainDataset", "PretrainConfig", "generate_data
 
 
 def _commit() -> str:
+    """The checkout's commit, ``+dirty`` when the package has uncommitted changes (``unknown`` outside git)."""
+    here = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
+                               timeout=5, cwd=here).stdout.strip()
+        return (head + ("+dirty" if dirty else "")) if head else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -46,6 +50,7 @@ def run_pretraining(out: Union[str, Path], *, tasks: Optional[Sequence[str]] = N
     from furl_wrappers.encoders.offline import DEFAULT_NET_CONFIG, FrameEncoderNet, save_checkpoint
 
     config = config or PretrainConfig()
+    commit = _commit()  # the code that trains, read before anything else can change the checkout
     tasks = check_pretrain_tasks(tasks)
     FrameEncoderNet(**{**DEFAULT_NET_CONFIG, "input_size": input_size})  # bad input_size fails before rendering
     out = Path(out)
@@ -76,7 +81,7 @@ def run_pretraining(out: Union[str, Path], *, tasks: Optional[Sequence[str]] = N
             "tasks": tasks, "frames": len(data), "episodes": data.episode_count,
             "data": {"expert_episodes": expert_episodes, "failed_episodes": failed_episodes, "every": every,
                      "camera": "corner2", "render_size": 224, "input_size": input_size},
-            "config": asdict(config), "history": history, "command": command, "commit": _commit(),
+            "config": asdict(config), "history": history, "command": command, "commit": commit,
             "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {torch.__version__}",
             "data_s": round(data_s, 1), "train_s": round(train_s, 1)}
     save_checkpoint(out, net, meta)

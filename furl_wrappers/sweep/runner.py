@@ -97,7 +97,12 @@ class RayBackend:
             raise GridError(RAY_INSTALL_HINT) from err
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=False)
+            try:  # "local": start a Ray instance on this machine; else connect to the cluster at the address
+                ray.init(address=None if address == "local" else address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise GridError(f"cannot connect to a Ray cluster at {address!r} ({err}); start one with "
+                                "`ray start --head` (then --ray-address auto), pass its address, or use "
+                                "--ray-address local for a one-machine Ray instance") from err
         total = ray.cluster_resources()
         cpus, gpus = float(resources["cpus"]), float(resources["gpus"])
         if cpus > total.get("CPU", 0) or gpus > total.get("GPU", 0):
