@@ -17,6 +17,21 @@ def test_cosine_reward_on_hand_made_vectors() -> None:
     torch.testing.assert_close(cosine_reward(text, images), torch.tensor(expected))
     model = RewardModel(text, mode="raw", device="cpu")
     torch.testing.assert_close(model.reward(images.numpy()), torch.tensor(expected))
+    # a zero image scores 0 (no NaN), like F.cosine_similarity with eps
+    assert float(cosine_reward(text, torch.zeros(1, 2))[0]) == 0.0
+
+
+def test_cosine_reward_matches_torch_cosine_similarity_with_gradients() -> None:
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(64, generator=g, requires_grad=True)
+    images = (torch.randn(300, 64, generator=g) * torch.rand(300, 1, generator=g) * 5).requires_grad_(True)
+    ours = cosine_reward(text, images)
+    ref = torch.nn.functional.cosine_similarity(images, text.unsqueeze(0).expand_as(images), dim=-1, eps=1e-8)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    grads = torch.autograd.grad(ours.pow(2).sum(), (text, images))
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), (text, images))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_heads_are_the_papers() -> None:

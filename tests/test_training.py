@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from furl_wrappers.training import NOT_PRETRAINED_NOTICE, RunExistsError, RunSpec, evaluate_run, train_run
+from furl_wrappers.training import (
+    NOT_PRETRAINED_NOTICE,
+    OFFLINE_VLM_NOTICE,
+    RunExistsError,
+    RunSpec,
+    evaluate_run,
+    train_run,
+)
 from furl_wrappers.zoo import ConfigError
 
 TINY = {"image_size": 32, "max_episode_steps": 40}
@@ -66,20 +73,37 @@ def test_resume_continues_from_checkpoint(tmp_path: Path) -> None:
         train_run(_spec(tmp_path / "never", resume=True))
 
 
-def test_offline_fallback_to_random_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_offline_fallback_to_the_shipped_vlm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = train_run(_spec(tmp_path / "fallback", vlm=None, method="vlm", steps=40, eval_freq=40,
                           hyperparams={"learning_starts": 20, "batch_size": 16}))
     out = capsys.readouterr().out
-    assert "Falling back to random-clip" in out and NOT_PRETRAINED_NOTICE.split(":")[0] in out
+    assert "Falling back to furl-mw-vlm" in out and OFFLINE_VLM_NOTICE in out
+    assert "Falling back to random-clip" not in out
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["encoder_fallback"] is True and summary["encoder"].startswith("random-clip:b32")
+    assert summary["encoder_fallback"] is True and summary["encoder_spec"] == "furl-mw-vlm"
+    assert summary["encoder"] == "furl-mw-vlm" and summary["encoder_pretrained"] is True
     # an encoder asked for by name is never swapped
     from furl_wrappers.encoders import ModelUnavailableError
 
     with pytest.raises(ModelUnavailableError):
         train_run(_spec(tmp_path / "explicit", vlm="openai/clip-vit-base-patch32", method="vlm",
                         hyperparams={"learning_starts": 20}))
+
+
+def test_fallback_to_random_clip_when_the_shipped_vlm_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys) -> None:
+    import furl_wrappers.encoders.offline as offline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(offline, "SHIPPED_WEIGHTS", tmp_path / "gone.pt")
+    run = train_run(_spec(tmp_path / "fallback", vlm=None, method="vlm", steps=40, eval_freq=40,
+                          hyperparams={"learning_starts": 20, "batch_size": 16}))
+    out = capsys.readouterr().out
+    assert "cannot be loaded either" in out and "gone.pt" in out
+    assert "Falling back to random-clip" in out and NOT_PRETRAINED_NOTICE.split(":")[0] in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["encoder_fallback"] is True and summary["encoder"].startswith("random-clip:b32")
 
 
 def test_sac_method_has_no_encoder(tmp_path: Path) -> None:
