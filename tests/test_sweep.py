@@ -49,6 +49,19 @@ def test_local_grid_completes_reports_and_reruns_skip(tmp_path: Path, capsys) ->
     assert "running" not in capsys.readouterr().out
 
 
+def test_a_cell_running_in_a_live_process_is_left_alone(tmp_path: Path) -> None:
+    import platform
+
+    from furl_wrappers.sweep.cell import write_status
+
+    out = tmp_path / "sweep"
+    # as if an orphaned worker of a killed sweep were still training this cell (this test's own pid: alive)
+    write_status(out / "sac" / "reach" / "seed0", state="running", pid=os.getpid(), host=platform.node())
+    result = run_sweep(_grid(methods=["sac"], seeds=[0, 1]), out, workers=2, quiet=True, plots=False, poll_s=0.2)
+    assert result["busy"] == ["sac/reach/seed0"] and result["done"] == ["sac/reach/seed1"]
+    assert not (out / "sac" / "reach" / "seed0" / "summary.json").exists()
+
+
 def test_failing_cell_is_retried_then_failed_with_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"  # valid YAML that only fails once the worker builds the env
     bad.write_text("furl/reach-v3:\n  n_timesteps: 60\n  policy: MlpPolicy\n  learning_starts: 30\n"
@@ -156,6 +169,9 @@ def test_bad_grids_fail_before_anything_starts(tmp_path: Path, monkeypatch: pyte
     path.write_text("methods: [sac]\ntasks: [reach]\nseeds: [0, 1]\nsteps: 100\nhyperparams: {batch_size: 8}\n")
     grid = load_grid(path, seeds=[3], hyperparams={"learning_starts": 5})
     assert grid.seeds == [3] and grid.steps == 100 and grid.hyperparams == {"batch_size": 8, "learning_starts": 5}
+    example = load_grid(Path(__file__).resolve().parent.parent / "examples" / "sweep_grid.yml", seeds=[0])
+    assert example.methods == ["sac", "relay", "furl"] and len(example.cells(tmp_path)) == 6
+    assert example.resources == {"cpus": 1, "gpus": 0} and example.checkpoint_freq == 10_000
     path.write_text("methods: [sac]\ntasks: [reach]\nsteeps: 100\n")
     with pytest.raises(GridError, match="steeps"):
         load_grid(path)

@@ -18,11 +18,20 @@ import json
 import math
 import multiprocessing
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from furl_wrappers.sweep.cell import cell_main, cell_progress, cell_state, failure_files, record_failure, run_cell
+from furl_wrappers.sweep.cell import (
+    cell_main,
+    cell_progress,
+    cell_state,
+    failure_files,
+    read_status,
+    record_failure,
+    run_cell,
+)
 from furl_wrappers.sweep.grid import Cell, GridError, SweepGrid
 
 __all__ = ["run_sweep", "LocalBackend", "RayBackend", "RAY_INSTALL_HINT"]
@@ -136,13 +145,27 @@ class RayBackend:
             self.ray.cancel(h, force=True)
 
 
+def _live_owner(run_dir: str) -> Optional[int]:
+    """The pid of a live process on this host that is running the cell (from its status file), else None."""
+    status = read_status(run_dir)
+    pid = status.get("pid")
+    if status.get("state") != "running" or status.get("host") != platform.node() or not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
 def _table(rows: dict[str, dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
     for col in ("cell", "state", "attempt", "steps", "last success", "note"):
         table.add_column(col)
-    colours = {"done": "green", "failed": "red", "running": "cyan", "queued": "white", "retrying": "yellow"}
+    colours = {"done": "green", "failed": "red", "running": "cyan", "queued": "white", "retrying": "yellow",
+               "busy": "magenta"}
     for name, row in rows.items():
         steps = "" if row.get("steps") is None else str(row["steps"])
         success = "" if row.get("success") is None else f"{row['success']:.2f}"
@@ -168,7 +191,8 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
         on_event: ``on_event(cell_name, state)`` on every state change (used by tests and tools).
 
     Returns:
-        ``{"done": [...], "failed": [...], "skipped": [...], "report": path or None, "cells": {...}}``.
+        ``{"done", "failed", "skipped", "busy" (cells another live process on this host runs): names; "report":
+        path or None; "cells": per-cell rows}``.
 
     Raises:
         GridError: for resources that do not fit, or Ray requested but not installed — before any cell starts.
@@ -190,7 +214,12 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
     skipped: list[str] = []
     for cell in cells:
         previous = len(failure_files(cell.run_dir))
-        if cell_state(cell.run_dir) == "done":
+        owner = _live_owner(cell.run_dir)
+        if owner is not None:  # e.g. left running by a sweep whose driver was killed: never two writers
+            rows[cell.name] = {"state": "busy", "attempt": previous, "note": f"already running in pid {owner}"}
+            if on_event is not None:
+                on_event(cell.name, "busy")
+        elif cell_state(cell.run_dir) == "done":
             steps, success = cell_progress(cell.run_dir)
             rows[cell.name] = {"state": "done", "attempt": previous, "steps": steps, "success": success,
                                "note": "finished earlier"}
@@ -259,6 +288,7 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
             live.stop()
     done = [n for n, r in rows.items() if r["state"] == "done"]
     failed = [n for n, r in rows.items() if r["state"] == "failed"]
+    busy = [n for n, r in rows.items() if r["state"] == "busy"]
     written = None
     if report and done:
         from furl_wrappers.report import report as write_report
@@ -268,6 +298,8 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
         console.print(written["markdown"], markup=False)
         console.print(f"report: {written['table']}", markup=False)
     console.print(f"[furl sweep] {len(done)} done ({len(skipped)} finished earlier), {len(failed)} failed"
-                  + (f": {', '.join(failed)}" if failed else ""), markup=False)
-    return {"done": done, "failed": failed, "skipped": skipped, "report": None if written is None else
+                  + (f": {', '.join(failed)}" if failed else "")
+                  + (f"; {len(busy)} left alone, already running elsewhere: {', '.join(busy)}" if busy else ""),
+                  markup=False)
+    return {"done": done, "failed": failed, "skipped": skipped, "busy": busy, "report": None if written is None else
             written["table"], "cells": rows}
