@@ -20,7 +20,9 @@ where ``d_i = ‖Φ_I(o_i) − Φ_I(o_g)‖₂`` is the frame's distance to the 
 frames closer to the goal must score higher.
 
 Example:
-    >>> import torch
+    >>> from typing import Optional
+
+import torch
     >>> ranking_loss(torch.tensor([0.5]), torch.tensor([0.45]), margin=0.1)  # gated: 0.45 - 0.5
     tensor(-0.0500)
 """
@@ -64,7 +66,8 @@ def goal_mask(distances: torch.Tensor, goal_margin: float = 0.25) -> torch.Tenso
 
 
 def neg_neg_goal_loss(
-    scores: torch.Tensor, distances: torch.Tensor, margin: float = 0.1, goal_margin: float = 0.25
+    scores: torch.Tensor, distances: torch.Tensor, margin: float = 0.1, goal_margin: float = 0.25,
+    mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Stage-1 loss ``mean_i Σ_j M_ij · max(0, r_j − r_i + δ)`` over a batch.
 
@@ -73,7 +76,9 @@ def neg_neg_goal_loss(
         distances: their L2 distances to the goal image's embedding, ``(B,)``.
         margin: δ.
         goal_margin: δ'.
+        mask: ``goal_mask(distances, goal_margin)`` when the caller already has it ``(B, B)``.
     """
-    mask = goal_mask(distances, goal_margin)
+    if mask is None:
+        mask = goal_mask(distances, goal_margin)
     hinge = torch.relu(scores.unsqueeze(0) - scores.unsqueeze(1) + margin)  # [i, j] = r_j - r_i + δ
     return (mask * hinge).sum(dim=1).mean()
