@@ -151,8 +151,22 @@ class RewardModel(nn.Module):
         return x if self.image_head is None else self.image_head(x)
 
     def project_text(self) -> torch.Tensor:
-        """``f_L(Φ_L(l))``, or the raw text embedding: ``(out,)``."""
-        return self.text_embedding if self.text_head is None else self.text_head(self.text_embedding)
+        """``f_L(Φ_L(l))``, or the raw text embedding: ``(out,)``.
+
+        Without autograd (rewards, relabelling) the projection is cached until the text head's parameters change
+        (an optimiser step, ``load_state_dict``, a device move): it is the same for every frame.
+        """
+        if self.text_head is None:
+            return self.text_embedding
+        if torch.is_grad_enabled():
+            return self.text_head(self.text_embedding)
+        key = tuple((p.data_ptr(), p._version) for p in self.text_head.parameters())
+        key += ((self.text_embedding.data_ptr(), self.text_embedding._version),)
+        cached = getattr(self, "_text_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self.text_head(self.text_embedding))
+            object.__setattr__(self, "_text_cache", cached)  # not a module attribute: never saved or moved
+        return cached[1]
 
     def forward(self, image_embeddings: torch.Tensor) -> torch.Tensor:
         """Differentiable r_VLM for a batch ``(N, D)`` → ``(N,)`` (gradients flow into learned heads)."""
@@ -168,5 +182,5 @@ class RewardModel(nn.Module):
     def reward(self, image_embeddings: Any) -> torch.Tensor:
         """r_VLM with the current heads, no gradients: ``(N, D)`` array or tensor → float32 ``(N,)`` on device."""
         x = torch.as_tensor(image_embeddings)
-        with torch.no_grad():
+        with torch.inference_mode():
             return self.forward(x.to(self.device, torch.float32))

@@ -114,3 +114,26 @@ def test_bad_inputs() -> None:
     model = RewardModel(torch.randn(4), device="cpu")
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         model.reward(torch.randn(2, 5))
+
+
+def test_text_projection_cache_follows_the_heads() -> None:
+    model = RewardModel(torch.randn(16), device="cpu", seed=0)
+    x = torch.randn(5, 16)
+    first = model.reward(x)
+    assert model.reward(x) is not first and torch.equal(model.reward(x), first)
+    # an optimiser step changes the text head in place: the cached projection must not be reused
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(x).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        fresh = torch.nn.functional.cosine_similarity(
+            model.image_head(x), model.text_head(model.text_embedding).expand(5, -1), dim=-1)
+    torch.testing.assert_close(model.reward(x), fresh)
+    assert not torch.allclose(model.reward(x), first)
+    # load_state_dict brings the old heads back, and the old rewards with them
+    other = RewardModel(torch.randn(16), device="cpu", seed=1)
+    other.reward(x)
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other.reward(x), model.reward(x))
+    # with autograd on, the projection is recomputed and differentiable
+    assert model(x).requires_grad
