@@ -159,7 +159,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     vec_wrapper = None
     if zoo.get("vec_env_wrapper"):
         encoder, encoder_spec, fell_back = _choose_encoder(spec, zoo["vec_env_wrapper"], say)
-        if fell_back or (encoder is not None and getattr(encoder, "pretrained", True) is False):
+        if getattr(encoder, "pretrained", True) is False:
             say(NOT_PRETRAINED_NOTICE)
         vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
     env_kwargs = {**zoo.get("env_kwargs", {}), **spec.env_kwargs}

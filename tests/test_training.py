@@ -79,7 +79,7 @@ def test_offline_fallback_to_the_shipped_vlm(tmp_path: Path, monkeypatch: pytest
                           hyperparams={"learning_starts": 20, "batch_size": 16}))
     out = capsys.readouterr().out
     assert "Falling back to furl-mw-vlm" in out and OFFLINE_VLM_NOTICE in out
-    assert "Falling back to random-clip" not in out
+    assert "Falling back to random-clip" not in out and NOT_PRETRAINED_NOTICE not in out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["encoder_fallback"] is True and summary["encoder_spec"] == "furl-mw-vlm"
     assert summary["encoder"] == "furl-mw-vlm" and summary["encoder_pretrained"] is True
