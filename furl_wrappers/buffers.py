@@ -28,7 +28,7 @@ Example:
     >>> venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", env_kwargs={"image_size": 32})
     >>> model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer, replay_buffer_kwargs={"rho": 0.05},
     ...             learning_starts=10, buffer_size=1000)
-    >>> model.replay_buffer.attach(venv.reward_model)
+    >>> _ = model.replay_buffer.attach(venv.reward_model)
     >>> _ = model.learn(20)
 """
 

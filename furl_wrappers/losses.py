@@ -20,14 +20,14 @@ where ``d_i = ‖Φ_I(o_i) − Φ_I(o_g)‖₂`` is the frame's distance to the 
 frames closer to the goal must score higher.
 
 Example:
-    >>> from typing import Optional
-
-import torch
+    >>> import torch
     >>> ranking_loss(torch.tensor([0.5]), torch.tensor([0.45]), margin=0.1)  # gated: 0.45 - 0.5
     tensor(-0.0500)
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 

@@ -17,7 +17,7 @@ computed with the current heads. Parameters live on one device; ``state_dict`` r
 Example:
     >>> import torch
     >>> model = RewardModel(torch.ones(8), mode="raw")
-    >>> model.reward(torch.ones(3, 8)).tolist()
+    >>> [round(r, 6) for r in model.reward(torch.ones(3, 8)).tolist()]
     [1.0, 1.0, 1.0]
 """
 

@@ -14,7 +14,7 @@ MT10 tasks are refused: they are the evaluation tasks and must stay unseen.
 
 Example:
     >>> data = generate_dataset(["reach-wall"], expert_episodes=1, failed_episodes=1, every=10)  # doctest: +SKIP
-    >>> data.frames.shape[1:], data.tasks
+    >>> data.frames.shape[1:], data.tasks  # doctest: +SKIP
     ((3, 64, 64), ['reach-wall-v3'])
 """
 

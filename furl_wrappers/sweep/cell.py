@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["STATUS_FILE", "LOG_FILE", "cell_state", "read_status", "write_status", "record_failure",
+__all__ = ["STATUS_FILE", "LOG_FILE", "RECORDED_FAILURE_EXIT", "cell_state", "read_status", "write_status", "record_failure",
            "failure_files", "cell_progress", "run_cell", "cell_main"]
 
 STATUS_FILE = "sweep_status.json"
@@ -156,7 +156,12 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "summary": summary, "resumed_from": resumed_from}
 
 
+#: exit code of a local worker whose cell failed with the failure recorded in the cell's directory
+RECORDED_FAILURE_EXIT = 3
+
+
 def cell_main(payload: dict[str, Any]) -> None:
-    """Entry point of a local worker process: exit code 0 when the cell finished, 1 when it failed."""
+    """Entry point of a local worker process: exit code 0 when the cell finished, :data:`RECORDED_FAILURE_EXIT`
+    when it failed and said why in ``sweep_failure_<attempt>.txt``; any other code means the worker died first."""
     result = run_cell(payload)
-    sys.exit(0 if result["ok"] else 1)
+    sys.exit(0 if result["ok"] else RECORDED_FAILURE_EXIT)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from furl_wrappers.sweep.cell import (
+    RECORDED_FAILURE_EXIT,
     cell_main,
     cell_progress,
     cell_state,
@@ -83,11 +84,13 @@ class LocalBackend:
         handle.join()
         if handle.exitcode == 0:
             return {"ok": True}
-        if handle.exitcode == 1:
+        if handle.exitcode == RECORDED_FAILURE_EXIT:
             return {"ok": False, "recorded": True}
         return {"ok": False, "recorded": False,
                 "error": f"worker process {handle.pid} died with exit code {handle.exitcode} "
-                         "(negative: killed by that signal) before it could record an error"}
+                         "(negative: killed by that signal) before it could record an error; if it died at "
+                         "start-up, its error is in the sweep's own stderr (a script run from stdin cannot be "
+                         "re-imported by spawned workers: run it from a file)"}
 
     def shutdown(self, handles: list[Any]) -> None:
         for h in handles:
@@ -233,7 +236,8 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
         if note:
             rows[name]["note"] = note
         if quiet:
-            console.print(f"[furl sweep] {name}: {state}{' — ' + note if note else ''}", markup=False)
+            console.print(f"[furl sweep] {name}: {state}{' — ' + note if note else ''}", markup=False,
+                          highlight=False)
         if on_event is not None:
             on_event(name, state)
 
@@ -295,11 +299,11 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
 
         by_name = {c.name: c for c in cells}
         written = write_report([by_name[n].run_dir for n in done], out / "report", plots=plots)
-        console.print(written["markdown"], markup=False)
-        console.print(f"report: {written['table']}", markup=False)
+        console.print(written["markdown"], markup=False, highlight=False)
+        console.print(f"report: {written['table']}", markup=False, highlight=False)
     console.print(f"[furl sweep] {len(done)} done ({len(skipped)} finished earlier), {len(failed)} failed"
                   + (f": {', '.join(failed)}" if failed else "")
                   + (f"; {len(busy)} left alone, already running elsewhere: {', '.join(busy)}" if busy else ""),
-                  markup=False)
+                  markup=False, highlight=False)
     return {"done": done, "failed": failed, "skipped": skipped, "busy": busy, "report": None if written is None else
             written["table"], "cells": rows}
