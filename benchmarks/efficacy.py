@@ -1,8 +1,9 @@
-"""Efficacy at a small budget: methods × tasks × seeds with `furl train`, then `furl report` (Table-1 layout).
+"""Efficacy at a small budget: methods × tasks × seeds through `furl sweep`, then `furl report` (Table-1 layout).
 
-Runs go to ``--out/<method>/<task>/seed<seed>`` (finished runs are skipped, interrupted ones resumed), then the
-report is written to ``--out/report``. ``--jobs`` runs that many training processes side by side (each with one
-torch thread).
+A thin wrapper over :func:`furl_wrappers.sweep.run_sweep` with the benchmark's settings: paper hyperparameters
+except ``--learning-starts``, CPU, one torch thread per run, ``--jobs`` runs side by side. Runs go to
+``--out/<method>/<task>/seed<seed>`` (finished runs are skipped, interrupted ones resumed from their checkpoint);
+the report goes to ``--out/report``; each run's wall time is printed at the end.
 
     python benchmarks/efficacy.py --methods sac relay furl --tasks drawer-close drawer-open --seeds 0 1 \\
         --steps 15000 --vlm random-clip:tiny --jobs 2
@@ -11,36 +12,10 @@ torch thread).
 from __future__ import annotations
 
 import argparse
-import itertools
-import os
 import json
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
-def run_one(method: str, task: str, seed: int, args: argparse.Namespace) -> tuple[str, float, str]:
-    out = Path(args.out) / method / task / f"seed{seed}"
-    if (out / "summary.json").exists():
-        return str(out), 0.0, "skipped (finished)"
-    cmd = [sys.executable, "-m", "furl_wrappers.cli", "train", "--method", method, "--task", task, "--seed",
-           str(seed), "--steps", str(args.steps), "--out", str(out), "--quiet", "--device", "cpu",
-           "--eval-freq", str(args.eval_freq), "--hyperparams", f"learning_starts={args.learning_starts}"]
-    if method != "sac":
-        cmd += ["--vlm", args.vlm]
-    if args.image_size:
-        cmd += ["--env-kwargs", f"image_size={args.image_size}"]
-    if out.exists():
-        cmd.append("--resume")
-    start = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    (out.parent).mkdir(parents=True, exist_ok=True)
-    (out.parent / f"seed{seed}.log").write_text(done.stdout + done.stderr)
-    status = "ok" if done.returncode == 0 else f"failed ({done.returncode}), see {out.parent}/seed{seed}.log"
-    return str(out), time.time() - start, status
+from furl_wrappers.sweep import SweepGrid, run_sweep
 
 
 def main() -> None:
@@ -56,20 +31,21 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/efficacy")
     args = parser.parse_args()
-    cells = list(itertools.product(args.methods, args.tasks, args.seeds))
-    print(f"{len(cells)} runs, {args.steps} steps each, encoder {args.vlm} for the VLM methods", flush=True)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda cell: run_one(*cell, args), cells))
-    for run_dir, seconds, status in results:
-        print(f"{run_dir}: {status} ({seconds:.0f} s)")
-    finished = [r for r, _, s in results if (Path(r) / "summary.json").exists()]
-    if finished:
-        from furl_wrappers.report import report
-
-        written = report(finished, Path(args.out) / "report")
-        print(written["markdown"])
-        wall = {r: json.loads((Path(r) / "summary.json").read_text())["wall_time_s"] for r in finished}
-        print("wall time per run (s):", json.dumps(wall, indent=1))
+    grid = SweepGrid(methods=args.methods, tasks=args.tasks, seeds=args.seeds, steps=args.steps, vlm=args.vlm,
+                     eval_freq=args.eval_freq, hyperparams={"learning_starts": args.learning_starts},
+                     env_kwargs={"image_size": args.image_size} if args.image_size else {},
+                     resources={"cpus": 1, "gpus": 0}, max_retries=1)
+    print(f"{len(grid.cells(args.out))} runs, {args.steps} steps each, encoder {args.vlm} for the VLM methods",
+          flush=True)
+    result = run_sweep(grid, args.out, workers=args.jobs, device="cpu", quiet=True)
+    wall = {}
+    for cell in grid.cells(args.out):
+        summary = Path(cell.run_dir) / "summary.json"
+        if summary.exists():
+            wall[cell.name] = json.loads(summary.read_text())["wall_time_s"]
+    print("wall time per run (s):", json.dumps(wall, indent=1))
+    if result["failed"]:
+        raise SystemExit(f"failed runs: {result['failed']} (see sweep_failure_*.txt in their directories)")
 
 
 if __name__ == "__main__":
