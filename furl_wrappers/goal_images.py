@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,15 @@ from typing import Optional
 
 import numpy as np
 
+from furl_wrappers._atomic import atomic_write
 from furl_wrappers.envs import _build_metaworld, _check_int
-from furl_wrappers.rendering import FrameRenderer, RenderQuality, _check_camera, _check_image_size, _check_quality
+from furl_wrappers.rendering import (
+    FrameRenderer,
+    RenderQuality,
+    _check_camera,
+    _check_image_size,
+    _check_quality,
+)
 from furl_wrappers.tasks import canonical_task
 
 __all__ = ["GoalImageError", "GoalRollout", "cache_dir", "expert_rollout", "goal_image"]
@@ -122,19 +128,6 @@ def expert_rollout(
     )
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def goal_image(
     task: str,
     *,
@@ -191,7 +184,7 @@ def goal_image(
             pass  # unreadable entry: recompute and overwrite it
     rollout = expert_rollout(name, seed=seed, camera=camera, image_size=image_size, render_quality=render_quality)
     if use_cache:
-        _atomic_write(
+        atomic_write(
             path,
             lambda handle: np.savez(
                 handle, frame=rollout.frame, success_step=rollout.success_step, key=json.dumps(key)

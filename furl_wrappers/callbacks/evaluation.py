@@ -26,6 +26,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from furl_wrappers._atomic import atomic_write_text
+
 __all__ = ["evaluate_policy_success", "PaperEvalCallback", "ResumeCheckpointCallback"]
 
 
@@ -144,7 +146,7 @@ class ResumeCheckpointCallback(BaseCallback):
         model_tmp = self.path / ".model.tmp.zip"
         self.model.save(model_tmp)
         os.replace(model_tmp, self.path / "model.zip")
-        meta_tmp = self.path / ".meta.json.tmp"
-        meta_tmp.write_text(json.dumps({"num_timesteps": int(self.num_timesteps), "time": time.time()}))
-        os.replace(meta_tmp, self.path / "meta.json")  # which step the checkpoint holds (furl sweep reads it)
+        # which step the checkpoint holds (furl sweep reads it)
+        atomic_write_text(self.path / "meta.json",
+                          json.dumps({"num_timesteps": int(self.num_timesteps), "time": time.time()}))
         self._last = self.num_timesteps

@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -29,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from furl_wrappers._atomic import atomic_write
 from furl_wrappers.encoders.base import VLMEncoder
 
 __all__ = [
@@ -106,21 +105,10 @@ class FrameEncoderNet(nn.Module):
 
 def save_checkpoint(path: Union[str, Path], net: FrameEncoderNet, meta: Optional[dict] = None) -> Path:
     """Write ``{format, config, state_dict, meta}`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "config": dict(net.config),
                "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
                "meta": dict(meta or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped file must be readable by all
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: Union[str, Path]) -> tuple[FrameEncoderNet, dict]:

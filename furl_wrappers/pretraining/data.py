@@ -20,8 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from furl_wrappers._atomic import atomic_write
 from furl_wrappers.tasks import ALL_TASKS, MT10_TASKS, canonical_task, instruction
 
 __all__ = ["PRETRAIN_TASKS", "PretrainDataset", "check_pretrain_tasks", "rollout_episode", "generate_dataset"]
@@ -89,20 +88,9 @@ class PretrainDataset:
 
     def save(self, path: Union[str, Path]) -> Path:
         """Write an ``.npz`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, frames=self.frames, task_index=self.task_index, episode=self.episode, step=self.step,
-                     progress=self.progress, failed=self.failed, tasks=np.array(self.tasks),
-                     texts=np.array(self.texts))
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped file must be readable by all
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        return atomic_write(path, lambda handle: np.savez(
+            handle, frames=self.frames, task_index=self.task_index, episode=self.episode, step=self.step,
+            progress=self.progress, failed=self.failed, tasks=np.array(self.tasks), texts=np.array(self.texts)))
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "PretrainDataset":

@@ -27,17 +27,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
+from furl_wrappers._atomic import atomic_write_text
+
 __all__ = ["STATUS_FILE", "LOG_FILE", "RECORDED_FAILURE_EXIT", "cell_state", "read_status", "write_status", "record_failure",
            "failure_files", "cell_progress", "run_cell", "cell_main"]
 
 STATUS_FILE = "sweep_status.json"
 LOG_FILE = "sweep_log.txt"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def cell_state(run_dir: str | Path) -> str:
@@ -62,7 +58,7 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
 def write_status(run_dir: str | Path, **status: Any) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / STATUS_FILE, json.dumps({**read_status(run_dir), **status, "updated": time.time()}))
+    atomic_write_text(run_dir / STATUS_FILE, json.dumps({**read_status(run_dir), **status, "updated": time.time()}))
 
 
 def failure_files(run_dir: str | Path) -> list[Path]:
@@ -74,7 +70,7 @@ def record_failure(run_dir: str | Path, attempt: int, text: str) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / f"sweep_failure_{attempt}.txt"
-    _atomic_write(path, text)
+    atomic_write_text(path, text)
     write_status(run_dir, state="failed", attempt=attempt)
     return path
 

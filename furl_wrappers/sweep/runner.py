@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers.sweep.cell import (
     RECORDED_FAILURE_EXIT,
     cell_main,
@@ -207,10 +208,8 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
     cells = grid.cells(out)
     backend: Any = RayBackend(grid.resources, ray_address) if ray_address else LocalBackend(grid.resources, workers)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "sweep.json"
-    tmp = manifest.with_name(".sweep.json.tmp")
-    tmp.write_text(json.dumps({"grid": grid.to_dict(), "cells": [c.name for c in cells]}, indent=1))
-    os.replace(tmp, manifest)
+    atomic_write_text(out / "sweep.json", json.dumps({"grid": grid.to_dict(), "cells": [c.name for c in cells]},
+                                                     indent=1))
 
     rows: dict[str, dict[str, Any]] = {}
     queue: list[tuple[Cell, int]] = []

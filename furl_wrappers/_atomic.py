@@ -1,0 +1,43 @@
+"""Atomic file writes: a temp file in the target's directory, then a rename, so a reader or a crash never sees
+half a file and nothing already written is lost.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> _ = atomic_write_text(path, "hello")
+    >>> path.read_text()
+    'hello'
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Callable, Union
+
+__all__ = ["atomic_write", "atomic_write_text"]
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(binary_handle)`` on a temp file beside ``path``, make it readable by all (0644; mkstemp's
+    0600 would hide shipped or shared files), then rename it onto ``path``. The temp file never outlives a failure.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> Path:
+    """:func:`atomic_write` of a UTF-8 string."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
