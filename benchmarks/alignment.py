@@ -39,38 +39,16 @@ from furl_wrappers.reward_model import RewardModel
 
 
 def rollout(task: str, kind: str, rng: np.random.Generator, max_steps: int, image_size: int) -> dict:
-    """One episode: frames (T, H, W, 3) after each step and success flags (T,)."""
-    from metaworld.policies import ENV_POLICY_MAP
-    from furl_wrappers.envs import _build_metaworld
-    from furl_wrappers.rendering import FrameRenderer
-    import warnings
+    """One episode: frames (T, H, W, 3) after each step and success flags (T,). Experts (noise 0.1) stop when
+    their first success run ends, or 10 frames into it; failing policies (random, expert with noise 1.0) run on."""
+    from furl_wrappers.scripted import run_scripted_episode, scripted_policy
 
-    # the expert sees the goal: use the observable twin of the fixed-goal instance (same positions)
-    env = _build_metaworld(task, 0, observable=True, max_episode_steps=max_steps)
-    renderer = FrameRenderer(env.model, env.data, "corner2", image_size)
-    policy = ENV_POLICY_MAP[task]()
-    obs, _ = env.reset()
-    frames, success = [], []
-    noise = {"expert": 0.1, "noisy": 1.0}.get(kind, 0.0)
-    for _ in range(max_steps):
-        if kind == "random":
-            action = rng.uniform(-1, 1, 4)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                action = policy.get_action(obs) + rng.normal(0, noise, 4)
-        obs, _, _, truncated, info = env.step(np.clip(action, -1, 1).astype(np.float32))
-        frames.append(renderer.render())
-        success.append(bool(info["success"]))
-        if kind == "expert" and True in success:
-            # stop when the first success run ends, or 10 steps into it
-            if not success[-1] or len(success) - success.index(True) >= 10:
-                break
-        if truncated:
-            break
-    renderer.close()
-    env.close()
-    return {"frames": np.stack(frames), "success": np.array(success)}
+    policy = scripted_policy(task, "random" if kind == "random" else "expert",
+                             noise={"expert": 0.1, "noisy": 1.0}.get(kind, 0.0), rng=rng)
+    expert = kind == "expert"
+    episode = run_scripted_episode(task, 0, policy, max_steps=max_steps, image_size=image_size, render="all",
+                                   stop_after_success=9 if expert else None, stop_when_success_run_ends=expert)
+    return {"frames": episode.frames, "success": episode.success}
 
 
 def collect_episodes(task: str, counts: dict, seed: int, max_steps: int, image_size: int) -> list[dict]:
@@ -166,7 +144,8 @@ def plot(task: str, test: list[dict], models: dict, before_model: RewardModel, o
     ep = next(e for e in test if e["kind"] == "expert" and e["success"].any())
     first = int(np.flatnonzero(ep["success"])[0])
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for label, model in (("before alignment (random heads)", before_model), ("after alignment", models["aligned heads"]),
+    for label, model in (("before alignment (random heads)", before_model),
+                         ("after alignment", models["aligned heads"]),
                          ("raw cosine", models["raw cosine"])):
         ax.plot(model.reward(torch.as_tensor(ep["embeddings"])).cpu().numpy(), label=label)
     ax.axvline(first, color="gray", linestyle="--", label="first success")

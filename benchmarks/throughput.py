@@ -175,9 +175,11 @@ def main() -> None:
             if size == "tiny":
                 own = sum(after["parts"][p] for p in ("relabel", "alignment step", "buffer add", "reward model"))
                 print(f"relabel + alignment + buffer bookkeeping + reward, FuRL after relay, tiny encoder: "
-                      f"{own:.2f} ms of {after['ms_per_step']:.2f} ms per step = {100 * own / after['ms_per_step']:.1f} % "
+                      f"{own:.2f} ms of {after['ms_per_step']:.2f} ms per step = "
+                      f"{100 * own / after['ms_per_step']:.1f} % "
                       "(target <= 10 %)")
-            print(f"SAC (sparse, no rendering) for reference: {results[('sac', args.sizes[0], n_envs)]['steps_per_s']:.1f} steps/s")
+            sac = results[("sac", args.sizes[0], n_envs)]["steps_per_s"]
+            print(f"SAC (sparse, no rendering) for reference: {sac:.1f} steps/s")
 
 
 if __name__ == "__main__":

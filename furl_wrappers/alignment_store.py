@@ -1,6 +1,6 @@
 """Bounded stores of labelled frame embeddings for FuRL's reward alignment.
 
-When an episode ends its frames are labelled (shared/furl-method.md, "Alignment losses"):
+When an episode ends its frames are labelled (paper §3.3.1, Eqn. 4, as the reference code does it):
 
 - failed episode (no success step) → every frame **negative**;
 - successful episode → the frames from the start through the first success, plus the unbroken run of success
@@ -197,7 +197,8 @@ class AlignmentStore:
     def load_state_dict(self, state: dict) -> None:
         if (state["dim"], state["capacity"], state["lag"]) != (self.dim, self.capacity, self.lag):
             raise ValueError(
-                f"alignment store mismatch: saved (dim, capacity, lag) = {(state['dim'], state['capacity'], state['lag'])}, "
+                "alignment store mismatch: saved (dim, capacity, lag) = "
+                f"{(state['dim'], state['capacity'], state['lag'])}, "
                 f"this store has {(self.dim, self.capacity, self.lag)}"
             )
         self.positive_count = int(state["positive_count"])

@@ -1,34 +1,36 @@
 """VLMReplayBuffer: an SB3 replay buffer that relabels r_VLM with the current heads at every sample.
 
 Per transition it stores the frozen image embedding of the frame after the step (``info["vlm_embedding"]`` from
-:class:`~furl_wrappers.wrappers.FuzzyVLMRewardWrapper`), the task reward (``info["task_reward"]``), and — when a
-goal image is set — the L2 distance of that embedding to the goal image's. ``sample()`` returns
+:class:`~furl_wrappers.wrappers.FuzzyVLMRewardWrapper`), the task reward (``info["task_reward"]``), and — when the
+VLM reward has a goal image — the L2 distance of that embedding to the goal image's. ``sample()`` returns SB3's
+own samples with
 
     rewards = task_reward + ρ · r_VLM(embedding)     (r_VLM from the reward model's heads *now*)
 
 (``ρ · r_VLM`` alone with ``include_task_reward=False``), normalised by ``VecNormalize`` like SB3's own buffer.
-:meth:`task_reward_view` is a second view of the same storage whose ``sample()`` returns the task reward only
-(for the relay's plain SAC agent); with ``share_batch=True`` it returns the very batch the main view sampled
-last, as the reference code trains both agents on one batch.
+ρ and ``include_task_reward`` belong to the attached :class:`~furl_wrappers.VLMReward` (pass
+``replay_buffer_kwargs={"vlm_reward": reward}`` or call :meth:`attach`; ``RelayPolicy`` and
+``RewardAlignmentCallback`` attach it for you). :meth:`task_reward_view` is a second view of the same storage
+whose ``sample()`` returns the task reward only (for the relay's plain SAC agent); with ``share_batch=True`` it
+returns the very batch the main view sampled last, as the reference code trains both agents on one batch.
 
-Embeddings are stored as float16 by default (half the memory of float32: 1 KB per transition for CLIP-B/32); the
-relabelled reward differs from the float32 one by < 1e-3 (tested), against a task reward step of 1 and
-ρ = 0.05. Pass ``embedding_dtype="float32"`` to keep full precision.
+Embeddings are stored as float16 by default (half the memory of float32); the relabelled reward differs from the
+float32 one by < 1e-3 (tested), against a task reward step of 1 and ρ = 0.05. Pass ``embedding_dtype="float32"``
+to keep full precision.
 
 Episodes are tracked per env (``n_envs > 1`` with interleaved ends works); when one ends, its frames are labelled
 and go to an :class:`~furl_wrappers.alignment_store.AlignmentStore` (positive/negative rings that survive the RL
-buffer's wrap-around). Time-limit truncation is not a terminal transition (SB3's ``handle_timeout_termination``).
-The reward model is attached with :meth:`attach` and never pickled: ``save_replay_buffer`` /
-``load_replay_buffer`` round-trip, then re-attach (``RewardAlignmentCallback`` does it).
+buffer's wrap-around; its capacity, the pos-pos window k and its sampling seed are this buffer's arguments).
+Time-limit truncation is not a terminal transition (SB3's ``handle_timeout_termination``). The VLM reward is
+never pickled: ``save_replay_buffer`` / ``load_replay_buffer`` round-trip, then re-attach.
 
 Example:
     >>> from stable_baselines3 import SAC
     >>> import furl_wrappers
     >>> from furl_wrappers.buffers import VLMReplayBuffer
     >>> venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", env_kwargs={"image_size": 32})
-    >>> model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer, replay_buffer_kwargs={"rho": 0.05},
-    ...             learning_starts=10, buffer_size=1000)
-    >>> _ = model.replay_buffer.attach(venv.reward_model)
+    >>> model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer,
+    ...             replay_buffer_kwargs={"vlm_reward": venv.vlm_reward}, learning_starts=10, buffer_size=1000)
     >>> _ = model.learn(20)
 """
 
@@ -44,6 +46,8 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
 from furl_wrappers.alignment_store import AlignmentStore
+from furl_wrappers.validation import check_int
+from furl_wrappers.vlm_reward import EmbeddingReward
 
 __all__ = ["VLMReplayBuffer", "TaskRewardView"]
 
@@ -56,13 +60,12 @@ class VLMReplayBuffer(ReplayBuffer):
     Args:
         buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
             handle_timeout_termination: as for SB3's ``ReplayBuffer``.
-        rho: weight ρ of r_VLM (0.05).
-        include_task_reward: add the task reward (``False``: ρ·r_VLM only, VLM-RMs).
+        vlm_reward: the :class:`~furl_wrappers.VLMReward` to relabel with (or :meth:`attach` it later).
         embedding_dim: D; inferred from the first ``add`` when ``None``.
         embedding_dtype: ``"float16"`` (default) or ``"float32"`` storage of the RL buffer's embeddings.
         alignment_buffer_size: frames per alignment ring (20,000).
         lag: window k of pos-pos pairs (10).
-        seed: seeds alignment sampling.
+        seed: seeds the alignment store's sampling.
     """
 
     def __init__(
@@ -74,8 +77,7 @@ class VLMReplayBuffer(ReplayBuffer):
         n_envs: int = 1,
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
-        rho: float = 0.05,
-        include_task_reward: bool = True,
+        vlm_reward: Optional[EmbeddingReward] = None,
         embedding_dim: Optional[int] = None,
         embedding_dtype: str = "float16",
         alignment_buffer_size: int = 20_000,
@@ -84,27 +86,21 @@ class VLMReplayBuffer(ReplayBuffer):
     ) -> None:
         super().__init__(buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
                          handle_timeout_termination)
-        if not np.isfinite(rho) or rho < 0:
-            raise ValueError(f"rho must be a finite number >= 0 (0.05 in the paper), got {rho!r}")
         if embedding_dtype not in ("float16", "float32"):
             raise ValueError(f"embedding_dtype must be 'float16' or 'float32', got {embedding_dtype!r}")
-        if not isinstance(alignment_buffer_size, int) or alignment_buffer_size < 1:
-            raise ValueError(f"alignment_buffer_size must be a positive integer, got {alignment_buffer_size!r}")
-        if not isinstance(lag, int) or lag < 1:
-            raise ValueError(f"lag must be a positive integer, got {lag!r}")
-        self.rho = float(rho)
-        self.include_task_reward = bool(include_task_reward)
+        self.alignment_buffer_size = check_int("alignment_buffer_size", alignment_buffer_size, hint="20000")
+        self.lag = check_int("lag", lag, hint="10 in the paper")
         self.embedding_dtype = np.dtype(embedding_dtype)
-        self.alignment_buffer_size = alignment_buffer_size
-        self.lag = lag
         self.seed = seed
-        self.reward_model: Any = None
-        self.goal_embedding: Optional[np.ndarray] = None
+        self.vlm_reward: Optional[EmbeddingReward] = None
         self.embedding_dim: Optional[int] = None
-        self.last_batch_inds: Optional[tuple[np.ndarray, np.ndarray]] = None
+        # the last relabelled batch: (batch_inds, env_indices, SB3 samples), shared with the task-reward view
+        self.last_batch: Optional[tuple[np.ndarray, np.ndarray, ReplayBufferSamples]] = None
         self.batches_sampled = 0
         if embedding_dim is not None:
             self._allocate(int(embedding_dim))
+        if vlm_reward is not None:
+            self.attach(vlm_reward)
 
     # ------------------------------------------------------------------ storage
     def _allocate(self, dim: int) -> None:
@@ -115,21 +111,20 @@ class VLMReplayBuffer(ReplayBuffer):
         self.alignment = AlignmentStore(dim, self.alignment_buffer_size, self.lag, self.seed)
         self._episodes: list[list[tuple[np.ndarray, bool, float]]] = [[] for _ in range(self.n_envs)]
 
-    def attach(self, reward_model: Any) -> "VLMReplayBuffer":
-        """Attach the shared reward model used to relabel (not pickled with the buffer)."""
-        if self.embedding_dim is not None and int(reward_model.dim) != self.embedding_dim:
-            raise ValueError(f"reward model dim {reward_model.dim} != the buffer's embeddings ({self.embedding_dim})")
-        self.reward_model = reward_model
+    def attach(self, vlm_reward: EmbeddingReward) -> "VLMReplayBuffer":
+        """Attach the VLM reward to relabel with (it is not pickled with the buffer: re-attach after loading)."""
+        if not isinstance(vlm_reward, EmbeddingReward):
+            raise TypeError(f"attach takes the VLM reward (a furl_wrappers.VLMReward, which holds rho and the "
+                            f"heads), got {type(vlm_reward).__name__}")
+        if self.embedding_dim is not None and int(vlm_reward.dim) != self.embedding_dim:
+            raise ValueError(f"VLM reward dim {vlm_reward.dim} != the buffer's embeddings ({self.embedding_dim})")
+        self.vlm_reward = vlm_reward
         return self
 
-    def set_goal_embedding(self, goal_embedding: Any) -> None:
-        """Set Φ_I(goal image), ``(D,)``; later frames get their L2 distance to it (for stage-1 alignment)."""
-        goal = np.asarray(torch.as_tensor(goal_embedding).detach().cpu(), dtype=np.float32).reshape(-1)
-        if not np.isfinite(goal).all():
-            raise ValueError("goal embedding contains NaN or inf")
-        if self.embedding_dim is not None and goal.size != self.embedding_dim:
-            raise ValueError(f"goal embedding has size {goal.size}, the buffer's embeddings {self.embedding_dim}")
-        self.goal_embedding = goal
+    @property
+    def reward_model(self) -> Any:
+        """The attached VLM reward's reward model (``None`` when nothing is attached)."""
+        return getattr(self.vlm_reward, "reward_model", None)
 
     @property
     def positive_count(self) -> int:
@@ -150,7 +145,8 @@ class VLMReplayBuffer(ReplayBuffer):
             self._allocate(embeddings.shape[1])
         if embeddings.shape[1] != self.embedding_dim:
             raise ValueError(f"info['vlm_embedding'] has size {embeddings.shape[1]}, expected {self.embedding_dim}")
-        distances = (np.linalg.norm(embeddings - self.goal_embedding, axis=1) if self.goal_embedding is not None
+        goal = None if self.vlm_reward is None else self.vlm_reward.goal_embedding
+        distances = (np.linalg.norm(embeddings - goal, axis=1) if goal is not None
                      else np.full(self.n_envs, np.nan, np.float32))
         self.embeddings[self.pos] = embeddings
         self.task_rewards[self.pos] = task_rewards
@@ -186,41 +182,39 @@ class VLMReplayBuffer(ReplayBuffer):
         return embeddings, np.asarray(task_rewards, np.float32), np.asarray(successes, bool)
 
     # ----------------------------------------------------------------- sampling
-    def sample(self, batch_size: int, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
-        return super().sample(batch_size, env=env)
+    def _next_env_indices(self, n: int) -> np.ndarray:
+        """The env indices SB3's ``_get_samples`` is about to draw (its first draw from numpy's global generator),
+        drawn on a copy of the generator's state so that SB3's own draw is left as it was."""
+        state = np.random.get_state()
+        env_indices = np.random.randint(0, high=self.n_envs, size=(n,))
+        np.random.set_state(state)
+        return env_indices
 
-    def _vlm_rewards(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> torch.Tensor:
-        if self.reward_model is None:
-            raise RuntimeError(
-                "VLMReplayBuffer has no reward model: call buffer.attach(reward_model) (RewardAlignmentCallback "
-                "does it at training start; needed again after load_replay_buffer)"
-            )
-        emb = torch.as_tensor(self.embeddings[batch_inds, env_indices]).to(self.reward_model.device)
-        return self.reward_model.reward(emb.float())
+    def sb3_samples(self, batch_inds: np.ndarray, env: Optional[VecNormalize] = None
+                    ) -> tuple[ReplayBufferSamples, np.ndarray]:
+        """SB3's own samples for ``batch_inds`` (rewards as collected) and the env indices they were taken from."""
+        env_indices = self._next_env_indices(len(batch_inds))
+        return ReplayBuffer._get_samples(self, batch_inds, env), env_indices
+
+    def with_rewards(self, samples: ReplayBufferSamples, rewards: np.ndarray,
+                     env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
+        """``samples`` with their rewards replaced by ``rewards`` ``(B,)``, normalised as SB3 does."""
+        return samples._replace(rewards=self.to_torch(self._normalize_reward(
+            np.asarray(rewards, np.float32).reshape(-1, 1), env)))
 
     def _get_samples(self, batch_inds: np.ndarray, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
-        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        self.last_batch_inds = (batch_inds, env_indices)
+        if self.vlm_reward is None:
+            raise RuntimeError(
+                "VLMReplayBuffer has no VLM reward: pass replay_buffer_kwargs={'vlm_reward': ...} or call "
+                "buffer.attach(vlm_reward) (RelayPolicy and RewardAlignmentCallback do it; needed again after "
+                "load_replay_buffer)"
+            )
+        samples, env_indices = self.sb3_samples(batch_inds, env)
+        self.last_batch = (batch_inds, env_indices, samples)
         self.batches_sampled += 1
-        task = self.task_rewards[batch_inds, env_indices]
-        r_vlm = self._vlm_rewards(batch_inds, env_indices).cpu().numpy()
-        rewards = self.rho * r_vlm + (task if self.include_task_reward else 0.0)
-        return self._assemble(batch_inds, env_indices, rewards.astype(np.float32), env)
-
-    def _assemble(self, batch_inds: np.ndarray, env_indices: np.ndarray, rewards: np.ndarray,
-                  env: Optional[VecNormalize]) -> ReplayBufferSamples:
-        if self.optimize_memory_usage:
-            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_indices, :]
-        else:
-            next_obs = self.next_observations[batch_inds, env_indices, :]
-        data = (
-            self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
-            self.actions[batch_inds, env_indices, :],
-            self._normalize_obs(next_obs, env),
-            (self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])).reshape(-1, 1),
-            self._normalize_reward(rewards.reshape(-1, 1), env),
-        )
-        return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
+        rewards = self.vlm_reward.relabel(self.embeddings[batch_inds, env_indices],
+                                          self.task_rewards[batch_inds, env_indices])
+        return self.with_rewards(samples, rewards, env)
 
     def task_reward_view(self, share_batch: bool = True) -> "TaskRewardView":
         """A view of this storage whose ``sample()`` returns task rewards only (see :class:`TaskRewardView`)."""
@@ -229,7 +223,8 @@ class VLMReplayBuffer(ReplayBuffer):
     # ------------------------------------------------------------------- pickle
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["reward_model"] = None  # never pickle the torch model: re-attach after loading
+        state["vlm_reward"] = None  # never pickle the encoder and heads: re-attach after loading
+        state["last_batch"] = None
         return state
 
 
@@ -255,14 +250,14 @@ class TaskRewardView:
         return getattr(self.buffer, name)
 
     def sample(self, batch_size: int, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
-        last = self.buffer.last_batch_inds
-        fresh = self._consumed != self.buffer.batches_sampled
+        buffer = self.buffer
+        last = buffer.last_batch
+        fresh = self._consumed != buffer.batches_sampled
         if self.share_batch and last is not None and len(last[0]) == batch_size and fresh:
-            self._consumed = self.buffer.batches_sampled
-            batch_inds, env_indices = last
+            self._consumed = buffer.batches_sampled
+            batch_inds, env_indices, samples = last
         else:
-            upper = self.buffer.buffer_size if self.buffer.full else self.buffer.pos
+            upper = buffer.buffer_size if buffer.full else buffer.pos
             batch_inds = np.random.randint(0, upper, size=batch_size)
-            env_indices = np.random.randint(0, high=self.buffer.n_envs, size=(batch_size,))
-        rewards = self.buffer.task_rewards[batch_inds, env_indices]
-        return self.buffer._assemble(batch_inds, env_indices, rewards.astype(np.float32), env)
+            samples, env_indices = buffer.sb3_samples(batch_inds, env)
+        return buffer.with_rewards(samples, buffer.task_rewards[batch_inds, env_indices], env)

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--gpus-per-run", type=float, default=None, help="a fraction shares a GPU")
     sweep.add_argument("--max-retries", type=int, default=None, help="retries per failed cell (default 2)")
     sweep.add_argument("--workers", type=int, default=None, help="local pool size (default: what fits)")
-    sweep.add_argument("--ray-address", default=None, help="run on Ray: 'auto' (the running cluster), 'ray://HOST:10001', or 'local' (start one here)")
+    sweep.add_argument("--ray-address", default=None,
+                       help="run on Ray: 'auto' (the running cluster), 'ray://HOST:10001', or 'local' (start one here)")
     sweep.add_argument("--device", default="auto")
     sweep.add_argument("--quiet", action="store_true", help="plain lines instead of the live table")
     sweep.add_argument("--no-plots", action="store_true")
@@ -154,10 +155,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                    eval_episodes=args.eval_episodes, checkpoint_freq=args.checkpoint_freq,
                    hyperparams=_key_values(args.hyperparams, "--hyperparams"),
                    env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), resume=args.resume, quiet=args.quiet)
-    run_dir = train_run(spec, console=console)
-    import json
+    from furl_wrappers.run_dir import RunDir
 
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run_dir = train_run(spec, console=console)
+    summary = RunDir(run_dir).read_summary()
     console.print(f"[bold]done[/bold]: {run_dir} — final success {summary['final_success']}, "
                   f"best {summary['best_success']}, {summary['timesteps_done']} steps in {summary['wall_time_s']} s")
     if summary.get("encoder_pretrained") is False:
@@ -209,6 +210,7 @@ def _cmd_goal_image(args: argparse.Namespace) -> int:
     from PIL import Image
     from rich.console import Console
 
+    from furl_wrappers._atomic import atomic_write
     from furl_wrappers.goal_images import goal_image
     from furl_wrappers.tasks import canonical_task, instruction
 
@@ -226,10 +228,7 @@ def _cmd_goal_image(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         return_step=True,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    Image.fromarray(frame).save(tmp, format="PNG")
-    tmp.replace(out)
+    atomic_write(out, lambda handle: Image.fromarray(frame).save(handle, format="PNG"))
     console.print(f"first success at step {step}; goal image saved to {out} ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -1,8 +1,10 @@
 """Meta-World tasks in the FuRL setting: sparse task reward, fixed or random goals, fast upright frames.
 
-``make_metaworld_env`` builds one task the way the paper uses it (shared/furl-method.md, "Meta-World
-setting"); :class:`SparseTaskReward` and :class:`MetaWorldGoal` are the two wrappers it applies, usable on any
-Meta-World env; :func:`register_envs` registers ``furl/<task>-v3`` and ``furl/<task>-v3-random-goal`` for all
+``make_metaworld_env`` builds one task the way the paper uses it (paper §5.1: sparse reward, fixed goals for
+Table 1, random goals for Table 2); :class:`SparseTaskReward` and :class:`MetaWorldGoal` are the two wrappers it
+applies, usable on any Meta-World env; :func:`as_furl_env` adds the sparse reward and the fast renderer to
+Meta-World's own envs; :class:`TaskInstance` describes one task instance and how its frames look (what a goal
+image must match); :func:`register_envs` registers ``furl/<task>-v3`` and ``furl/<task>-v3-random-goal`` for all
 50 tasks (``import furl_wrappers`` calls it).
 
 Example:
@@ -18,7 +20,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal, SupportsFloat
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -26,19 +29,27 @@ import numpy as np
 from furl_wrappers.rendering import (
     OffscreenRenderWrapper,
     RenderQuality,
-    _check_camera,
-    _check_image_size,
-    _check_quality,
+    check_camera,
+    check_image_size,
+    check_render_quality,
     import_mujoco,
 )
 from furl_wrappers.tasks import ALL_TASKS, canonical_task, instruction, short_task
+from furl_wrappers.validation import check_int
 
 __all__ = [
     "GOAL_SETTINGS",
     "SPARSE_REWARDS",
     "SparseTaskReward",
     "MetaWorldGoal",
+    "TaskInstance",
+    "build_metaworld",
     "make_metaworld_env",
+    "as_furl_env",
+    "check_furl_env",
+    "task_of",
+    "instance_of",
+    "run_name",
     "env_id",
     "register_envs",
 ]
@@ -119,14 +130,37 @@ class MetaWorldGoal(gym.Wrapper):
         return self.env.reset(options=options)
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (high and value > high):
-        bound = f"[{low}, {high}]" if high else f">= {low}"
-        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
-    return int(value)
+@dataclass(frozen=True)
+class TaskInstance:
+    """One Meta-World task instance and how its frames are rendered: what a goal image has to match.
+
+    Attributes:
+        task: canonical task id, e.g. ``"drawer-open-v3"``.
+        goal: ``"fixed"`` or ``"random"``.
+        seed: the instance seed (draws the fixed goal; seeds random goals).
+        camera, image_size, render_quality: the env's renderer settings.
+    """
+
+    task: str
+    goal: str = "fixed"
+    seed: int = 0
+    camera: str = "corner2"
+    image_size: int = 224
+    render_quality: str = "fast"
+
+    def goal_image(self) -> np.ndarray:
+        """The scripted expert's frame at first success on this instance, uint8 ``(S, S, 3)`` (cached on disk).
+
+        With random goals this is the goal image of the initial instance (the reference code loads one expert
+        rollout per task, too).
+        """
+        from furl_wrappers.goal_images import goal_image
+
+        return goal_image(self.task, seed=self.seed, camera=self.camera, image_size=self.image_size,
+                          render_quality=self.render_quality)
 
 
-def _build_metaworld(task: str, seed: int, observable: bool, max_episode_steps: int) -> Any:
+def build_metaworld(task: str, seed: int, observable: bool, max_episode_steps: int) -> Any:
     """Create the bare Meta-World env with its object/goal positions drawn from ``seed``.
 
     Replicates Meta-World's goal-hidden/goal-observable constructors (numpy's global generator seeded with
@@ -201,15 +235,15 @@ def make_metaworld_env(
     name = canonical_task(task)
     if goal not in GOAL_SETTINGS:
         raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
-    seed = _check_int("seed", seed, 0, 2**32 - 1)
-    _check_camera(camera)
-    _check_image_size(image_size)
-    max_episode_steps = _check_int("max_episode_steps", max_episode_steps, 1)
-    _check_quality(render_quality)
+    seed = check_int("seed", seed, 0, 2**32 - 1)
+    check_camera(camera)
+    check_image_size(image_size)
+    max_episode_steps = check_int("max_episode_steps", max_episode_steps, 1)
+    check_render_quality(render_quality)
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode must be 'rgb_array' (or None), got {render_mode!r}")
 
-    base = _build_metaworld(name, seed, observable=(goal == "random"), max_episode_steps=max_episode_steps)
+    base = build_metaworld(name, seed, observable=(goal == "random"), max_episode_steps=max_episode_steps)
     if goal == "random":
         base._freeze_rand_vec = False
         base.seeded_rand_vec = True  # draw goals from the env's own seeded generator, not numpy's global one
@@ -219,11 +253,87 @@ def make_metaworld_env(
     return env
 
 
+def _find_wrapper(env: gym.Env, cls: type) -> Optional[gym.Env]:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, cls):
+            return env
+        env = env.env
+    return None
+
+
+def task_of(env: gym.Env) -> str:
+    """The Meta-World task id of an env (ours or Meta-World's own), e.g. ``"drawer-open-v3"``.
+
+    Raises:
+        ValueError: if the env is not a Meta-World task.
+    """
+    goal = _find_wrapper(env, MetaWorldGoal)
+    if goal is not None:
+        return goal.task
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    by_class = {cls: name for name, cls in ALL_V3_ENVIRONMENTS.items()}
+    for cls in type(env.unwrapped).__mro__:
+        if cls in by_class:
+            return by_class[cls]
+    raise ValueError(
+        f"cannot tell the Meta-World task of {type(env.unwrapped).__name__}; pass text='<instruction>' explicitly"
+    )
+
+
+def instance_of(env: gym.Env) -> Optional[TaskInstance]:
+    """The :class:`TaskInstance` of an env built by :func:`make_metaworld_env` (``None`` for other envs, e.g.
+    Meta-World's own, whose instance seed is not known)."""
+    goal = _find_wrapper(env, MetaWorldGoal)
+    render = _find_wrapper(env, OffscreenRenderWrapper)
+    if goal is None or render is None:
+        return None
+    renderer = render.frame_renderer
+    return TaskInstance(goal.task, goal.goal, goal.task_seed, renderer.camera, renderer.image_size,
+                        renderer.render_quality)
+
+
+def as_furl_env(env: gym.Env, *, image_size: int = 224, camera: str = "corner2",
+                render_quality: RenderQuality = "fast") -> gym.Env:
+    """Add the sparse task reward and the fast renderer to a Meta-World env that lacks them (an explicit step for
+    Meta-World's own envs; :func:`make_metaworld_env` envs already have both and are returned as they are).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = as_furl_env(gym.make("Meta-World/MT1", env_name="reach-v3"), image_size=32)
+        >>> _ = env.reset(seed=0)
+        >>> env.render().shape
+        (32, 32, 3)
+    """
+    if _find_wrapper(env, SparseTaskReward) is None:
+        env = SparseTaskReward(env)
+    if _find_wrapper(env, OffscreenRenderWrapper) is None:
+        env = OffscreenRenderWrapper(env, camera=camera, image_size=image_size, render_quality=render_quality)
+    return env
+
+
+def check_furl_env(env: gym.Env, who: str) -> None:
+    """Raise a ``TypeError`` naming :func:`as_furl_env` if ``env`` lacks the sparse task reward or the renderer."""
+    missing = [name for name, cls in (("SparseTaskReward", SparseTaskReward), ("OffscreenRenderWrapper",
+                                                                                OffscreenRenderWrapper))
+               if _find_wrapper(env, cls) is None]
+    if missing:
+        raise TypeError(f"{who} needs a Meta-World env with {' and '.join(missing)}: build it with "
+                        "furl_wrappers.make_metaworld_env, or wrap Meta-World's own env with furl_wrappers.as_furl_env")
+
+
 def env_id(task: str, goal: GoalSetting = "fixed") -> str:
     """The registered Gymnasium id: ``env_id("drawer-open") == "furl/drawer-open-v3"``."""
     if goal not in GOAL_SETTINGS:
         raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
     return f"furl/{canonical_task(task)}" + ("-random-goal" if goal == "random" else "")
+
+
+def run_name(task: str, goal: GoalSetting = "fixed") -> str:
+    """The task's name in run directories and reports: ``"drawer-open"``, ``"drawer-open-random-goal"``."""
+    if goal not in GOAL_SETTINGS:
+        raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
+    return short_task(task) + ("-random-goal" if goal == "random" else "")
 
 
 def register_envs() -> list[str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,15 +28,10 @@ from typing import Optional
 import numpy as np
 
 from furl_wrappers._atomic import atomic_write
-from furl_wrappers.envs import _build_metaworld, _check_int
-from furl_wrappers.rendering import (
-    FrameRenderer,
-    RenderQuality,
-    _check_camera,
-    _check_image_size,
-    _check_quality,
-)
+from furl_wrappers.rendering import RenderQuality, check_camera, check_image_size, check_render_quality
+from furl_wrappers.scripted import run_scripted_episode, scripted_policy
 from furl_wrappers.tasks import canonical_task
+from furl_wrappers.validation import check_int
 
 __all__ = ["GoalImageError", "GoalRollout", "cache_dir", "expert_rollout", "goal_image"]
 
@@ -91,37 +85,14 @@ def expert_rollout(
     Raises:
         GoalImageError: if the expert does not succeed within ``max_steps``.
     """
-    from metaworld.policies import ENV_POLICY_MAP
-
     name = canonical_task(task)
-    env = _build_metaworld(name, seed, observable=True, max_episode_steps=max_steps)
-    renderer = FrameRenderer(env.model, env.data, camera, image_size, render_quality)
-    try:
-        policy = ENV_POLICY_MAP[name]()
-        obs, _ = env.reset()
-        frames: list[np.ndarray] = []
-        first: Optional[int] = None
-        goal_frame: Optional[np.ndarray] = None
-        for step in range(1, max_steps + 1):
-            with warnings.catch_warnings():
-                # Meta-World's experts warn that their gains exceed [-1, 1]; we clip, as the env would.
-                warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
-                action = np.clip(policy.get_action(obs), -1.0, 1.0)
-            obs, _, _, truncated, info = env.step(action)
-            if keep_frames:
-                frames.append(renderer.render())
-            if info["success"] and first is None:
-                first = step
-                goal_frame = frames[-1] if keep_frames else renderer.render()
-            if first is not None and step - first >= (steps_after_success if keep_frames else 0):
-                return GoalRollout(goal_frame, first, np.stack(frames) if keep_frames else None)
-            if truncated:
-                break
-        if first is not None:
-            return GoalRollout(goal_frame, first, np.stack(frames) if keep_frames else None)
-    finally:
-        renderer.close()
-        env.close()
+    episode = run_scripted_episode(name, seed, scripted_policy(name), max_steps=max_steps, camera=camera,
+                                   image_size=image_size, render_quality=render_quality,
+                                   render="all" if keep_frames else "goal",
+                                   stop_after_success=steps_after_success if keep_frames else 0)
+    if episode.first_success > 0:
+        goal_frame = episode.frames[episode.first_success - 1] if keep_frames else episode.frames[0]
+        return GoalRollout(goal_frame, episode.first_success, episode.frames if keep_frames else None)
     raise GoalImageError(
         f"The scripted expert for {name!r} (seed {seed}) did not succeed within {max_steps} steps, so there is "
         "no goal image; try another seed, or run FuRL without the goal-image stage."
@@ -157,10 +128,10 @@ def goal_image(
         ValueError: for bad arguments (unknown task lists close matches).
     """
     name = canonical_task(task)
-    seed = _check_int("seed", seed, 0, 2**32 - 1)
-    _check_camera(camera)
-    image_size = _check_image_size(image_size)
-    _check_quality(render_quality)
+    seed = check_int("seed", seed, 0, 2**32 - 1)
+    check_camera(camera)
+    image_size = check_image_size(image_size)
+    check_render_quality(render_quality)
     import metaworld
 
     key = {

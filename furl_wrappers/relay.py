@@ -17,33 +17,32 @@
 Configurations, not forks: ``relay=False`` is SAC on the VLM reward (no second agent); ``align=False`` with a
 ``"frozen"`` or ``"raw"`` reward model is the paper's Relay baseline.
 
+The :class:`~furl_wrappers.VLMReward` is passed explicitly (``vlm_reward=``) or, when an env arrives without it
+(rl-zoo builds envs from YAML), taken from the env once; the policy attaches it to the buffer and hands it to its
+alignment callback.
+
 Hooks (no copy of ``collect_rollouts``): ``_sample_action`` (who acts), ``_store_transition`` (schedule counters,
 threshold), ``train`` (both agents, one batch). Logs under ``furl/``.
 
-Save/load: :meth:`save` writes one zip — SB3's own format for the VLM agent, plus the SAC agent's SB3 zip
-(``relay_sac.zip``), the project's state as JSON (``furl_state.json``) and tensors (``furl_tensors.pt``, loaded
-with ``torch.load(weights_only=True)``: reward heads, their optimiser, RNG states). Written to a temp file and
-renamed. :meth:`load` checks task, encoder and spaces first. Loading an SB3 zip from an untrusted source runs its
-code (SB3 pickles parts of the model): only load checkpoints you trust.
+Save/load: one zip in the format of :mod:`furl_wrappers.checkpoint` (SB3's own format for the VLM agent, plus the
+SAC agent, the relay state and the reward heads), written atomically. :meth:`load` checks task, encoder and spaces
+first. Loading an SB3 zip from an untrusted source runs its code (SB3 pickles parts of the model): only load
+checkpoints you trust.
 
 Example:
     >>> import furl_wrappers
     >>> from furl_wrappers.relay import RelayPolicy
     >>> venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", env_kwargs={"image_size": 32})
-    >>> model = RelayPolicy("MlpPolicy", venv, learning_starts=20, buffer_size=1000, batch_size=16,
-    ...                     alignment_kwargs={"batch_size": 16, "goal_image": None})
+    >>> model = RelayPolicy("MlpPolicy", venv, vlm_reward=venv.vlm_reward, learning_starts=20, buffer_size=1000,
+    ...                     batch_size=16, alignment_kwargs={"batch_size": 16})
     >>> _ = model.learn(40)
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
-import pathlib
-import tempfile
-import zipfile
-from typing import Any, Optional, Sequence, Union
+from typing import IO, Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -52,16 +51,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import MaybeCallback
 
+from furl_wrappers import checkpoint
 from furl_wrappers.buffers import VLMReplayBuffer
-from furl_wrappers.callbacks.alignment import RewardAlignmentCallback, find_vlm_reward
+from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
+from furl_wrappers.checkpoint import CheckpointMismatchError
+from furl_wrappers.validation import check_int, check_number
+from furl_wrappers.vlm_reward import VLMReward
 
 __all__ = ["RelayPolicy", "CheckpointMismatchError"]
-
-_STATE_FORMAT = 1
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint was made for another task, encoder or observation/action space."""
 
 
 class _PrefixLogger(Logger):
@@ -86,12 +83,14 @@ class RelayPolicy(SAC):
 
     Args:
         policy, env: as for ``SAC`` (env: a vector env with the VLM reward, e.g. ``make_vlm_vec_env``).
+        vlm_reward: the :class:`~furl_wrappers.VLMReward` the env scores with (default: taken from ``env``).
         relay: use the relay SAC agent (``False``: plain SAC on the VLM reward).
         relay_threshold: positive frames after which relay ends for good (2,500).
         relay_lengths: relay lengths drawn at each episode start ({50, 100, 150, 200}; any sequence, e.g. a range).
         relay_noise: std of the Gaussian noise on the SAC agent's actions, as a fraction of max_action (0.2).
         align: run :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn``.
-        alignment_kwargs: its arguments (margin, lag, goal_margin, lr, batch_size, goal_image, ...).
+        alignment_kwargs: its arguments (margin, goal_margin, lr, batch_size, ...); the window k and the alignment
+            store's capacity are the buffer's (``replay_buffer_kwargs``), the goal image is the VLM reward's.
         learning_rate: 1e-4; buffer_size: 1e6; learning_starts: 10,000 (uniform random steps); batch_size: 256;
             tau: 0.01; gamma: 0.99; target_entropy: ``"paper"`` = −|A|/2.
     """
@@ -101,6 +100,7 @@ class RelayPolicy(SAC):
         policy: Any,
         env: Any,
         *,
+        vlm_reward: Optional[VLMReward] = None,
         relay: bool = True,
         relay_threshold: int = 2500,
         relay_lengths: Sequence[int] = (50, 100, 150, 200),
@@ -121,25 +121,27 @@ class RelayPolicy(SAC):
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(relay_threshold, (int, np.integer)) or relay_threshold < 0:
-            raise ValueError(f"relay_threshold must be an integer >= 0 (2500 in the paper), got {relay_threshold!r}")
+        relay_threshold = check_int("relay_threshold", relay_threshold, 0, hint="2500 in the paper")
         lengths = list(relay_lengths)
-        if not lengths or any(not isinstance(n, (int, np.integer)) or n < 1 for n in lengths):
-            raise ValueError(f"relay_lengths must be positive integers such as (50, 100, 150, 200), got {relay_lengths!r}")
-        if not np.isfinite(relay_noise) or relay_noise < 0:
-            raise ValueError(f"relay_noise must be a number >= 0 (0.2 in the paper), got {relay_noise!r}")
+        if not lengths:
+            raise ValueError(f"relay_lengths must be positive integers such as (50, 100, 150, 200), "
+                             f"got {relay_lengths!r}")
+        lengths = [check_int("relay_lengths entry", n, hint="such as (50, 100, 150, 200)") for n in lengths]
+        relay_noise = check_number("relay_noise", relay_noise, low=0.0, hint="0.2 in the paper")
         replay_buffer_class = replay_buffer_class or VLMReplayBuffer
         if not issubclass(replay_buffer_class, VLMReplayBuffer):
             raise ValueError(f"RelayPolicy needs a VLMReplayBuffer (or subclass), got {replay_buffer_class.__name__}")
+        if vlm_reward is not None and not isinstance(vlm_reward, VLMReward):
+            raise TypeError(f"vlm_reward must be a furl_wrappers.VLMReward, got {type(vlm_reward).__name__}")
+        self.vlm_reward = vlm_reward
         self.relay = bool(relay)
-        self.relay_threshold = int(relay_threshold)
-        self.relay_lengths = [int(n) for n in lengths]
-        self.relay_noise = float(relay_noise)
+        self.relay_threshold = relay_threshold
+        self.relay_lengths = lengths
+        self.relay_noise = relay_noise
         self.align = bool(align)
         self.alignment_kwargs = dict(alignment_kwargs or {})
         self.sac_agent: Optional[SAC] = None
         self.alignment_callback: Optional[RewardAlignmentCallback] = None
-        self._pending_state: Optional[dict] = None
         super().__init__(
             policy, env, learning_rate=learning_rate, buffer_size=buffer_size, learning_starts=learning_starts,
             batch_size=batch_size, tau=tau, gamma=gamma, target_entropy=target_entropy,
@@ -153,7 +155,12 @@ class RelayPolicy(SAC):
     def _setup_model(self) -> None:
         if self.target_entropy == "paper":
             self.target_entropy = -float(np.prod(self.action_space.shape)) / 2.0
+        if self.vlm_reward is None and self.env is not None:
+            from furl_wrappers.wrappers import vlm_reward_of
+
+            self.vlm_reward = vlm_reward_of(self.env)  # the env arrived without its reward (rl-zoo, YAML)
         super()._setup_model()
+        self._connect_buffer()
         self.relay_active = self.relay
         self._relay_rng = np.random.default_rng(self.seed)
         self._ep_step = np.zeros(self.n_envs, dtype=np.int64)
@@ -163,7 +170,7 @@ class RelayPolicy(SAC):
         self.sac_steps = 0
         self._build_sac_agent()
         if self.align and self.alignment_callback is None:
-            self.alignment_callback = RewardAlignmentCallback(**self.alignment_kwargs)
+            self.alignment_callback = RewardAlignmentCallback(self.vlm_reward, **self.alignment_kwargs)
 
     def _build_sac_agent(self) -> None:
         if not self.relay:
@@ -177,14 +184,15 @@ class RelayPolicy(SAC):
             policy_kwargs=self.policy_kwargs, device=self.device, _init_setup_model=False,
         )
         if self.env is None:
-            agent.observation_space, agent.action_space, agent.n_envs = self.observation_space, self.action_space, self.n_envs
+            agent.observation_space, agent.action_space = self.observation_space, self.action_space
+            agent.n_envs = self.n_envs
         agent._setup_model()
-        agent.replay_buffer = self.replay_buffer.task_reward_view(share_batch=True)
         self.sac_agent = agent
+        self._connect_buffer()
 
     def _excluded_save_params(self) -> list[str]:
         return super()._excluded_save_params() + [
-            "sac_agent", "alignment_callback", "_relay_rng", "_pending_state", "_ep_step", "_start_with_sac",
+            "vlm_reward", "sac_agent", "alignment_callback", "_relay_rng", "_ep_step", "_start_with_sac",
             "_relay_length", "relay_active", "vlm_steps", "sac_steps",
         ]
 
@@ -197,25 +205,27 @@ class RelayPolicy(SAC):
             callback = CallbackList(callbacks)
         total, callback = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
                                                progress_bar)
-        self._attach_reward_model()
         if self.sac_agent is not None:
             self.sac_agent.set_logger(_PrefixLogger(self.logger, "relay_sac/"))
             self.sac_agent.num_timesteps = self.num_timesteps
         return total, callback
 
-    def _attach_reward_model(self) -> None:
-        """Attach the env's reward model to the buffer if none is (the alignment callback also does it)."""
-        if self.replay_buffer is not None and self.replay_buffer.reward_model is None and self.env is not None:
-            self.replay_buffer.attach(find_vlm_reward(self.env)[0])
+    def _connect_buffer(self) -> None:
+        """Attach the VLM reward to the shared buffer and give the SAC agent its task-reward view."""
+        buffer = self.replay_buffer
+        if buffer is None:
+            return
+        if not isinstance(buffer, VLMReplayBuffer):
+            raise TypeError(f"RelayPolicy needs a VLMReplayBuffer, got {type(buffer).__name__}")
+        if self.vlm_reward is not None and buffer.vlm_reward is not self.vlm_reward:
+            buffer.attach(self.vlm_reward)
+        if self.sac_agent is not None:
+            self.sac_agent.replay_buffer = buffer.task_reward_view(share_batch=True)
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
-        """SB3's ``load_replay_buffer``, then re-attach the reward model and the SAC agent's task-reward view."""
+        """SB3's ``load_replay_buffer``, then re-attach the VLM reward and the SAC agent's task-reward view."""
         super().load_replay_buffer(path, truncate_last_traj)
-        if not isinstance(self.replay_buffer, VLMReplayBuffer):
-            raise TypeError(f"{path!r} does not hold a VLMReplayBuffer")
-        self._attach_reward_model()
-        if self.sac_agent is not None:
-            self.sac_agent.replay_buffer = self.replay_buffer.task_reward_view(share_batch=True)
+        self._connect_buffer()
 
     # ------------------------------------------------------------- relay hooks
     def sac_acting(self) -> np.ndarray:
@@ -273,141 +283,69 @@ class RelayPolicy(SAC):
                 self.sac_agent.train(1, batch_size)
 
     # -------------------------------------------------------------- save/load
-    def _identity(self) -> dict[str, Any]:
-        """What a checkpoint must match: task, encoder, spaces, reward model shape."""
-        ident: dict[str, Any] = {
-            "observation_space": repr(self.observation_space),
-            "action_space": repr(self.action_space),
-        }
-        if self.env is not None:
+    @staticmethod
+    def _env_identity(env: Any, vlm_reward: Optional[VLMReward]) -> dict[str, Any]:
+        """The identity of a (vector) env with its VLM reward, in the form a checkpoint records."""
+        from furl_wrappers.wrappers import vlm_reward_of
+
+        try:
+            task = env.get_attr("task", indices=[0])[0]
+        except AttributeError:
+            task = None
+        if vlm_reward is None:
             try:
-                model, encoder = find_vlm_reward(self.env)
-                ident["encoder"] = getattr(encoder, "name", type(encoder).__name__)
-                ident["reward_model"] = {"dim": model.dim, "mode": model.mode}
+                vlm_reward = vlm_reward_of(env)
             except ValueError:
                 pass
-            try:
-                ident["task"] = str(self.env.get_attr("task", indices=[0])[0])
-            except AttributeError:
-                pass
-        return ident
+        return checkpoint.identity(env.observation_space, env.action_space, vlm_reward, task)
 
-    def _furl_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        np_state = np.random.get_state()
-        state = {
-            "format": _STATE_FORMAT,
-            "identity": self._identity(),
-            "relay": {
-                "active": bool(self.relay_active), "ep_step": self._ep_step.tolist(),
-                "start_with_sac": self._start_with_sac.tolist(), "relay_length": self._relay_length.tolist(),
-                "vlm_steps": self.vlm_steps, "sac_steps": self.sac_steps,
-                "rng": self._relay_rng.bit_generator.state,
-            },
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-            "positive_count": int(self.replay_buffer.positive_count) if self.replay_buffer is not None else 0,
-        }
-        tensors: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+    def save(self, path: Union[str, os.PathLike, IO[bytes]], exclude: Any = None, include: Any = None) -> None:
+        """Save the VLM agent (SB3 format), the SAC agent, reward heads + optimiser and relay state in one zip.
+
+        A path is written atomically (an interrupted save leaves the previous checkpoint intact) and gets a
+        ``.zip`` suffix when it has none (as in SB3); a binary handle is written directly.
+        """
+        state, tensors = checkpoint.global_rng_state()
+        ident = (self._env_identity(self.env, self.vlm_reward) if self.env is not None else
+                 checkpoint.identity(self.observation_space, self.action_space, self.vlm_reward))
+        state.update(identity=ident, relay={
+            "active": bool(self.relay_active), "ep_step": self._ep_step.tolist(),
+            "start_with_sac": self._start_with_sac.tolist(), "relay_length": self._relay_length.tolist(),
+            "vlm_steps": self.vlm_steps, "sac_steps": self.sac_steps, "rng": self._relay_rng.bit_generator.state})
+        state["positive_count"] = int(self.replay_buffer.positive_count) if self.replay_buffer is not None else 0
         cb = self.alignment_callback
         if cb is not None:
             state["alignment"] = {"stage": cb.stage, "alignment_steps": cb.alignment_steps}
-            if cb.reward_model is not None:
-                tensors["reward_model"] = cb.reward_model.state_dict()
             if cb.optimizer is not None:
                 tensors["reward_optimizer"] = cb.optimizer.state_dict()
-        elif self.env is not None:
-            try:
-                tensors["reward_model"] = find_vlm_reward(self.env)[0].state_dict()
-            except ValueError:
-                pass
-        return state, tensors
-
-    def save(self, path: Union[str, pathlib.Path, io.BufferedIOBase], exclude: Any = None, include: Any = None) -> None:
-        """Save the VLM agent (SB3 format), the SAC agent, reward heads + optimiser and relay state in one zip.
-
-        The file is written to a temp file beside ``path`` and renamed, so an interrupted save leaves the previous
-        checkpoint intact. ``path`` gets a ``.zip`` suffix when it has none (as in SB3).
-        """
-        if isinstance(path, io.BufferedIOBase):
-            raise TypeError("RelayPolicy.save needs a file path (it writes atomically through a temp file)")
-        path = pathlib.Path(path)
-        if path.suffix != ".zip":
-            path = path.with_name(path.name + ".zip")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state, tensors = self._furl_state()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            super().save(tmp, exclude=exclude, include=include)
-            with zipfile.ZipFile(tmp, "a") as archive:
-                if self.sac_agent is not None:
-                    sac_bytes = io.BytesIO()
-                    self.sac_agent.save(sac_bytes)
-                    archive.writestr("relay_sac.zip", sac_bytes.getvalue())
-                archive.writestr("furl_state.json", json.dumps(state))
-                blob = io.BytesIO()
-                torch.save(tensors, blob)
-                archive.writestr("furl_tensors.pt", blob.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        if self.vlm_reward is not None:
+            tensors["reward_model"] = self.vlm_reward.reward_model.state_dict()
+        checkpoint.write_checkpoint(path, lambda handle: super(RelayPolicy, self).save(handle, exclude, include),
+                                    self.sac_agent, state, tensors)
 
     @classmethod
-    def load(cls, path: Union[str, pathlib.Path], env: Any = None, device: Union[torch.device, str] = "auto",
+    def load(cls, path: Union[str, os.PathLike], env: Any = None, device: Union[torch.device, str] = "auto",
              custom_objects: Optional[dict[str, Any]] = None, print_system_info: bool = False,
              force_reset: bool = True, **kwargs: Any) -> "RelayPolicy":
         """Load a :meth:`save` checkpoint; with ``env``, check it was made for the same task, encoder and spaces,
-        restore the reward heads into the env's reward model, and restore RNG states so that
+        restore the reward heads into the env's VLM reward (or ``vlm_reward=``), and restore RNG states so that
         ``learn(..., reset_num_timesteps=False)`` continues exactly (with ``load_replay_buffer`` for the buffer).
 
         Raises:
             CheckpointMismatchError: the checkpoint is for another task, encoder or observation/action space.
         """
-        path = pathlib.Path(path)
-        if not path.exists() and path.with_name(path.name + ".zip").exists():
-            path = path.with_name(path.name + ".zip")
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if "furl_state.json" not in names:
-                raise ValueError(f"{str(path)!r} is not a RelayPolicy checkpoint (no furl_state.json); "
-                                 "load plain SB3 models with SAC.load")
-            state = json.loads(archive.read("furl_state.json"))
-            tensors = torch.load(io.BytesIO(archive.read("furl_tensors.pt")), weights_only=True)
-            sac_bytes = archive.read("relay_sac.zip") if "relay_sac.zip" in names else None
+        path, state, tensors, sac_bytes = checkpoint.read_checkpoint(path)
         if env is not None:
-            cls._check_identity(state["identity"], env)
+            checkpoint.check_identity(state["identity"], cls._env_identity(env, kwargs.get("vlm_reward")))
         model = super().load(path, env=env, device=device, custom_objects=custom_objects,
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
         if sac_bytes is not None and model.sac_agent is not None:
-            sac = SAC.load(io.BytesIO(sac_bytes), env=env, device=device, buffer_size=1)
-            sac.replay_buffer = model.replay_buffer.task_reward_view(share_batch=True)
-            model.sac_agent = sac
-        model._restore_furl_state(state, tensors, env)
+            model.sac_agent = SAC.load(io.BytesIO(sac_bytes), env=env, device=device, buffer_size=1)
+            model._connect_buffer()
+        model._restore_state(state, tensors)
         return model
 
-    @staticmethod
-    def _check_identity(saved: dict[str, Any], env: Any) -> None:
-        probe: dict[str, Any] = {"observation_space": repr(env.observation_space),
-                                 "action_space": repr(env.action_space)}
-        try:
-            probe["task"] = str(env.get_attr("task", indices=[0])[0])
-        except AttributeError:
-            pass
-        try:
-            model, encoder = find_vlm_reward(env)
-            probe["encoder"] = getattr(encoder, "name", type(encoder).__name__)
-            probe["reward_model"] = {"dim": model.dim, "mode": model.mode}
-        except ValueError:
-            pass
-        for key in ("task", "encoder", "reward_model", "observation_space", "action_space"):
-            if key in saved and key in probe and saved[key] != probe[key]:
-                raise CheckpointMismatchError(
-                    f"checkpoint mismatch in {key}: the checkpoint was made with {saved[key]!r}, "
-                    f"the given env has {probe[key]!r}"
-                )
-
-    def _restore_furl_state(self, state: dict[str, Any], tensors: dict[str, Any], env: Any) -> None:
+    def _restore_state(self, state: dict[str, Any], tensors: dict[str, Any]) -> None:
         relay = state["relay"]
         self.relay_active = bool(relay["active"])
         if len(relay["ep_step"]) == self.n_envs:
@@ -416,16 +354,10 @@ class RelayPolicy(SAC):
             self._relay_length = np.array(relay["relay_length"], dtype=np.int64)
         self.vlm_steps, self.sac_steps = int(relay["vlm_steps"]), int(relay["sac_steps"])
         self._relay_rng.bit_generator.state = relay["rng"]
-        if env is not None and "reward_model" in tensors:
-            reward_model, _ = find_vlm_reward(env)
-            reward_model.load_state_dict(tensors["reward_model"])
-            if self.alignment_callback is not None:
-                self.alignment_callback.reward_model = reward_model
+        if self.vlm_reward is not None and "reward_model" in tensors:
+            self.vlm_reward.reward_model.load_state_dict(tensors["reward_model"])
         if self.alignment_callback is not None and "alignment" in state:
             self.alignment_callback.stage = int(state["alignment"]["stage"])
             self.alignment_callback.alignment_steps = int(state["alignment"]["alignment_steps"])
             self.alignment_callback.pending_optimizer_state = tensors.get("reward_optimizer")
-        # SB3's load re-seeds the global generators with the original seed; put back where training was
-        np_rng = state["numpy_rng"]
-        np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
-        torch.set_rng_state(tensors["torch_rng"])
+        checkpoint.restore_global_rng_state(state, tensors)

@@ -1,9 +1,11 @@
 """Headless OpenGL selection and fast, upright offscreen frames for Meta-World.
 
 Meta-World's scene asks for a 4096² shadow map, reflective materials and 4× multisampling. On a software
-renderer (Mesa llvmpipe through EGL, what a headless CPU machine has) that costs ~9× in frame time. The
+renderer (Mesa llvmpipe through EGL, what a headless CPU machine has) that makes every frame several times slower
+(BENCHMARKS.md has the measurement). The
 ``"fast"`` quality turns shadows, reflections and multisampling off and coarsens the tessellation of analytic
-shapes, for this renderer only (the env's model is left as it was); the picture is nearly identical (see ``benchmarks/render.py`` and BENCHMARKS.md). ``"full"`` keeps Meta-World's settings.
+shapes, for this renderer only (the env's model is left as it was); the picture is nearly identical
+(``benchmarks/render.py``). ``"full"`` keeps Meta-World's settings.
 
 Every :class:`FrameRenderer` owns its own GL context and makes it current before each frame, so several
 environments in one process (the usual SB3 ``DummyVecEnv`` case) never draw into each other's context.
@@ -36,6 +38,9 @@ __all__ = [
     "RenderingUnavailableError",
     "configure_headless_gl",
     "import_mujoco",
+    "check_camera",
+    "check_image_size",
+    "check_render_quality",
     "FrameRenderer",
     "OffscreenRenderWrapper",
 ]
@@ -97,19 +102,22 @@ def _close_live_renderers() -> None:
         renderer.close()
 
 
-def _check_image_size(image_size: int) -> int:
+def check_image_size(image_size: int) -> int:
+    """``image_size`` as an int in [16, 2048], else a ``ValueError`` naming the valid range."""
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or not 16 <= image_size <= 2048:
         raise ValueError(f"image_size must be an integer in [16, 2048] (224 for CLIP/LIV), got {image_size!r}")
     return int(image_size)
 
 
-def _check_camera(camera: str) -> str:
+def check_camera(camera: str) -> str:
+    """``camera`` if it is one of :data:`CAMERAS`, else a ``ValueError`` listing them."""
     if camera not in CAMERAS:
         raise ValueError(f"camera must be one of {list(CAMERAS)}, got {camera!r}")
     return camera
 
 
-def _check_quality(render_quality: str) -> str:
+def check_render_quality(render_quality: str) -> str:
+    """``render_quality`` if it is ``"fast"`` or ``"full"``, else a ``ValueError``."""
     if render_quality not in RENDER_QUALITIES:
         raise ValueError(f"render_quality must be one of {list(RENDER_QUALITIES)}, got {render_quality!r}")
     return render_quality
@@ -140,8 +148,8 @@ class FrameRenderer:
         render_quality: RenderQuality = "fast",
     ) -> None:
         global _ATEXIT_REGISTERED
-        self.image_size = _check_image_size(image_size)
-        self.render_quality = _check_quality(render_quality)
+        self.image_size = check_image_size(image_size)
+        self.render_quality = check_render_quality(render_quality)
         mujoco = import_mujoco()
         self._mujoco = mujoco
         self.camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
@@ -245,8 +253,8 @@ class OffscreenRenderWrapper(gym.Wrapper):
         unwrapped = env.unwrapped
         if not (hasattr(unwrapped, "model") and hasattr(unwrapped, "data")):
             raise TypeError(f"OffscreenRenderWrapper needs a MuJoCo env (with .model and .data), got {unwrapped!r}")
-        _check_image_size(image_size)
-        _check_quality(render_quality)
+        check_image_size(image_size)
+        check_render_quality(render_quality)
         self._frame_renderer = FrameRenderer(unwrapped.model, unwrapped.data, camera, image_size, render_quality)
         self.metadata = {**env.metadata, "render_modes": ["rgb_array"]}
 

@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from furl_wrappers.envs import env_id
+from furl_wrappers.run_dir import RunDir
 
 __all__ = ["PAPER_TABLE_1", "load_run", "results_table", "report"]
 
@@ -38,19 +40,16 @@ _PAPER_BUDGET = 1_000_000
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """A run's ``summary.json`` plus its evaluation curve (``steps``, ``success`` arrays) and directory."""
-    run_dir = Path(run_dir)
-    path = run_dir / "summary.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{str(run_dir)!r} has no summary.json (not a finished furl run)")
-    run = json.loads(path.read_text())
+    """A run's summary plus its evaluation curve (``steps``, ``success`` arrays) and directory."""
+    run_dir = RunDir(run_dir)
+    run = run_dir.read_summary()
     steps, success = [], []
-    if (run_dir / "evaluations.csv").exists():
-        with open(run_dir / "evaluations.csv") as handle:
+    if run_dir.evaluations.exists():
+        with open(run_dir.evaluations) as handle:
             for row in csv.DictReader(handle):
                 steps.append(int(row["step"]))
                 success.append(float(row["success_rate"]))
-    run.update(dir=str(run_dir), curve_steps=np.array(steps), curve_success=np.array(success))
+    run.update(dir=str(run_dir.path), curve_steps=np.array(steps), curve_success=np.array(success))
     return run
 
 
@@ -115,7 +114,7 @@ def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     by_task: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for run, label in zip(runs, _row_labels(runs)):
         if len(run["curve_steps"]):
-            by_task[run["task"] + ("" if run.get("goal") == "fixed" else "-random-goal")][label].append(run)
+            by_task[env_id(run["task"], run.get("goal", "fixed")).removeprefix("furl/")][label].append(run)
     for task, methods in by_task.items():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for method, method_runs in sorted(methods.items()):
@@ -139,10 +138,11 @@ def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
 
 def _plot_rvlm(run: dict[str, Any], out: Path) -> Optional[Path]:
     """r_VLM along a scripted-expert episode with the run's initial and final heads."""
-    run_dir = Path(run["dir"])
-    initial, final = run_dir / "reward_model_initial.pt", run_dir / "reward_model_final.pt"
-    config = json.loads((run_dir / "config.json").read_text())
-    if not (initial.exists() and final.exists()) or not config.get("encoder_spec") or config.get("reward_mode") != "learned":
+    run_dir = RunDir(run["dir"])
+    initial, final = run_dir.reward_initial, run_dir.reward_final
+    config = run_dir.read_json(run_dir.config)
+    learned = config.get("encoder_spec") and config.get("reward_mode") == "learned"
+    if not (initial.exists() and final.exists() and learned):
         return None
     import matplotlib
 

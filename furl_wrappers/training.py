@@ -1,40 +1,32 @@
 """``furl train``: one training run of a paper method on one task, from the zoo YAML, into a run directory.
 
-Run directory (``--out``, default ``runs/<method>/<task>[-random-goal]/seed<seed>``)::
-
-    config.json            the resolved hyperparameters, task, seed, encoder
-    progress.csv           SB3's logger (train/*, rollout/*, furl/*, eval/*); tb/ for TensorBoard when installed
-    evaluations.csv        step, success rate, mean task return (paper protocol)
-    checkpoint/            model.zip + replay_buffer.pkl, refreshed every checkpoint_freq steps (for --resume)
-    model.zip              the final model
-    reward_model_initial.pt / reward_model_final.pt   the reward heads before/after training (tensors only)
-    summary.json           method, task, seed, steps, encoder (and whether pretrained), final/best success, wall time
-
-A run directory is never overwritten: an existing one needs ``resume=True`` (continues from its checkpoint) or
-another ``out``. When the default CLIP weights cannot be had (offline machine) and no encoder was asked for, the
-run falls back to the offline VLM shipped with the package (``furl-mw-vlm``), or to ``random-clip`` if that
-cannot load either, and says so plainly.
+The run directory's layout and states are :mod:`furl_wrappers.run_dir`'s. A run directory is never overwritten:
+an existing one needs ``resume=True`` (continues from its checkpoint) or another ``out``. When the default CLIP
+weights cannot be had (offline machine) and no encoder was asked for, the run falls back to the offline VLM
+shipped with the package (``furl-mw-vlm``), or to ``random-clip`` if that cannot load either, and says so plainly.
 
 Example:
-    >>> run_dir = train_run(RunSpec(method="furl", task="drawer-open", steps=500, vlm="random-clip:tiny"))  # doctest: +SKIP
+    >>> spec = RunSpec(method="furl", task="drawer-open", steps=500, vlm="random-clip:tiny")
+    >>> run_dir = train_run(spec)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
-
+from furl_wrappers._atomic import atomic_write, atomic_write_text
 from furl_wrappers.envs import env_id, make_metaworld_env
+from furl_wrappers.run_dir import RunDir
 from furl_wrappers.tasks import canonical_task, short_task
+from furl_wrappers.validation import check_int
 from furl_wrappers.zoo import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
 
-__all__ = ["RunSpec", "RunExistsError", "default_run_dir", "train_run", "NOT_PRETRAINED_NOTICE", "OFFLINE_VLM_NOTICE"]
+__all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run", "evaluate_run", "NOT_PRETRAINED_NOTICE",
+           "OFFLINE_VLM_NOTICE"]
 
 OFFLINE_VLM_NOTICE = (
     "NOTE: using furl-mw-vlm, the toolkit's offline VLM (a small Meta-World frame encoder trained on the 40 tasks "
@@ -54,36 +46,46 @@ class RunExistsError(FileExistsError):
 
 
 @dataclass
-class RunSpec:
-    """One training run. ``None`` fields take the YAML's value."""
+class RunSettings:
+    """What a run is trained with, shared by every cell of a sweep. ``None`` fields take the YAML's value."""
 
-    method: str
-    task: str
-    seed: int = 0
-    steps: Optional[int] = None
-    vlm: Optional[str] = None
     goal: str = "fixed"
+    vlm: Optional[str] = None
+    steps: Optional[int] = None
     n_envs: int = 1
-    out: Optional[str] = None
-    device: str = "auto"
     eval_freq: Optional[int] = None
     eval_episodes: Optional[int] = None
     checkpoint_freq: Optional[int] = None
     hyperparams: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """These fields only (a sweep's payload for each cell)."""
+        return {f.name: getattr(self, f.name) for f in fields(RunSettings)}
+
+
+@dataclass
+class RunSpec(RunSettings):
+    """One training run: a method on a task with a seed, the :class:`RunSettings`, where it goes and how it runs
+    (``method`` and ``task`` are required)."""
+
+    method: str = ""
+    task: str = ""
+    seed: int = 0
+    out: Optional[str] = None
+    device: str = "auto"
     resume: bool = False
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.method or not self.task:
+            raise ConfigError(f"a run needs a method and a task, got method={self.method!r}, task={self.task!r}")
 
-def default_run_dir(method: str, task: str, goal: str, seed: int) -> Path:
-    name = short_task(task) + ("-random-goal" if goal == "random" else "")
-    return Path("runs") / method / name / f"seed{seed}"
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    def run_dir(self) -> RunDir:
+        """``out``, or the default ``runs/<method>/<task>[-random-goal]/seed<seed>``."""
+        if self.out:
+            return RunDir(self.out)
+        return RunDir.default("runs", self.method, canonical_task(self.task), self.goal, self.seed)
 
 
 def _choose_encoder(spec: RunSpec, vec_spec: Any, say: Callable[[str], None]) -> tuple[Any, str, bool]:
@@ -113,8 +115,23 @@ def _choose_encoder(spec: RunSpec, vec_spec: Any, say: Callable[[str], None]) ->
     return make_encoder("random-clip", device=spec.device), "random-clip", True
 
 
+def _prepare_run_dir(spec: RunSpec) -> RunDir:
+    run = spec.run_dir()
+    if run.run_files():
+        if not spec.resume:
+            raise RunExistsError(f"run directory {str(run.path)!r} already holds a run: pass --resume to continue it "
+                                 "or --out to write elsewhere (nothing was changed)")
+        if not run.checkpoint_model.exists():
+            raise RunExistsError(f"{str(run.path)!r} has no checkpoint to resume from ({run.checkpoint_model})")
+    elif spec.resume:
+        raise FileNotFoundError(f"--resume: run directory {str(run.path)!r} does not exist")
+    run.path.mkdir(parents=True, exist_ok=True)
+    return run
+
+
 def train_run(spec: RunSpec, console: Any = None) -> Path:
     """Train, evaluate and summarise one run; returns its directory. See the module docstring."""
+    import torch
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
 
@@ -131,29 +148,14 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     task = canonical_task(spec.task)
     if spec.goal not in ("fixed", "random"):
         raise ConfigError(f"goal must be 'fixed' or 'random', got {spec.goal!r}")
-    if not isinstance(spec.n_envs, int) or spec.n_envs < 1:
-        raise ConfigError(f"n_envs must be a positive integer, got {spec.n_envs!r}")
+    check_int("n_envs", spec.n_envs, error=ConfigError)
     eid = env_id(task, spec.goal)
     config = load_config(spec.method, eid, spec.hyperparams)
     if spec.steps is not None:
-        if not isinstance(spec.steps, int) or spec.steps < 1:
-            raise ConfigError(f"steps must be a positive integer, got {spec.steps!r}")
-        config["n_timesteps"] = spec.steps
+        config["n_timesteps"] = check_int("steps", spec.steps, error=ConfigError)
     algo_kwargs, zoo = split_config(config)
     total = int(zoo["n_timesteps"])
-
-    run_dir = Path(spec.out) if spec.out else default_run_dir(spec.method, task, spec.goal, spec.seed)
-    checkpoint = run_dir / "checkpoint"
-    # files named sweep_* are a sweep's bookkeeping (furl sweep), not a run
-    if run_dir.exists() and any(not p.name.startswith("sweep_") for p in run_dir.iterdir()):
-        if not spec.resume:
-            raise RunExistsError(f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it "
-                                 "or --out to write elsewhere (nothing was changed)")
-        if not (checkpoint / "model.zip").exists():
-            raise RunExistsError(f"{str(run_dir)!r} has no checkpoint to resume from ({checkpoint}/model.zip)")
-    elif spec.resume:
-        raise FileNotFoundError(f"--resume: run directory {str(run_dir)!r} does not exist")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = _prepare_run_dir(spec)
 
     encoder, encoder_spec, fell_back = None, None, False
     vec_wrapper = None
@@ -168,22 +170,18 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
                         monitor_kwargs={"info_keywords": ("is_success",)})
     if vec_wrapper is not None:
         venv = vec_wrapper(venv)
+    vlm_reward = getattr(venv, "vlm_reward", None)  # the YAML's VLM reward wrapper is the outermost layer
+    if vlm_reward is not None and algo_class(zoo["_algo"]) is RelayPolicy:
+        algo_kwargs["vlm_reward"] = vlm_reward
 
     cls = algo_class(zoo["_algo"])
     started = time.time()
     if spec.resume:
-        if cls is RelayPolicy:
-            model = RelayPolicy.load(checkpoint / "model.zip", env=venv, device=spec.device)
-        else:
-            model = cls.load(checkpoint / "model.zip", env=venv, device=spec.device)
-        model.load_replay_buffer(checkpoint / "replay_buffer.pkl")
-        if hasattr(model.replay_buffer, "attach") and model.replay_buffer.reward_model is None:
-            from furl_wrappers.callbacks import find_vlm_reward
-
-            model.replay_buffer.attach(find_vlm_reward(venv)[0])
-        previous = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
-        started -= float(previous.get("wall_time_s", 0.0))
-        say(f"[furl] resuming {run_dir} at step {model.num_timesteps} of {total}")
+        model = cls.load(run.checkpoint_model, env=venv, device=spec.device,
+                         **({"vlm_reward": vlm_reward} if "vlm_reward" in algo_kwargs else {}))
+        model.load_replay_buffer(run.checkpoint_buffer)
+        started -= float(run.read_json(run.config).get("wall_time_s", 0.0))
+        say(f"[furl] resuming {run.path} at step {model.num_timesteps} of {total}")
     else:
         model = cls(env=venv, seed=spec.seed, device=spec.device, verbose=0, **algo_kwargs)
     formats = ["csv"]
@@ -193,11 +191,11 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
         formats.append("tensorboard")
     except ImportError:
         pass
-    model.set_logger(configure(str(run_dir), formats))
+    model.set_logger(configure(str(run.path), formats))
 
-    reward_model = getattr(getattr(venv, "scorer", None), "reward_model", None)
+    reward_model = None if vlm_reward is None else vlm_reward.reward_model
     if reward_model is not None and not spec.resume:
-        torch.save(reward_model.state_dict(), run_dir / "reward_model_initial.pt")
+        torch.save(reward_model.state_dict(), run.reward_initial)
     info = {"method": spec.method, "task": task, "goal": spec.goal, "seed": spec.seed, "env_id": eid,
             "steps": total, "n_envs": spec.n_envs, "algo": zoo["_algo"],
             "encoder": None if encoder is None else getattr(encoder, "name", type(encoder).__name__),
@@ -206,15 +204,15 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
             "encoder_fallback": fell_back, "encoder_spec": encoder_spec,
             "reward_mode": getattr(reward_model, "mode", None), "reward_alpha": getattr(reward_model, "alpha", 0.0),
             "hyperparams": config, "spec": asdict(spec)}
-    _atomic_json(run_dir / "config.json", {**info, "wall_time_s": 0.0})
+    atomic_write_text(run.config, json.dumps({**info, "wall_time_s": 0.0}, indent=1, default=str))
     if encoder is not None:
         say(f"[furl] encoder: {describe(encoder)}")
 
     eval_episodes = spec.eval_episodes or (1 if spec.goal == "fixed" else 10)
     eval_env = make_metaworld_env(task, goal=spec.goal, seed=spec.seed + 100, **env_kwargs)
     eval_freq = spec.eval_freq or max(min(10_000, total // 10), 1)
-    evaluation = PaperEvalCallback(eval_env, eval_freq, eval_episodes, log_path=str(run_dir / "evaluations.csv"))
-    ckpt = ResumeCheckpointCallback(str(checkpoint), spec.checkpoint_freq or max(min(50_000, total // 4), 1))
+    evaluation = PaperEvalCallback(eval_env, eval_freq, eval_episodes, log_path=str(run.evaluations))
+    ckpt = ResumeCheckpointCallback(run.checkpoint, spec.checkpoint_freq or max(min(50_000, total // 4), 1))
     progress = FuRLProgressCallback(total, evaluation, quiet=spec.quiet,
                                     description=f"{spec.method} {short_task(task)} seed {spec.seed}")
     remaining = max(total - model.num_timesteps, 0)
@@ -226,19 +224,19 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
         evaluation.evaluate()
     ckpt.init_callback(model)
     ckpt.save()
-    model.save(run_dir / "model")
+    model.save(run.model)
     if reward_model is not None:
-        torch.save(reward_model.state_dict(), run_dir / "reward_model_final.pt")
+        torch.save(reward_model.state_dict(), run.reward_final)
     wall = time.time() - started
     summary = {**{k: v for k, v in info.items() if k not in ("hyperparams", "spec")},
                "timesteps_done": int(model.num_timesteps), "final_success": evaluation.last_success,
                "best_success": evaluation.best_success, "wall_time_s": round(wall, 1),
                "positive_count": int(getattr(model.replay_buffer, "positive_count", 0))}
-    _atomic_json(run_dir / "summary.json", summary)
-    _atomic_json(run_dir / "config.json", {**info, "wall_time_s": round(wall, 1)})
+    atomic_write_text(run.config, json.dumps({**info, "wall_time_s": round(wall, 1)}, indent=1, default=str))
+    atomic_write_text(run.summary, json.dumps(summary, indent=1, default=str))  # last: the run is finished
     venv.close()
     eval_env.close()
-    return run_dir
+    return run.path
 
 
 def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Optional[str] = None,
@@ -250,14 +248,13 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
     """
     from furl_wrappers.callbacks import evaluate_policy_success
 
-    run_dir = Path(run_dir)
-    config_file = run_dir / "config.json"
-    model_file = run_dir / "model.zip"
-    if not config_file.exists() or not model_file.exists():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a finished furl run (needs config.json and model.zip)")
-    config = json.loads(config_file.read_text())
+    run = RunDir(run_dir)
+    if not run.config.exists() or not run.model.exists():
+        raise FileNotFoundError(f"{str(run.path)!r} is not a finished furl run (needs {RunDir.CONFIG} and "
+                                f"{RunDir.MODEL})")
+    config = json.loads(run.config.read_text())
     cls = algo_class(config["algo"])
-    model = cls.load(model_file, device=device, buffer_size=1)  # inference only: no full-size buffer
+    model = cls.load(run.model, device=device, buffer_size=1)  # inference only: no full-size buffer
     goal = config.get("goal", "fixed")
     seed = config["seed"] + 100 if seed is None else seed
     episodes = episodes or (1 if goal == "fixed" else 10)
@@ -270,7 +267,6 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
         from PIL import Image
 
         images = [Image.fromarray(f) for f in frames[::2]]
-        tmp = Path(video).with_name(f".{Path(video).name}.tmp")
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=40, loop=0)
-        os.replace(tmp, video)
+        atomic_write(video, lambda handle: images[0].save(handle, format="GIF", save_all=True,
+                                                          append_images=images[1:], duration=40, loop=0))
     return {"success_rate": success, "mean_task_return": ret, "episodes": episodes, "seed": seed}

@@ -198,7 +198,8 @@ def make_vec_wrapper(spec: Any, **override: Any) -> Optional[Callable]:
     def wrap(venv: Any) -> Any:
         for cls, kwargs in specs:
             accepted = inspect.signature(cls.__init__).parameters
-            venv = cls(venv, **{**kwargs, **{k: v for k, v in override.items() if k in accepted}})
+            takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+            venv = cls(venv, **{**kwargs, **{k: v for k, v in override.items() if takes_any or k in accepted}})
         return venv
 
     return wrap

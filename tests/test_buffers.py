@@ -10,6 +10,7 @@ from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.vlm_reward import VLMReward
 
 D = 8
 OBS = spaces.Box(-1, 1, (3,), np.float32)
@@ -22,6 +23,11 @@ def _buffer(n_envs: int = 1, size: int = 100, **kwargs) -> VLMReplayBuffer:
 
 def _model(seed: int = 0) -> RewardModel:
     return RewardModel(torch.ones(D), mode="learned", hidden_dim=16, output_dim=4, device="cpu", seed=seed)
+
+
+def _reward(model: RewardModel, rho: float = 0.05, **kwargs) -> VLMReward:
+    """A relabel-only VLM reward (no encoder) around ``model``."""
+    return VLMReward(None, model, text="open the drawer", rho=rho, **kwargs)
 
 
 def _info(emb: np.ndarray, success: bool = False, truncated: bool = False) -> dict:
@@ -46,13 +52,12 @@ def _fill(buf: VLMReplayBuffer, steps: int, rng: np.random.Generator) -> None:
 
 
 def test_relabel_uses_current_heads_and_task_view_does_not() -> None:
-    buf = _buffer(rho=0.5, embedding_dtype="float32")
     model = _model()
-    buf.attach(model)
+    buf = _buffer(vlm_reward=_reward(model, rho=0.5), embedding_dtype="float32")
     _fill(buf, 50, np.random.default_rng(0))
     np.random.seed(1)
     before = buf.sample(32).rewards.squeeze(1)
-    inds, envs = buf.last_batch_inds
+    inds, envs, _ = buf.last_batch
     expected = buf.task_rewards[inds, envs] + 0.5 * model.reward(torch.as_tensor(buf.embeddings[inds, envs])).numpy()
     np.testing.assert_allclose(before.numpy(), expected, rtol=1e-6, atol=1e-6)
     view = buf.task_reward_view(share_batch=True)
@@ -71,7 +76,7 @@ def test_relabel_uses_current_heads_and_task_view_does_not() -> None:
 
 def test_shared_batch_is_used_once() -> None:
     buf = _buffer()
-    buf.attach(_model())
+    buf.attach(_reward(_model()))
     _fill(buf, 60, np.random.default_rng(0))
     view = buf.task_reward_view()
     main = buf.sample(16)
@@ -83,12 +88,11 @@ def test_shared_batch_is_used_once() -> None:
 
 
 def test_vlm_only_rewards() -> None:
-    buf = _buffer(rho=1.0, include_task_reward=False, embedding_dtype="float32")
     model = _model()
-    buf.attach(model)
+    buf = _buffer(vlm_reward=_reward(model, rho=1.0, include_task_reward=False), embedding_dtype="float32")
     _fill(buf, 20, np.random.default_rng(0))
     rewards = buf.sample(8).rewards.squeeze(1).numpy()
-    inds, envs = buf.last_batch_inds
+    inds, envs, _ = buf.last_batch
     np.testing.assert_allclose(rewards, model.reward(torch.as_tensor(buf.embeddings[inds, envs])).numpy(), atol=1e-6)
 
 
@@ -97,7 +101,7 @@ def test_float16_storage_changes_rewards_negligibly() -> None:
     model = RewardModel(torch.as_tensor(rng.normal(size=512), dtype=torch.float32), device="cpu", seed=0)
     half, full = _buffer(embedding_dtype="float16"), _buffer(embedding_dtype="float32")
     for buf in (half, full):
-        buf.attach(model)
+        buf.attach(_reward(model))
     for _ in range(64):  # CLIP-like embeddings: norm ~10
         emb = (rng.normal(size=512) * 0.45).astype(np.float32)
         for buf in (half, full):
@@ -128,7 +132,7 @@ def test_episode_labelling_with_interleaved_ends() -> None:
 
 def test_timeouts_are_not_terminal() -> None:
     buf = _buffer(size=10)
-    buf.attach(_model())
+    buf.attach(_reward(_model()))
     _add(buf, [np.ones(D)], dones=[True], truncs=[True])  # time limit
     _add(buf, [np.ones(D)], dones=[True])  # true termination
     samples = buf._get_samples(np.array([0, 1]))
@@ -137,7 +141,7 @@ def test_timeouts_are_not_terminal() -> None:
 
 def test_alignment_store_survives_rl_buffer_wrap() -> None:
     buf = _buffer(size=6, lag=1)
-    buf.attach(_model())
+    buf.attach(_reward(_model()))
     for episode in range(4):
         for t in range(5):
             _add(buf, [np.full(D, 10.0 * episode + t)], successes=[episode % 2 == 0 and t == 4], dones=[t == 4])
@@ -147,8 +151,7 @@ def test_alignment_store_survives_rl_buffer_wrap() -> None:
 
 
 def test_goal_distances() -> None:
-    buf = _buffer(embedding_dtype="float32")
-    buf.set_goal_embedding(np.zeros(D))
+    buf = _buffer(embedding_dtype="float32", vlm_reward=_reward(_model(), goal_embedding=np.zeros(D)))
     _add(buf, [np.full(D, 1.0)], dones=[True])
     assert buf.goal_distances[0, 0] == pytest.approx(np.sqrt(D))
     emb, dist = buf.alignment.sample_negatives(2)
@@ -164,7 +167,7 @@ def test_vec_normalize_reward_consistency() -> None:
                         norm_obs=False, norm_reward=True)
     venv.ret_rms.var = np.array(4.0)  # so normalisation visibly divides by ~2
     buf = _buffer(embedding_dtype="float32")
-    buf.attach(_model())
+    buf.attach(_reward(_model()))
     _fill(buf, 30, np.random.default_rng(0))
     np.random.seed(3)
     raw = buf.sample(16).rewards
@@ -175,17 +178,18 @@ def test_vec_normalize_reward_consistency() -> None:
 
 
 def test_save_load_round_trip_without_the_model(tmp_path) -> None:
-    buf = _buffer(rho=0.2, lag=1)
+    buf = _buffer(lag=1)
     model = _model()
-    buf.attach(model)
+    reward = _reward(model, rho=0.2)
+    buf.attach(reward)
     _fill(buf, 40, np.random.default_rng(0))
     path = tmp_path / "buffer.pkl"
     save_to_pkl(path, buf)
     loaded = load_from_pkl(path)
-    assert loaded.reward_model is None and buf.reward_model is model  # the model was not pickled
+    assert loaded.vlm_reward is None and buf.reward_model is model  # the reward was not pickled
     with pytest.raises(RuntimeError, match="attach"):
         loaded.sample(4)
-    loaded.attach(model)
+    loaded.attach(reward)
     np.random.seed(5)
     a = buf.sample(16).rewards
     np.random.seed(5)
@@ -203,13 +207,12 @@ def test_sb3_save_load_replay_buffer(tmp_path) -> None:
     venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", device="cpu",
                                           env_kwargs={"image_size": 32, "max_episode_steps": 10})
     model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer, learning_starts=5, buffer_size=200,
-                batch_size=8, device="cpu")
-    model.replay_buffer.attach(venv.reward_model)
+                batch_size=8, device="cpu", replay_buffer_kwargs={"vlm_reward": venv.vlm_reward})
     model.learn(30)
     model.save_replay_buffer(tmp_path / "rb")
     model.load_replay_buffer(tmp_path / "rb")
-    assert isinstance(model.replay_buffer, VLMReplayBuffer) and model.replay_buffer.reward_model is None
-    model.replay_buffer.attach(venv.reward_model)
+    assert isinstance(model.replay_buffer, VLMReplayBuffer) and model.replay_buffer.vlm_reward is None
+    model.replay_buffer.attach(venv.vlm_reward)
     model.learn(10, reset_num_timesteps=False)
     assert model.replay_buffer.alignment.failed_episodes == 4
 
@@ -223,13 +226,45 @@ def test_bad_inputs() -> None:
         _add(buf, [np.ones(5)])
     with pytest.raises(ValueError, match="NaN"):
         _add(buf, [np.full(D, np.nan)])
-    with pytest.raises(ValueError, match="reward model dim"):
-        buf.attach(RewardModel(torch.ones(4), device="cpu"))
-    with pytest.raises(ValueError, match="goal embedding has size"):
-        buf.set_goal_embedding(np.zeros(3))
-    with pytest.raises(ValueError, match="rho"):
-        _buffer(rho=-0.1)
+    with pytest.raises(ValueError, match="VLM reward dim 4"):
+        buf.attach(_reward(RewardModel(torch.ones(4), device="cpu")))
+    with pytest.raises(TypeError, match="attach takes the VLM reward"):
+        buf.attach(_model())  # a bare reward model has no rho: refused
+    with pytest.raises(ValueError, match="goal embedding has size 3"):
+        _reward(_model(), goal_embedding=np.zeros(3))
+    with pytest.raises(ValueError, match="rho must be a finite number >= 0"):
+        _reward(_model(), rho=-0.1)
+    with pytest.raises(TypeError, match="rho"):
+        _buffer(rho=0.05)  # rho belongs to the VLM reward
     with pytest.raises(ValueError, match="embedding_dtype"):
         _buffer(embedding_dtype="int8")
     with pytest.raises(ValueError, match="alignment_buffer_size"):
         _buffer(alignment_buffer_size=0)
+    with pytest.raises(ValueError, match="lag must be an integer >= 1"):
+        _buffer(lag=0)
+
+
+def test_samples_are_sb3s_own_with_relabelled_rewards() -> None:
+    """The batch is SB3's ``_get_samples`` (same indices, obs, dones) with only the rewards replaced."""
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    buf = _buffer(n_envs=3, embedding_dtype="float32")
+    buf.attach(_reward(_model(), rho=0.5))
+    rng = np.random.default_rng(0)
+    for t in range(20):
+        embs = [rng.normal(size=D) for _ in range(3)]
+        infos = [_info(e, t % 5 == 2) for e in embs]
+        obs = rng.normal(size=(3, 3)).astype(np.float32)
+        buf.add(obs, obs + 1, rng.normal(size=(3, 2)), np.full(3, 7.0), np.zeros(3), infos)
+    inds = np.arange(20)
+    np.random.seed(4)
+    ours = buf._get_samples(inds)
+    np.random.seed(4)
+    sb3 = ReplayBuffer._get_samples(buf, inds)
+    for name in ("observations", "actions", "next_observations", "dones"):
+        torch.testing.assert_close(getattr(ours, name), getattr(sb3, name))
+    _, envs, _ = buf.last_batch
+    torch.testing.assert_close(ours.observations, torch.as_tensor(buf.observations[inds, envs]))
+    assert sb3.rewards.unique().tolist() == [7.0]  # what the env returned at collection time
+    expected = buf.vlm_reward.relabel(buf.embeddings[inds, envs], buf.task_rewards[inds, envs])
+    np.testing.assert_array_equal(ours.rewards.squeeze(1).numpy(), expected)

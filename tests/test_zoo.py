@@ -11,8 +11,16 @@ import pytest
 import yaml
 
 import furl_wrappers
-from furl_wrappers.zoo import CONFIG_DIR, METHODS, ConfigError, algo_class, load_config, make_env_fn_wrapper, \
-    make_vec_wrapper, split_config
+from furl_wrappers.zoo import (
+    CONFIG_DIR,
+    METHODS,
+    ConfigError,
+    algo_class,
+    load_config,
+    make_env_fn_wrapper,
+    make_vec_wrapper,
+    split_config,
+)
 
 TINY = {"image_size": 32, "max_episode_steps": 30}
 

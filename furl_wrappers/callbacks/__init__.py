@@ -4,13 +4,13 @@ Kept under ``furl_wrappers.callbacks`` so it never collides with the ``callbacks
 their root.
 """
 
-from furl_wrappers.callbacks.alignment import RewardAlignmentCallback, find_vlm_reward
-from furl_wrappers.callbacks.evaluation import PaperEvalCallback, ResumeCheckpointCallback, evaluate_policy_success
+from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
+from furl_wrappers.callbacks.checkpoint import ResumeCheckpointCallback
+from furl_wrappers.callbacks.evaluation import PaperEvalCallback, evaluate_policy_success
 from furl_wrappers.callbacks.progress import FuRLProgressCallback
 
 __all__ = [
     "RewardAlignmentCallback",
-    "find_vlm_reward",
     "PaperEvalCallback",
     "ResumeCheckpointCallback",
     "evaluate_policy_success",

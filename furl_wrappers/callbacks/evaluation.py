@@ -1,12 +1,9 @@
-"""Evaluation as in the paper, and a resumable checkpoint, as SB3 callbacks.
+"""Evaluation as in the paper, as an SB3 callback.
 
 :class:`PaperEvalCallback`: every ``eval_freq`` env steps, run the agent's *mean* action (``deterministic=True``;
 for ``RelayPolicy`` that is the VLM agent) for ``n_episodes`` episodes on a separate env seeded with
 ``seed + 100`` — one episode for a fixed goal (success is 0 or 1 per seed), ten for random goals. Appends a row to
 ``evaluations.csv`` (step, success rate, mean task return, wall time) and logs ``eval/success_rate``.
-
-:class:`ResumeCheckpointCallback`: every ``save_freq`` env steps, writes the model and its replay buffer to a
-checkpoint directory, each through a temp file and a rename, so an interrupted run resumes from the last one.
 
 Example:
     >>> cb = PaperEvalCallback(make_metaworld_env("reach", seed=100), eval_freq=10_000, n_episodes=1)  # doctest: +SKIP
@@ -15,9 +12,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -26,9 +20,9 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from furl_wrappers._atomic import atomic_write_text
+from furl_wrappers.validation import check_int
 
-__all__ = ["evaluate_policy_success", "PaperEvalCallback", "ResumeCheckpointCallback"]
+__all__ = ["evaluate_policy_success", "PaperEvalCallback"]
 
 
 def evaluate_policy_success(model: Any, env: gym.Env, n_episodes: int, frames: Optional[list] = None
@@ -68,11 +62,9 @@ class PaperEvalCallback(BaseCallback):
     def __init__(self, eval_env: gym.Env, eval_freq: int, n_episodes: int, log_path: Optional[str] = None,
                  verbose: int = 0) -> None:
         super().__init__(verbose)
-        if not isinstance(eval_freq, int) or eval_freq < 1:
-            raise ValueError(f"eval_freq must be a positive integer, got {eval_freq!r}")
-        if not isinstance(n_episodes, int) or n_episodes < 1:
-            raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
-        self.eval_env, self.eval_freq, self.n_episodes = eval_env, eval_freq, n_episodes
+        self.eval_env = eval_env
+        self.eval_freq = check_int("eval_freq", eval_freq)
+        self.n_episodes = check_int("n_episodes", n_episodes)
         self.log_path = None if log_path is None else Path(log_path)
         self.last_success: Optional[float] = None
         self.best_success: Optional[float] = None
@@ -110,43 +102,3 @@ class PaperEvalCallback(BaseCallback):
                     writer.writerow(["step", "success_rate", "mean_task_return", "wall_time_s"])
                 writer.writerow([self.num_timesteps, success, ret, round(time.time() - self._start, 2)])
         return success
-
-
-class ResumeCheckpointCallback(BaseCallback):
-    """Every ``save_freq`` env steps, write ``model.zip`` and ``replay_buffer.pkl`` into ``path`` atomically."""
-
-    def __init__(self, path: str, save_freq: int, verbose: int = 0) -> None:
-        super().__init__(verbose)
-        if not isinstance(save_freq, int) or save_freq < 1:
-            raise ValueError(f"save_freq must be a positive integer, got {save_freq!r}")
-        self.path, self.save_freq = Path(path), save_freq
-        self._last = 0
-
-    def _init_callback(self) -> None:
-        self._last = self.model.num_timesteps
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps - self._last >= self.save_freq:
-            self.save()
-        return True
-
-    def save(self) -> None:
-        from stable_baselines3.common.save_util import save_to_pkl
-
-        self.path.mkdir(parents=True, exist_ok=True)
-        # the buffer first: a model checkpoint never points past the buffer it needs
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".replay_buffer.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_to_pkl(tmp, self.model.replay_buffer)
-            os.replace(tmp, self.path / "replay_buffer.pkl")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        model_tmp = self.path / ".model.tmp.zip"
-        self.model.save(model_tmp)
-        os.replace(model_tmp, self.path / "model.zip")
-        # which step the checkpoint holds (furl sweep reads it)
-        atomic_write_text(self.path / "meta.json",
-                          json.dumps({"num_timesteps": int(self.num_timesteps), "time": time.time()}))
-        self._last = self.num_timesteps

@@ -18,11 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
-
-import torch
-
-from furl_wrappers.encoders.base import VLMEncoder, check_frames, check_texts, describe, is_encoder
+from furl_wrappers.encoders.base import ImageTextEncoder, VLMEncoder, check_frames, check_texts, describe, is_encoder
 from furl_wrappers.encoders.clip import (
     DEFAULT_CLIP,
     RANDOM_CLIP_SIZES,
@@ -30,12 +26,16 @@ from furl_wrappers.encoders.clip import (
     ModelUnavailableError,
     RandomCLIPEncoder,
 )
+from furl_wrappers.encoders.factory import make_encoder
 from furl_wrappers.encoders.liv import LIV_REPO, LIVEncoder
 from furl_wrappers.encoders.offline import OFFLINE_VLM, CorruptCheckpointError, OfflineVLMEncoder
 from furl_wrappers.encoders.preprocessing import ImagePreprocessor
 
 __all__ = [
     "DEFAULT_CLIP",
+    "RANDOM_CLIP_SIZES",
+    "LIV_REPO",
+    "ImageTextEncoder",
     "VLMEncoder",
     "CLIPEncoder",
     "RandomCLIPEncoder",
@@ -51,57 +51,3 @@ __all__ = [
     "check_frames",
     "check_texts",
 ]
-
-
-def _parse_random_clip(spec: str) -> tuple[str, int]:
-    size, seed = "b32", 0
-    for part in spec.split(":")[1:]:
-        if part in RANDOM_CLIP_SIZES:
-            size = part
-        elif part.startswith("seed") and part[4:].isdigit():
-            seed = int(part[4:])
-        else:
-            raise ValueError(
-                f"bad random-clip spec {spec!r}: parts after 'random-clip' are a size {list(RANDOM_CLIP_SIZES)} "
-                "and/or 'seed<N>', e.g. 'random-clip:tiny:seed1'"
-            )
-    return size, seed
-
-
-def make_encoder(
-    vlm: Union[str, Any] = DEFAULT_CLIP,
-    *,
-    device: Union[str, torch.device] = "auto",
-    half: bool = False,
-    pre_crop: Optional[float] = None,
-) -> Any:
-    """Build (or pass through) a frozen encoder. See the module docstring for the accepted names.
-
-    Raises:
-        ValueError: for an object that is not an encoder or a malformed name.
-        ModelUnavailableError: when a checkpoint cannot be loaded (the message says how to pass a local one).
-    """
-    if not isinstance(vlm, str):
-        if is_encoder(vlm):
-            return vlm
-        raise ValueError(
-            f"vlm must be a name ('openai/clip-vit-base-patch32', 'liv', 'random-clip', a local directory) or an "
-            f"object with encode_images, encode_text, dim and device; got {type(vlm).__name__}"
-        )
-    spec = vlm.strip()
-    if not spec:
-        raise ValueError("vlm must be a non-empty name or path")
-    kwargs = dict(device=device, half=half, pre_crop=pre_crop)
-    if spec == "random-clip" or spec.startswith("random-clip:"):
-        size, seed = _parse_random_clip(spec)
-        return RandomCLIPEncoder(size, seed, **kwargs)
-    if spec == OFFLINE_VLM or spec.startswith(OFFLINE_VLM + ":"):
-        if half or pre_crop is not None:
-            raise ValueError(f"{OFFLINE_VLM} takes neither half=True nor pre_crop (got half={half}, pre_crop={pre_crop})")
-        weights = spec[len(OFFLINE_VLM) + 1:] or None
-        return OfflineVLMEncoder(weights, device=device)
-    if spec.lower() == "liv":
-        return LIVEncoder(LIV_REPO, **kwargs)
-    if spec.lower().startswith("liv:"):
-        return LIVEncoder(spec[4:], **kwargs)
-    return CLIPEncoder(spec, **kwargs)

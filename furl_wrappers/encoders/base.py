@@ -1,7 +1,8 @@
 """The encoder interface every frozen VLM implements, and input checks shared by all of them.
 
 An encoder maps uint8 frames ``(N, H, W, 3)`` and texts to float32 embeddings ``(N, D)`` on its device. Any
-object with ``encode_images``, ``encode_text``, ``dim`` and ``device`` works (:func:`is_encoder`); subclass
+object with ``encode_images``, ``encode_text``, ``dim`` and ``device`` works (the :class:`ImageTextEncoder`
+protocol, checked by :func:`is_encoder`); subclass
 :class:`VLMEncoder` to get text caching, input checks and a plain description for free.
 
 Example:
@@ -19,15 +20,35 @@ Example:
 from __future__ import annotations
 
 import abc
-from typing import Any, Sequence, Union
+from typing import Any, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 import torch
 from stable_baselines3.common.utils import get_device
 
-__all__ = ["VLMEncoder", "Frames", "check_frames", "check_texts", "check_embeddings", "is_encoder", "describe"]
+__all__ = ["ImageTextEncoder", "VLMEncoder", "Frames", "check_frames", "check_texts", "check_embeddings", "is_encoder",
+           "describe"]
 
 Frames = Union[np.ndarray, torch.Tensor]
+
+
+@runtime_checkable
+class ImageTextEncoder(Protocol):
+    """What the VLM reward needs of a frozen encoder (structural: no base class required).
+
+    Attributes:
+        dim: embedding size D.
+        device: where ``encode_*`` return their tensors.
+    """
+
+    dim: int
+    device: torch.device
+
+    def encode_images(self, frames: Frames) -> torch.Tensor:
+        """uint8 frames ``(N, H, W, 3)`` → float32 embeddings ``(N, D)``."""
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Texts ``(N,)`` → float32 embeddings ``(N, D)``."""
 
 
 def check_frames(frames: Frames) -> None:
@@ -68,7 +89,7 @@ def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Ten
 
 def is_encoder(obj: Any) -> bool:
     """Whether ``obj`` implements the encoder interface (duck-typed, so user encoders need no base class)."""
-    return all(hasattr(obj, attr) for attr in ("encode_images", "encode_text", "dim", "device"))
+    return isinstance(obj, ImageTextEncoder)
 
 
 def describe(encoder: Any) -> str:

@@ -196,7 +196,8 @@ class CLIPEncoder(VLMEncoder):
         tokens = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
         ).to(self.device)
-        pooled = self.model.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
+        text_out = self.model.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        pooled = text_out.pooler_output
         return self.model.text_projection(pooled)
 
 

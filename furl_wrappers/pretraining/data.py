@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,41 +108,17 @@ def rollout_episode(task: str, policy_kind: str, env_seed: int, rng: np.random.G
     Returns:
         dict with ``frames`` uint8 ``(T, 3, S, S)``, ``step`` ``(T,)``, ``first_success`` (step or -1).
     """
-    from metaworld.policies import ENV_POLICY_MAP
-
     from furl_wrappers.encoders.offline import resize_frames
-    from furl_wrappers.envs import _build_metaworld
-    from furl_wrappers.rendering import FrameRenderer
+    from furl_wrappers.scripted import run_scripted_episode, scripted_policy
 
     if policy_kind not in ("expert", "random", "perturbed"):
         raise ValueError(f"policy_kind must be 'expert', 'random' or 'perturbed', got {policy_kind!r}")
-    env = _build_metaworld(task, env_seed, observable=True, max_episode_steps=max_steps + 1)
-    renderer = FrameRenderer(env.model, env.data, camera, image_size)
-    policy = ENV_POLICY_MAP[task]()
-    sigma = 1.0 if policy_kind == "perturbed" else noise
-    try:
-        obs, _ = env.reset()
-        frames, steps, first_success = [renderer.render()], [0], -1
-        for t in range(1, max_steps + 1):
-            if policy_kind == "random":
-                action = rng.uniform(-1, 1, 4)
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    action = policy.get_action(obs) + rng.normal(0, sigma, 4)
-            obs, _, _, _, info = env.step(np.clip(action, -1, 1).astype(np.float32))
-            if first_success < 0 and info["success"]:
-                first_success = t
-            if t % every == 0 or t == first_success:
-                frames.append(renderer.render())
-                steps.append(t)
-            if first_success > 0 and t >= first_success + 10:
-                break
-    finally:
-        renderer.close()
-        env.close()
-    small = resize_frames(torch.as_tensor(np.stack(frames)), input_size).numpy()
-    return {"frames": small, "step": np.array(steps, np.int32), "first_success": first_success}
+    policy = scripted_policy(task, "random" if policy_kind == "random" else "expert",
+                             noise=1.0 if policy_kind == "perturbed" else noise, rng=rng)
+    episode = run_scripted_episode(task, env_seed, policy, max_steps=max_steps, camera=camera, image_size=image_size,
+                                   render=every, stop_after_success=10)
+    small = resize_frames(torch.as_tensor(episode.frames), input_size).numpy()
+    return {"frames": small, "step": episode.frame_steps.astype(np.int32), "first_success": episode.first_success}
 
 
 def _task_episodes(task: str, expert_episodes: int, failed_episodes: int, seed: int, kwargs: dict) -> list[dict]:

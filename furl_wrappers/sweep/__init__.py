@@ -10,9 +10,9 @@ Example:
     >>> run_sweep(grid, "runs/sweep")  # doctest: +SKIP
 """
 
-from furl_wrappers.sweep.cell import cell_progress, cell_state, read_status
+from furl_wrappers.sweep.cell import cell_progress, read_status
 from furl_wrappers.sweep.grid import Cell, GridError, SweepGrid, load_grid
 from furl_wrappers.sweep.runner import RAY_INSTALL_HINT, run_sweep
 
-__all__ = ["SweepGrid", "Cell", "GridError", "load_grid", "run_sweep", "cell_state", "cell_progress", "read_status",
+__all__ = ["SweepGrid", "Cell", "GridError", "load_grid", "run_sweep", "cell_progress", "read_status",
            "RAY_INSTALL_HINT"]

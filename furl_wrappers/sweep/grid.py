@@ -17,7 +17,8 @@ A grid comes from command-line values, a YAML file, or both (command-line values
     resources: {cpus: 1, gpus: 0}        # per run (gpus may be a fraction)
     max_retries: 2
 
-Each cell's run directory is ``<out>/<method>/<task>[-random-goal]/seed<seed>`` — what ``furl train`` writes.
+The shared settings (``goal`` … ``env_kwargs``) are :class:`~furl_wrappers.training.RunSettings`' fields. Each
+cell's run directory is ``<out>/<method>/<task>[-random-goal]/seed<seed>`` (:class:`~furl_wrappers.run_dir.RunDir`).
 
 Example:
     >>> grid = SweepGrid(methods=["sac", "furl"], tasks=["drawer-open"], seeds=[0, 1], steps=500)
@@ -31,7 +32,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from furl_wrappers.run_dir import RunDir
 from furl_wrappers.tasks import canonical_task, short_task
+from furl_wrappers.training import RunSettings
+from furl_wrappers.validation import check_int
 
 __all__ = ["SweepGrid", "Cell", "GridError", "load_grid"]
 
@@ -57,21 +61,13 @@ class Cell:
 
 
 @dataclass
-class SweepGrid:
-    """Methods × tasks × seeds plus the settings every cell shares (see the module docstring)."""
+class SweepGrid(RunSettings):
+    """Methods × tasks × seeds plus the :class:`~furl_wrappers.training.RunSettings` every cell shares (see the
+    module docstring)."""
 
     methods: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
-    goal: str = "fixed"
-    vlm: Optional[str] = None
-    steps: Optional[int] = None
-    n_envs: int = 1
-    eval_freq: Optional[int] = None
-    eval_episodes: Optional[int] = None
-    checkpoint_freq: Optional[int] = None
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1, "gpus": 0})
     max_retries: int = 2
 
@@ -97,12 +93,10 @@ class SweepGrid:
                 raise GridError(f"{name} lists a value twice: {values}")
         if self.goal not in ("fixed", "random"):
             raise GridError(f"goal must be 'fixed' or 'random', got {self.goal!r}")
-        for key, value in (("steps", self.steps), ("n_envs", self.n_envs), ("eval_freq", self.eval_freq),
-                           ("checkpoint_freq", self.checkpoint_freq), ("eval_episodes", self.eval_episodes)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise GridError(f"{key} must be a positive integer, got {value!r}")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise GridError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        for key in ("steps", "n_envs", "eval_freq", "checkpoint_freq", "eval_episodes"):
+            if getattr(self, key) is not None:
+                check_int(key, getattr(self, key), error=GridError)
+        check_int("max_retries", self.max_retries, 0, error=GridError)
         unknown = set(self.resources) - {"cpus", "gpus"}
         if unknown:
             raise GridError(f"resources takes 'cpus' and 'gpus', got {sorted(unknown)}")
@@ -118,22 +112,12 @@ class SweepGrid:
 
     def cells(self, out: Union[str, Path]) -> list[Cell]:
         """All cells, methods outermost, seeds innermost."""
-        out = Path(out)
-        cells = []
-        for method in self.methods:
-            label = Path(method).stem if method.endswith((".yml", ".yaml")) else method
-            for task in self.tasks:
-                name = short_task(task) + ("-random-goal" if self.goal == "random" else "")
-                for seed in self.seeds:
-                    cells.append(Cell(method, task, seed, str(out / label / name / f"seed{seed}")))
-        return cells
+        return [Cell(method, task, seed, str(RunDir.default(out, method, task, self.goal, seed).path))
+                for method in self.methods for task in self.tasks for seed in self.seeds]
 
-    def run_spec_kwargs(self) -> dict[str, Any]:
-        """The :class:`~furl_wrappers.training.RunSpec` fields every cell shares."""
-        return {"steps": self.steps, "vlm": self.vlm, "goal": self.goal, "n_envs": self.n_envs,
-                "eval_freq": self.eval_freq, "eval_episodes": self.eval_episodes,
-                "checkpoint_freq": self.checkpoint_freq, "hyperparams": dict(self.hyperparams),
-                "env_kwargs": dict(self.env_kwargs)}
+    def run_settings(self) -> dict[str, Any]:
+        """The :class:`~furl_wrappers.training.RunSettings` every cell shares, as a dict (a cell's payload)."""
+        return self.settings()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,22 +18,13 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from furl_wrappers._atomic import atomic_write_text
-from furl_wrappers.sweep.cell import (
-    RECORDED_FAILURE_EXIT,
-    cell_main,
-    cell_progress,
-    cell_state,
-    failure_files,
-    read_status,
-    record_failure,
-    run_cell,
-)
+from furl_wrappers.run_dir import RunDir
+from furl_wrappers.sweep.cell import RECORDED_FAILURE_EXIT, cell_main, cell_progress, record_failure, run_cell
 from furl_wrappers.sweep.grid import Cell, GridError, SweepGrid
 
 __all__ = ["run_sweep", "LocalBackend", "RayBackend", "RAY_INSTALL_HINT"]
@@ -149,19 +140,6 @@ class RayBackend:
             self.ray.cancel(h, force=True)
 
 
-def _live_owner(run_dir: str) -> Optional[int]:
-    """The pid of a live process on this host that is running the cell (from its status file), else None."""
-    status = read_status(run_dir)
-    pid = status.get("pid")
-    if status.get("state") != "running" or status.get("host") != platform.node() or not isinstance(pid, int):
-        return None
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return None
-    return pid
-
-
 def _table(rows: dict[str, dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
@@ -215,13 +193,14 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
     queue: list[tuple[Cell, int]] = []
     skipped: list[str] = []
     for cell in cells:
-        previous = len(failure_files(cell.run_dir))
-        owner = _live_owner(cell.run_dir)
+        run = RunDir(cell.run_dir)
+        previous = len(run.sweep_failures())
+        owner = run.live_writer()
         if owner is not None:  # e.g. left running by a sweep whose driver was killed: never two writers
             rows[cell.name] = {"state": "busy", "attempt": previous, "note": f"already running in pid {owner}"}
             if on_event is not None:
                 on_event(cell.name, "busy")
-        elif cell_state(cell.run_dir) == "done":
+        elif run.state() == "finished":
             steps, success = cell_progress(cell.run_dir)
             rows[cell.name] = {"state": "done", "attempt": previous, "steps": steps, "success": success,
                                "note": "finished earlier"}
@@ -241,7 +220,7 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
             on_event(name, state)
 
     running: dict[str, tuple[Cell, int, Any]] = {}
-    shared = grid.run_spec_kwargs()
+    shared = grid.run_settings()
     title = f"furl sweep → {out} ({backend.description})"
     live = None
     if not quiet and console.is_terminal:
@@ -259,7 +238,7 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
                            "attempt": attempt, "spec": shared, "device": device}
                 running[cell.name] = (cell, attempt, backend.start(payload))
                 rows[cell.name]["attempt"] = attempt
-                resume = cell_state(cell.run_dir) == "resumable"
+                resume = RunDir(cell.run_dir).state() == "interrupted"
                 event(cell.name, "running", "resuming from checkpoint" if resume else "")
             time.sleep(poll_s)
             for name, (cell, attempt, handle) in list(running.items()):
@@ -277,9 +256,9 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
                 tries = attempt - rows[name]["first_attempt"] + 1
                 if tries <= grid.max_retries:
                     queue.append((cell, attempt + 1))
-                    event(name, "retrying", f"attempt {attempt} failed (sweep_failure_{attempt}.txt)")
+                    event(name, "retrying", f"attempt {attempt} failed ({RunDir(cell.run_dir).sweep_failure(attempt)})")
                 else:
-                    event(name, "failed", f"{tries} attempt(s) failed; see {cell.run_dir}/sweep_failure_*.txt")
+                    event(name, "failed", f"{tries} attempt(s) failed; see the failure files in {cell.run_dir}")
             if live is not None:
                 live.update(_table(rows, title))
     except BaseException:

