@@ -28,11 +28,11 @@ def main(steps: int = 30_000, vlm: str = "openai/clip-vit-base-patch32", image_s
     env_kwargs = {"image_size": image_size}
     env = make_vec_env("furl/drawer-open-v3", n_envs=2, seed=0, env_kwargs=env_kwargs,
                        wrapper_class=FrameInInfo)                                   # (1) frames in info
-    env = VecFuzzyVLMReward(env, vlm=vlm, rho=0.05)                                 # (2) one batched VLM forward
+    env = VecFuzzyVLMReward(env, vlm=vlm, rho=0.05, goal_image="auto")             # (2) one batched VLM forward
     eval_env = furl_wrappers.make_metaworld_env("drawer-open", seed=100, **env_kwargs)
 
-    model = RelayPolicy("MlpPolicy", env, learning_starts=min(10_000, steps // 2),  # (3) FuRL: relay + alignment
-                        alignment_kwargs={"goal_image": "auto"}, seed=0)
+    model = RelayPolicy("MlpPolicy", env, vlm_reward=env.vlm_reward,                # (3) FuRL: relay + alignment
+                        learning_starts=min(10_000, steps // 2), seed=0)
     model.learn(steps, callback=[EvalCallback(eval_env, eval_freq=max(steps // 4, 1), n_eval_episodes=1),
                                  CheckpointCallback(save_freq=max(steps // 2, 1), save_path=out)])
     model.save(f"{out}/final")

@@ -112,7 +112,7 @@ class VLMReward:
         baseline_text: Optional[str] = None,
         alpha: float = 0.0,
         reward_model: Optional[RewardModel] = None,
-        goal_image: Union[str, GoalImage] = None,
+        goal_image: Union[str, GoalImage] = "auto",
         device: Union[str, torch.device] = "auto",
         half: bool = False,
         pre_crop: Optional[float] = None,
@@ -130,8 +130,10 @@ class VLMReward:
             include_task_reward: ``False`` gives ``ρ·r_VLM`` only (VLM-RMs).
             baseline_text, alpha: the VLM-RMs goal-baseline prompt and mixing (when a model is created).
             reward_model: an existing :class:`~furl_wrappers.RewardModel` to share (default: a new one).
-            goal_image: ``"auto"`` (the scripted expert's frame at first success on ``instance``), a uint8 frame,
-                a function returning one, or ``None`` (no goal-image stage).
+            goal_image: ``"auto"`` (default): the scripted expert's frame at first success on ``instance`` when
+                the heads are learned (frozen and raw rewards never use a goal image) and the instance is known
+                (envs from :func:`~furl_wrappers.make_metaworld_env`), else none; a uint8 frame; a function
+                returning one; or ``None`` (no goal-image stage: FuRL w/o goal image).
             device: where the encoder and reward model run (``"auto"``: CUDA when available).
             half: float16 encoder on CUDA.
             pre_crop: centre-crop fraction before the encoder's preprocessing (0.75 = the reference 256 → 192).
@@ -143,18 +145,15 @@ class VLMReward:
                 raise ValueError("text is None and the task is unknown: pass text='<instruction>' or task=...")
             text = instruction(task)
         text = check_texts([text])[0]
-        if isinstance(goal_image, str):
-            if goal_image != "auto":
-                raise ValueError(f"goal_image must be 'auto', a uint8 frame (H, W, 3), a function or None, "
-                                 f"got {goal_image!r}")
-            if instance is None:
-                raise ValueError("goal_image='auto' needs the env's task instance (envs from make_metaworld_env "
-                                 "have one); pass a uint8 goal frame instead")
-            goal_image = instance.goal_image
+        if isinstance(goal_image, str) and goal_image != "auto":
+            raise ValueError(f"goal_image must be 'auto', a uint8 frame (H, W, 3), a function or None, "
+                             f"got {goal_image!r}")
         encoder = make_encoder(vlm, device=device, half=half, pre_crop=pre_crop)
         if reward_model is None:
             reward_model = RewardModel.from_encoder(encoder, text, baseline_text=baseline_text, alpha=alpha,
                                                     mode=mode, seed=seed)
+        if isinstance(goal_image, str):  # "auto"
+            goal_image = instance.goal_image if instance is not None and reward_model.trainable else None
         return cls(encoder, reward_model, text=text, rho=rho, include_task_reward=include_task_reward,
                    goal_image=goal_image)
 

@@ -11,6 +11,7 @@ from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks import RewardAlignmentCallback
 from furl_wrappers.metrics import roc_auc, spearman
 from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.vlm_reward import VLMReward
 
 D = 32
 OBS = spaces.Box(-1, 1, (3,), np.float32)
@@ -43,6 +44,10 @@ def _fill(buf: VLMReplayBuffer, rng: np.random.Generator, direction: np.ndarray,
                     [info])
 
 
+def _reward(model: RewardModel, **kwargs) -> VLMReward:
+    return VLMReward(None, model, text="open the drawer", **kwargs)
+
+
 def _evaluate(model: RewardModel, rng: np.random.Generator, direction: np.ndarray) -> tuple[float, float]:
     spearmans, pos, neg = [], [], []
     for _ in range(5):
@@ -64,8 +69,9 @@ def test_synthetic_progress_alignment_rises() -> None:
     model = RewardModel(text, mode="learned", device="cpu", seed=0)
     buf = VLMReplayBuffer(10_000, OBS, ACT, device="cpu", lag=10, seed=0)
     _fill(buf, rng, direction, n_success=8, n_fail=8)
-    callback = RewardAlignmentCallback(model, batch_size=128, lr=1e-3, goal_image=None, seed=0)
-    callback.bind(buf, model)
+    reward = _reward(model)
+    callback = RewardAlignmentCallback(reward, batch_size=128, lr=1e-3)
+    callback.bind(buf, reward)
     rho_before, auc_before = _evaluate(model, np.random.default_rng(1), direction)
     assert abs(rho_before) < 0.5  # random heads: no consistent ordering
     for _ in range(300):
@@ -83,10 +89,11 @@ def test_stage_one_uses_goal_distances_then_stage_two() -> None:
     direction = np.eye(D)[0]
     model = RewardModel(torch.ones(D), mode="learned", device="cpu", seed=0)
     buf = VLMReplayBuffer(5_000, OBS, ACT, device="cpu", lag=10, seed=0)
-    buf.set_goal_embedding(3.0 * direction)
+    reward = _reward(model, goal_embedding=3.0 * direction)
+    buf.attach(reward)
     _fill(buf, rng, direction, n_success=0, n_fail=4)
-    callback = RewardAlignmentCallback(model, batch_size=64, goal_image=None)
-    callback.bind(buf, model)
+    callback = RewardAlignmentCallback(reward, batch_size=64)
+    callback.bind(buf, reward)
     stats = callback.align_once()
     assert stats["stage"] == 1.0 and "loss_neg_neg" in stats and stats["goal_pairs"] > 0
     _fill(buf, rng, direction, n_success=1, n_fail=0)
@@ -100,8 +107,9 @@ def test_no_goal_image_means_no_stage_one() -> None:
     model = RewardModel(torch.ones(D), device="cpu", seed=0)
     buf = VLMReplayBuffer(5_000, OBS, ACT, device="cpu")
     _fill(buf, rng, np.eye(D)[0], n_success=0, n_fail=3)
-    callback = RewardAlignmentCallback(model, goal_image=None)
-    callback.bind(buf, model)
+    reward = _reward(model)  # no goal image
+    callback = RewardAlignmentCallback(reward)
+    callback.bind(buf, reward)
     before = [p.clone() for p in model.parameters()]
     assert callback.align_once() == {} and callback.stage == 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -114,17 +122,18 @@ def test_end_to_end_with_sb3(tmp_path) -> None:
     import furl_wrappers
 
     venv = furl_wrappers.make_vlm_vec_env("drawer-open", n_envs=2, vlm="random-clip:tiny", device="cpu",
-                                          env_kwargs={"image_size": 32, "max_episode_steps": 15})
+                                          goal_image="auto", env_kwargs={"image_size": 32, "max_episode_steps": 15})
     model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer, learning_starts=20, buffer_size=500,
                 batch_size=16, device="cpu", seed=0)
     model.set_logger(configure(str(tmp_path), ["csv"]))
     heads = [p.clone() for p in venv.reward_model.parameters()]
-    # reward model and goal image found on the env; the tiny encoder's embeddings lie close together, so a zero
-    # goal margin makes the stage-1 mask non-empty
+    # the VLM reward (with its goal image) is found on the env; the tiny encoder's embeddings lie close together,
+    # so a zero goal margin makes the stage-1 mask non-empty
     callback = RewardAlignmentCallback(batch_size=16, goal_margin=0.0)
     model.learn(120, callback=callback, log_interval=1)
     buf = model.replay_buffer
-    assert buf.reward_model is venv.reward_model and buf.goal_embedding is not None
+    assert buf.vlm_reward is venv.vlm_reward and venv.vlm_reward.goal_embedding is not None
+    assert not np.isnan(buf.goal_distances[: buf.pos]).any()
     assert callback.stage == 1 and callback.alignment_steps > 0
     assert any(not torch.equal(a, b) for a, b in zip(heads, venv.reward_model.parameters()))
     header = (tmp_path / "progress.csv").read_text().splitlines()[0]
@@ -138,13 +147,19 @@ def test_bad_inputs() -> None:
         RewardAlignmentCallback(lr=0)
     with pytest.raises(ValueError, match="batch_size"):
         RewardAlignmentCallback(batch_size=0)
-    with pytest.raises(ValueError, match="goal_image"):
-        RewardAlignmentCallback(goal_image="yes")
-    with pytest.raises(ValueError, match="uint8"):
-        RewardAlignmentCallback(goal_image=np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="steps_per_call"):
+        RewardAlignmentCallback(steps_per_call=0)
+    with pytest.raises(TypeError, match="VLMReward"):
+        RewardAlignmentCallback(RewardModel(torch.ones(D), device="cpu"))
+    with pytest.raises(TypeError, match="lag"):
+        RewardAlignmentCallback(lag=10)  # the window k is the buffer's
     buf = VLMReplayBuffer(100, OBS, ACT, device="cpu")
+    frozen = _reward(RewardModel(torch.ones(D), mode="frozen", device="cpu"))
     with pytest.raises(ValueError, match="'frozen'"):
-        RewardAlignmentCallback(goal_image=None).bind(buf, RewardModel(torch.ones(D), mode="frozen", device="cpu"))
+        RewardAlignmentCallback().bind(buf, frozen)
+    buf.attach(_reward(RewardModel(torch.ones(D), device="cpu")))
+    with pytest.raises(ValueError, match="another VLM reward"):
+        RewardAlignmentCallback().bind(buf, _reward(RewardModel(torch.ones(D), device="cpu")))
     with pytest.raises(RuntimeError, match="bind"):
         RewardAlignmentCallback().align_once()
 

@@ -22,7 +22,7 @@ def _venv(n_envs: int = 1, steps: int = 10, task: str = "reach", vlm: str = "ran
 
 def _model(venv, **kwargs) -> RelayPolicy:
     defaults = dict(learning_starts=0, buffer_size=2000, batch_size=8, seed=0, device="cpu",
-                    alignment_kwargs={"batch_size": 8, "goal_image": None})
+                    alignment_kwargs={"batch_size": 8})
     defaults.update(kwargs)
     return RelayPolicy("MlpPolicy", venv, **defaults)
 
@@ -120,7 +120,7 @@ def test_batches_task_rewards_for_sac_relabelled_for_vlm(monkeypatch: pytest.Mon
     monkeypatch.setattr(buf, "sample", spy_main)
     monkeypatch.setattr(model.sac_agent.replay_buffer, "sample", spy_view)
     model.train(1, 8)
-    inds, envs = buf.last_batch_inds
+    inds, envs, _ = buf.last_batch
     torch.testing.assert_close(seen["vlm"].observations, seen["sac"].observations)  # one batch for both
     task = torch.as_tensor(buf.task_rewards[inds, envs]).reshape(-1, 1)
     torch.testing.assert_close(seen["sac"].rewards, task)
@@ -168,7 +168,7 @@ def _params(model: RelayPolicy) -> list[torch.Tensor]:
 
 def test_save_load_resume_is_exact(tmp_path) -> None:
     n, m = 30, 20  # both multiples of the episode length (10): saves at episode boundaries
-    kwargs = dict(learning_starts=10, relay_lengths=(3, 4), alignment_kwargs={"batch_size": 8, "goal_image": None})
+    kwargs = dict(learning_starts=10, relay_lengths=(3, 4), alignment_kwargs={"batch_size": 8})
 
     venv = _venv()
     straight = _model(venv, **kwargs)

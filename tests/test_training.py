@@ -19,7 +19,7 @@ from furl_wrappers.training import (
 from furl_wrappers.zoo import ConfigError
 
 TINY = {"image_size": 32, "max_episode_steps": 40}
-FAST = {"learning_starts": 60, "batch_size": 32, "alignment_kwargs": {"batch_size": 32, "goal_image": "auto"}}
+FAST = {"learning_starts": 60, "batch_size": 32, "alignment_kwargs": {"batch_size": 32}}
 
 
 def _spec(out: Path, **kwargs) -> RunSpec:

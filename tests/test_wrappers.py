@@ -42,7 +42,9 @@ def test_wrapper_on_tasks(task: str, encoder: RandomCLIPEncoder) -> None:
 
 def test_wrapper_on_metaworlds_own_env(encoder: RandomCLIPEncoder) -> None:
     base = gym.make("Meta-World/MT1", env_name="drawer-close-v3")
-    env = FuzzyVLMRewardWrapper(base, vlm=encoder, rho=0.1, image_size=SIZE)
+    with pytest.raises(TypeError, match="as_furl_env"):  # the sparse reward and renderer are an explicit step
+        FuzzyVLMRewardWrapper(base, vlm=encoder)
+    env = FuzzyVLMRewardWrapper(furl_wrappers.as_furl_env(base, image_size=SIZE), vlm=encoder, rho=0.1)
     assert env.text == "Push and close a drawer."
     env.reset(seed=0)
     info = _check_step(env, 0.1)
@@ -87,10 +89,10 @@ def test_batched_and_single_paths_agree(encoder: RandomCLIPEncoder) -> None:
     single = FuzzyVLMRewardWrapper(make_metaworld_env("push", seed=2, image_size=SIZE), vlm=encoder)
     single.reset()
     single_infos = [single.step(a)[4] for a in actions]
-    model = single.reward_model
     for n_envs in (1, 4):
-        venv = make_vlm_vec_env("push", n_envs=n_envs, seed=2, vlm=encoder, reward_model=model,
+        venv = make_vlm_vec_env("push", n_envs=n_envs, seed=2, vlm_reward=single.vlm_reward,
                                 env_kwargs={"image_size": SIZE})
+        assert venv.vlm_reward is single.vlm_reward  # one reward, shared
         venv.reset()
         for t, a in enumerate(actions):
             _, rewards, _, infos = venv.step(np.repeat(a[None], n_envs, axis=0))
@@ -134,7 +136,10 @@ def test_terminal_frame_is_the_last_steps_frame(encoder: RandomCLIPEncoder) -> N
 
 def test_vec_wrapper_needs_frames(encoder: RandomCLIPEncoder) -> None:
     venv = DummyVecEnv([lambda: make_metaworld_env("reach", image_size=SIZE)])
-    wrapped = VecFuzzyVLMReward(venv, vlm=encoder)
+    with pytest.raises(TypeError, match="FrameInInfo"):  # building the reward needs the envs' task instance
+        VecFuzzyVLMReward(venv, vlm=encoder)
+    reward = furl_wrappers.VLMReward.build(task="reach", vlm=encoder)
+    wrapped = VecFuzzyVLMReward(venv, vlm_reward=reward)
     wrapped.reset()
     with pytest.raises(KeyError, match="FrameInInfo"):
         wrapped.step(np.zeros((1, 4)))
@@ -188,8 +193,17 @@ def test_bad_inputs(encoder: RandomCLIPEncoder) -> None:
     nan_env.reset()
     with pytest.raises(ValueError, match="NaN or inf"):
         nan_env.step(np.zeros(4, np.float32))
-    with pytest.raises(ValueError, match="text="):
+    with pytest.raises(TypeError, match="SparseTaskReward and OffscreenRenderWrapper"):
         FuzzyVLMRewardWrapper(gym.make("CartPole-v1"), vlm=encoder)
+    reward = furl_wrappers.VLMReward.build(task="reach", vlm=encoder)
+    with pytest.raises(TypeError, match="not both"):
+        FuzzyVLMRewardWrapper(env, vlm_reward=reward, rho=0.1)
+    with pytest.raises(TypeError, match="VLMReward"):
+        FuzzyVLMRewardWrapper(env, vlm_reward=reward.reward_model)
+    with pytest.raises(ValueError, match="goal_image must be 'auto'"):
+        furl_wrappers.VLMReward.build(task="reach", vlm=encoder, goal_image="yes")
+    with pytest.raises(ValueError, match="uint8"):
+        furl_wrappers.VLMReward.build(task="reach", vlm=encoder, goal_image=np.zeros((4, 4, 3), np.float32))
     with pytest.raises(ValueError, match="n_envs"):
         make_vlm_vec_env("reach", n_envs=0, vlm=encoder)
 
@@ -208,6 +222,17 @@ def test_subproc_vec_env_matches_dummy(encoder: RandomCLIPEncoder) -> None:
     for dummy, subproc in zip(*results):
         np.testing.assert_allclose(dummy, subproc, rtol=1e-5, atol=1e-6)
         assert np.abs(dummy).sum() > 0
+
+
+def test_goal_image_auto_is_the_instances_expert_frame(encoder: RandomCLIPEncoder) -> None:
+    venv = make_vlm_vec_env("reach", seed=3, vlm=encoder, env_kwargs={"image_size": SIZE})  # goal_image="auto"
+    frame = furl_wrappers.goal_image("reach", seed=3, image_size=SIZE)
+    np.testing.assert_allclose(venv.vlm_reward.goal_embedding, encoder.encode_images(frame[None])[0].numpy(),
+                               rtol=1e-5, atol=1e-6)
+    # none where it is never used (frozen/raw heads), impossible (no task instance) or not wanted (None)
+    for kwargs in ({"mode": "raw"}, {"mode": "frozen"}, {"goal_image": None}):
+        assert not make_vlm_vec_env("reach", vlm=encoder, env_kwargs={"image_size": SIZE}, **kwargs).vlm_reward.has_goal
+    assert not furl_wrappers.VLMReward.build(task="reach", vlm=encoder).has_goal
 
 
 def test_wrong_embedding_size_is_rejected() -> None:

@@ -55,10 +55,10 @@ def test_paper_hyperparameters(method: str) -> None:
     if METHODS[method]["algo"] == "relay":
         assert (cfg["relay_threshold"], cfg["relay_lengths"], cfg["relay_noise"]) == (2500, [50, 100, 150, 200], 0.2)
     if method.startswith("furl"):
-        align = cfg["alignment_kwargs"]
-        assert (align["margin"], align["lag"], align["goal_margin"], align["lr"], align["batch_size"],
-                align["alignment_buffer_size"]) == (0.1, 10, 0.25, 1e-4, 256, 20_000)
-        assert align["goal_image"] == ("auto" if method == "furl" else None)
+        align, store = cfg["alignment_kwargs"], cfg["replay_buffer_kwargs"]
+        assert (align["margin"], align["goal_margin"], align["lr"], align["batch_size"]) == (0.1, 0.25, 1e-4, 256)
+        assert (store["lag"], store["alignment_buffer_size"]) == (10, 20_000)
+        assert kwargs["goal_image"] == ("auto" if method == "furl" else None)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -121,7 +121,7 @@ def test_launcher_with_a_relay_config(tmp_path: Path) -> None:
     out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", "relay", "--env", "furl/reach-v3", "--conf-file",
                 str(CONFIG_DIR / "furl.yml"), "-f", str(tmp_path), *ZOO_ARGS, "-params", "learning_starts:50",
                 "batch_size:32", "vec_env_wrapper:[{'furl_wrappers.wrappers.VecFuzzyVLMReward': "
-                "{'vlm': 'random-clip:tiny'}}]", "alignment_kwargs:{'batch_size': 32, 'goal_image': 'auto'}"],
+                "{'vlm': 'random-clip:tiny', 'goal_image': 'auto'}}]", "alignment_kwargs:{'batch_size': 32}"],
                tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     saved = tmp_path / "relay" / "furl-reach-v3_1" / "furl-reach-v3.zip"
