@@ -14,9 +14,10 @@ EXTRAS = {
     "ray": ["ray>=2.9"],
     "plots": ["matplotlib>=3.7"],
     # what the tests need: rl-zoo3 (its train/enjoy are exercised), matplotlib (furl report's plots), Ray (the
-    # sweep's cluster backend runs on a local Ray instance), sentence-transformers (MiniLM pooling parity)
+    # sweep's cluster backend runs on a local Ray instance), sentence-transformers (MiniLM pooling parity), ruff
+    # (the lint that runs before the tests; settings in pyproject.toml)
     "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28", "ray>=2.9",
-            "sentence-transformers>=2.2"],
+            "sentence-transformers>=2.2", "ruff>=0.4"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

@@ -36,6 +36,7 @@ from furl_wrappers.callbacks import RewardAlignmentCallback
 from furl_wrappers.encoders import describe, make_encoder
 from furl_wrappers.metrics import roc_auc, spearman
 from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.vlm_reward import VLMReward
 
 
 def rollout(task: str, kind: str, rng: np.random.Generator, max_steps: int, image_size: int) -> dict:
@@ -113,9 +114,9 @@ def run_task(task: str, encoders: list, args) -> list[dict]:
                 done = float(t == len(ep["success"]) - 1)
                 buf.add(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.array([done]),
                         [{"vlm_embedding": e, "is_success": bool(s), "task_reward": float(s) - 1.0}])
-        callback = RewardAlignmentCallback(aligned, batch_size=args.batch_size, lr=args.lr, lag=args.lag,
-                                           goal_image=None, seed=args.seed)
-        callback.bind(buf, aligned)
+        reward = VLMReward(encoder, aligned, text=text, goal_image=None)  # stage 2 only
+        callback = RewardAlignmentCallback(reward, batch_size=args.batch_size, lr=args.lr)
+        callback.bind(buf, reward)
         torch.manual_seed(args.seed)
         t2 = time.perf_counter()
         for _ in range(args.steps):

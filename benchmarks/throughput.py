@@ -73,6 +73,7 @@ def instrument(timers: Timers) -> None:
     from furl_wrappers.envs import MetaWorldGoal
     from furl_wrappers.rendering import FrameRenderer
     from furl_wrappers.reward_model import RewardModel
+    from furl_wrappers.vlm_reward import VLMReward
 
     timers.patch(MetaWorldGoal, "step", "env physics")
     timers.patch(FrameRenderer, "render", "render")
@@ -80,7 +81,7 @@ def instrument(timers: Timers) -> None:
     timers.patch(CLIPEncoder, "_encode_images", "encode (incl. preprocess)")
     timers.patch(RewardModel, "reward", "reward model (all)")
     timers.patch(VLMReplayBuffer, "add", "buffer add")
-    timers.patch(VLMReplayBuffer, "_vlm_rewards", "relabel")
+    timers.patch(VLMReward, "relabel", "relabel")
     timers.patch(RewardAlignmentCallback, "align_once", "alignment step")
     timers.patch(SAC, "train", "SAC updates (incl. relabel)")
 

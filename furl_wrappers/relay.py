@@ -286,17 +286,10 @@ class RelayPolicy(SAC):
     @staticmethod
     def _env_identity(env: Any, vlm_reward: Optional[VLMReward]) -> dict[str, Any]:
         """The identity of a (vector) env with its VLM reward, in the form a checkpoint records."""
-        from furl_wrappers.wrappers import vlm_reward_of
-
         try:
             task = env.get_attr("task", indices=[0])[0]
         except AttributeError:
             task = None
-        if vlm_reward is None:
-            try:
-                vlm_reward = vlm_reward_of(env)
-            except ValueError:
-                pass
         return checkpoint.identity(env.observation_space, env.action_space, vlm_reward, task)
 
     def save(self, path: Union[str, os.PathLike, IO[bytes]], exclude: Any = None, include: Any = None) -> None:
@@ -313,11 +306,9 @@ class RelayPolicy(SAC):
             "start_with_sac": self._start_with_sac.tolist(), "relay_length": self._relay_length.tolist(),
             "vlm_steps": self.vlm_steps, "sac_steps": self.sac_steps, "rng": self._relay_rng.bit_generator.state})
         state["positive_count"] = int(self.replay_buffer.positive_count) if self.replay_buffer is not None else 0
-        cb = self.alignment_callback
-        if cb is not None:
-            state["alignment"] = {"stage": cb.stage, "alignment_steps": cb.alignment_steps}
-            if cb.optimizer is not None:
-                tensors["reward_optimizer"] = cb.optimizer.state_dict()
+        if self.alignment_callback is not None:
+            state["alignment"], alignment_tensors = self.alignment_callback.state()
+            tensors.update(alignment_tensors)
         if self.vlm_reward is not None:
             tensors["reward_model"] = self.vlm_reward.reward_model.state_dict()
         checkpoint.write_checkpoint(path, lambda handle: super(RelayPolicy, self).save(handle, exclude, include),
@@ -336,7 +327,11 @@ class RelayPolicy(SAC):
         """
         path, state, tensors, sac_bytes = checkpoint.read_checkpoint(path)
         if env is not None:
-            checkpoint.check_identity(state["identity"], cls._env_identity(env, kwargs.get("vlm_reward")))
+            if kwargs.get("vlm_reward") is None:
+                from furl_wrappers.wrappers import vlm_reward_of
+
+                kwargs["vlm_reward"] = vlm_reward_of(env)  # the env arrived without its reward: look once
+            checkpoint.check_identity(state["identity"], cls._env_identity(env, kwargs["vlm_reward"]))
         model = super().load(path, env=env, device=device, custom_objects=custom_objects,
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
         if sac_bytes is not None and model.sac_agent is not None:
@@ -357,7 +352,5 @@ class RelayPolicy(SAC):
         if self.vlm_reward is not None and "reward_model" in tensors:
             self.vlm_reward.reward_model.load_state_dict(tensors["reward_model"])
         if self.alignment_callback is not None and "alignment" in state:
-            self.alignment_callback.stage = int(state["alignment"]["stage"])
-            self.alignment_callback.alignment_steps = int(state["alignment"]["alignment_steps"])
-            self.alignment_callback.pending_optimizer_state = tensors.get("reward_optimizer")
+            self.alignment_callback.load_state(state["alignment"], tensors)
         checkpoint.restore_global_rng_state(state, tensors)

@@ -60,30 +60,19 @@ def _reward(vlm_reward: Optional[VLMReward], build: dict[str, Any], who: str, **
     return VLMReward.build(**context, **build)
 
 
+def _view(name: str) -> property:
+    return property(lambda self: getattr(self.vlm_reward, name), doc=f"The VLM reward's ``{name}`` (read-only).")
+
+
 class _HasVLMReward:
     """Read-only views of the wrapper's :class:`VLMReward` (which owns every setting)."""
 
     vlm_reward: VLMReward
-
-    @property
-    def encoder(self) -> Any:
-        return self.vlm_reward.encoder
-
-    @property
-    def reward_model(self) -> RewardModel:
-        return self.vlm_reward.reward_model
-
-    @property
-    def rho(self) -> float:
-        return self.vlm_reward.rho
-
-    @property
-    def include_task_reward(self) -> bool:
-        return self.vlm_reward.include_task_reward
-
-    @property
-    def text(self) -> str:
-        return self.vlm_reward.text
+    encoder = _view("encoder")
+    reward_model: RewardModel = _view("reward_model")
+    rho = _view("rho")
+    include_task_reward = _view("include_task_reward")
+    text = _view("text")
 
     def describe(self) -> str:
         """The encoder, saying plainly whether it is pretrained, the instruction and ρ."""

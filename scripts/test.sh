@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test command: set-up included (see scripts/bootstrap.sh), then the fast test suite.
+# The test command: set-up included (see scripts/bootstrap.sh), then ruff (pyproject.toml), then the fast test suite.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -k relay`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/bootstrap.sh dev
+echo "[furl] ruff check (lint settings in pyproject.toml)"
+python -m ruff check .
 if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
 # pytest exits 5 when no test ran: that is a failure here too (no masking of exit codes).
 exec python -m pytest -q "$@"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
+
 import furl_wrappers
 
 
@@ -21,8 +23,12 @@ def test_lazy_public_names() -> None:
 
     assert furl_wrappers.VLMReplayBuffer is VLMReplayBuffer
     assert furl_wrappers.RelayPolicy is RelayPolicy
+    import importlib
+
+    for name, module in furl_wrappers._LAZY.items():  # each lazy name is its module's object
+        assert getattr(furl_wrappers, name) is getattr(importlib.import_module(module), name)
     for name in furl_wrappers.__all__:
-        assert getattr(furl_wrappers, name) is not None
+        assert hasattr(furl_wrappers, name), name
     assert "RelayPolicy" in dir(furl_wrappers)
     try:
         furl_wrappers.NoSuchThing  # noqa: B018
@@ -40,4 +46,6 @@ def test_readme_sb3_snippet_runs() -> None:
                                           env_kwargs={"image_size": 32})
     model = SAC("MlpPolicy", venv, learning_rate=1e-4, batch_size=16, tau=0.01, learning_starts=20, device="cpu")
     model.learn(40)
-    assert model.num_timesteps == 40
+    rewards = model.replay_buffer.rewards[: model.replay_buffer.pos]  # task reward + 0.05 r_VLM, as collected
+    assert rewards.shape == (20, 2) and np.all(rewards >= -1.05) and np.all(rewards <= 0.05)
+    assert not np.all(np.isin(rewards, (-1.0, 0.0)))  # the VLM term is there

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from furl_wrappers.sweep import GridError, SweepGrid, cell_state, load_grid, read_status, run_sweep
+from furl_wrappers.run_dir import RunDir
+from furl_wrappers.sweep import GridError, SweepGrid, load_grid, read_status, run_sweep
 
 TINY_ENV = {"image_size": 32, "max_episode_steps": 40}
 
@@ -187,7 +188,7 @@ def test_cli_sweep(tmp_path: Path, capsys) -> None:
             "--eval-freq", "40", "--hyperparams", "learning_starts=20", "batch_size=8", "--env-kwargs",
             "image_size=32", "max_episode_steps=20", "--quiet", "--no-plots"]
     assert main(args) == 0
-    assert cell_state(out / "sac" / "reach" / "seed0") == "done"
+    assert RunDir(out / "sac" / "reach" / "seed0").state() == "finished"
     assert "1 done" in capsys.readouterr().out
     assert main(["sweep", "--out", str(tmp_path / "x"), "--methods", "sac", "--tasks", "reach", "--seeds", "0",
                  "--cpus-per-run", "100000", "--quiet"]) == 2

@@ -43,7 +43,7 @@ def test_run_directory_contents(finished_run: Path) -> None:
     assert summary["method"] == "furl" and summary["task"] == "drawer-open-v3" and summary["seed"] == 0
     assert summary["timesteps_done"] == 200 and summary["steps"] == 200
     assert summary["encoder"] == "random-clip:tiny:seed0" and summary["encoder_pretrained"] is False
-    assert summary["final_success"] in (0.0, 1.0) and summary["wall_time_s"] > 0
+    assert summary["wall_time_s"] > 0
     rows = list(csv.DictReader(open(finished_run / "evaluations.csv")))
     assert [int(r["step"]) for r in rows] == [100, 200]  # eval at the set frequency, one episode each (fixed goal)
     assert float(rows[-1]["success_rate"]) == summary["final_success"]
@@ -129,7 +129,11 @@ def test_bad_specs(tmp_path: Path) -> None:
 
 def test_evaluate_run(finished_run: Path, tmp_path: Path) -> None:
     result = evaluate_run(finished_run, video=str(tmp_path / "ep.gif"), device="cpu")
-    assert result["episodes"] == 1 and result["seed"] == 100 and result["success_rate"] in (0.0, 1.0)
+    assert result["episodes"] == 1 and result["seed"] == 100
+    # the final model on the same instance with the mean action: the training run's last evaluation, exactly
+    last = list(csv.DictReader(open(finished_run / "evaluations.csv")))[-1]
+    assert (result["success_rate"], result["mean_task_return"]) == (float(last["success_rate"]),
+                                                                    float(last["mean_task_return"]))
     from PIL import Image
 
     gif = Image.open(tmp_path / "ep.gif")

@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
@@ -88,7 +88,7 @@ class RewardAlignmentCallback(BaseCallback):
         self.warmup_steps = None if warmup_steps is None else check_int("warmup_steps", warmup_steps, 0)
         self.vlm_reward = vlm_reward
         self.optimizer: Optional[torch.optim.Optimizer] = None
-        self.pending_optimizer_state: Optional[dict] = None  # restored by RelayPolicy.load, applied in bind()
+        self._pending_optimizer_state: Optional[dict] = None  # from load_state(), applied in bind()
         self.stage = 0
         self.alignment_steps = 0
         self.buffer: Optional[VLMReplayBuffer] = None
@@ -127,9 +127,22 @@ class RewardAlignmentCallback(BaseCallback):
         if self.optimizer is None:
             params = [p for p in vlm_reward.reward_model.parameters() if p.requires_grad]
             self.optimizer = _adam(params, self.lr)
-            if self.pending_optimizer_state is not None:
-                self.optimizer.load_state_dict(self.pending_optimizer_state)
-                self.pending_optimizer_state = None
+            if self._pending_optimizer_state is not None:
+                self.optimizer.load_state_dict(self._pending_optimizer_state)
+                self._pending_optimizer_state = None
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(JSON-able state, tensors)`` to checkpoint: stage, step count, the heads' optimiser."""
+        tensors = {} if self.optimizer is None else {"reward_optimizer": self.optimizer.state_dict()}
+        return {"stage": self.stage, "alignment_steps": self.alignment_steps}, tensors
+
+    def load_state(self, state: dict[str, Any], tensors: dict[str, Any]) -> None:
+        """Undo :meth:`state` (the optimiser state is applied when the optimiser exists, at :meth:`bind`)."""
+        self.stage, self.alignment_steps = int(state["stage"]), int(state["alignment_steps"])
+        self._pending_optimizer_state = tensors.get("reward_optimizer")
+        if self.optimizer is not None and self._pending_optimizer_state is not None:
+            self.optimizer.load_state_dict(self._pending_optimizer_state)
+            self._pending_optimizer_state = None
 
     # -------------------------------------------------------------------- step
     def _on_step(self) -> bool:

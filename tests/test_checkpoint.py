@@ -1,0 +1,77 @@
+"""The RelayPolicy checkpoint format: identity checks, zip round trip, atomic writes, RNG states."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from furl_wrappers import checkpoint
+from furl_wrappers.checkpoint import CheckpointMismatchError
+
+BOX = gym.spaces.Box(-1, 1, (2,))
+
+
+def _sb3_zip(handle) -> None:
+    with zipfile.ZipFile(handle, "w") as archive:
+        archive.writestr("data", "{}")
+
+
+def test_identity_and_mismatch() -> None:
+    ident = checkpoint.identity(BOX, BOX, task="reach-v3")
+    assert ident == {"observation_space": repr(BOX), "action_space": repr(BOX), "task": "reach-v3"}
+    checkpoint.check_identity(ident, ident)
+    checkpoint.check_identity(ident, {"task": "reach-v3"})  # only keys both know are compared
+    other = gym.spaces.Box(-1, 1, (3,))
+    with pytest.raises(CheckpointMismatchError, match="observation_space"):
+        checkpoint.check_identity(ident, checkpoint.identity(other, BOX, task="reach-v3"))
+
+
+def test_round_trip_path_and_handle(tmp_path: Path) -> None:
+    state = {"relay": {"active": True}}
+    tensors = {"w": torch.arange(3.0)}
+    written = checkpoint.write_checkpoint(tmp_path / "ckpt", _sb3_zip, None, state, tensors)
+    assert written == tmp_path / "ckpt.zip" and [p.name for p in tmp_path.iterdir()] == ["ckpt.zip"]
+    path, got_state, got_tensors, sac = checkpoint.read_checkpoint(tmp_path / "ckpt")
+    assert path == written and got_state == {"format": checkpoint.FORMAT, **state} and sac is None
+    torch.testing.assert_close(got_tensors["w"], tensors["w"])
+    assert "data" in zipfile.ZipFile(path).namelist()  # SB3's own entries stay
+    handle = io.BytesIO()
+    assert checkpoint.write_checkpoint(handle, _sb3_zip, None, state, tensors) is None
+    assert handle.getvalue() == written.read_bytes()
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
+    checkpoint.write_checkpoint(tmp_path / "c.zip", _sb3_zip, None, {"n": 1}, {})
+    before = (tmp_path / "c.zip").read_bytes()
+
+    def broken(handle) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.write_checkpoint(tmp_path / "c.zip", broken, None, {"n": 2}, {})
+    assert (tmp_path / "c.zip").read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["c.zip"]
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "sb3.zip", "w") as archive:
+        archive.writestr("data", "{}")
+    with pytest.raises(ValueError, match="sb3.zip' is not a RelayPolicy checkpoint"):
+        checkpoint.read_checkpoint(tmp_path / "sb3.zip")
+
+
+def test_global_rng_round_trip() -> None:
+    np.random.seed(1)
+    torch.manual_seed(1)
+    state, tensors = checkpoint.global_rng_state()
+    expected = (np.random.rand(3), torch.rand(3))
+    np.random.seed(99)
+    torch.manual_seed(99)
+    checkpoint.restore_global_rng_state(state, tensors)
+    np.testing.assert_array_equal(np.random.rand(3), expected[0])
+    torch.testing.assert_close(torch.rand(3), expected[1])
