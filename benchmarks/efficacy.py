@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from furl_wrappers.run_dir import RunDir
 from furl_wrappers.sweep import SweepGrid, run_sweep
 
 
@@ -40,12 +40,12 @@ def main() -> None:
     result = run_sweep(grid, args.out, workers=args.jobs, device="cpu", quiet=True)
     wall = {}
     for cell in grid.cells(args.out):
-        summary = Path(cell.run_dir) / "summary.json"
-        if summary.exists():
-            wall[cell.name] = json.loads(summary.read_text())["wall_time_s"]
+        run = RunDir(cell.run_dir)
+        if run.state() == "finished":
+            wall[cell.name] = run.read_summary()["wall_time_s"]
     print("wall time per run (s):", json.dumps(wall, indent=1))
     if result["failed"]:
-        raise SystemExit(f"failed runs: {result['failed']} (see sweep_failure_*.txt in their directories)")
+        raise SystemExit(f"failed runs: {result['failed']} (see the sweep failure files in their directories)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -87,7 +87,8 @@ class AlignmentStore:
         seed: seeds the sampling generator.
     """
 
-    def __init__(self, dim: int, capacity: int = 20_000, lag: int = 10, seed: Optional[int] = None) -> None:
+    def __init__(self, dim: int, capacity: int = 20_000, lag: int = 10,
+                 seed: Optional[Union[int, np.random.SeedSequence]] = None) -> None:
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"alignment buffer capacity must be a positive integer, got {capacity!r}")
         if not isinstance(lag, int) or lag < 1:

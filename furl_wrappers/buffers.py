@@ -108,7 +108,9 @@ class VLMReplayBuffer(ReplayBuffer):
         self.embeddings = np.zeros((self.buffer_size, self.n_envs, dim), dtype=self.embedding_dtype)
         self.task_rewards = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
         self.goal_distances = np.full((self.buffer_size, self.n_envs), np.nan, dtype=np.float32)
-        self.alignment = AlignmentStore(dim, self.alignment_buffer_size, self.lag, self.seed)
+        store_seed, frame_seed = np.random.SeedSequence(self.seed).spawn(2)
+        self.alignment = AlignmentStore(dim, self.alignment_buffer_size, self.lag, store_seed)
+        self._frame_rng = np.random.default_rng(frame_seed)  # draws stage-1 frames from the whole buffer
         self._episodes: list[list[tuple[np.ndarray, bool, float]]] = [[] for _ in range(self.n_envs)]
 
     def attach(self, vlm_reward: EmbeddingReward) -> "VLMReplayBuffer":
@@ -125,6 +127,19 @@ class VLMReplayBuffer(ReplayBuffer):
     def reward_model(self) -> Any:
         """The attached VLM reward's reward model (``None`` when nothing is attached)."""
         return getattr(self.vlm_reward, "reward_model", None)
+
+    def sample_goal_frames(self, batch_size: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """``(embeddings float32 (B, D), goal distances (B,))`` drawn uniformly from every stored frame (all envs,
+        the unfinished episodes included), as the reference code draws its stage-1 batches; ``None`` when the
+        buffer is empty or a drawn frame has no goal distance (stored before a goal image was set)."""
+        if self.embedding_dim is None or self.size() == 0:
+            return None
+        inds = self._frame_rng.integers(0, self.size(), size=batch_size)
+        envs = self._frame_rng.integers(0, self.n_envs, size=batch_size)
+        distances = self.goal_distances[inds, envs]
+        if np.isnan(distances).any():
+            return None
+        return self.embeddings[inds, envs].astype(np.float32), distances
 
     @property
     def positive_count(self) -> int:

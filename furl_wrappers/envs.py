@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 GOAL_SETTINGS: tuple[str, ...] = ("fixed", "random")
+#: how a random-goal task is named in Gymnasium ids, run directories and reports
+RANDOM_GOAL_SUFFIX = "-random-goal"
 SPARSE_REWARDS: tuple[str, ...] = ("minus_one", "zero_one")
 GoalSetting = Literal["fixed", "random"]
 SparseReward = Literal["minus_one", "zero_one"]
@@ -123,6 +125,11 @@ class MetaWorldGoal(gym.Wrapper):
         self.goal = goal
         self.task_seed = seed
         self.instruction = instruction(self.task)
+
+    @property
+    def goal_position(self) -> list[float]:
+        """The current goal's xyz (for a fixed goal: the instance's, on every episode)."""
+        return [float(v) for v in np.asarray(self.env.unwrapped._target_pos).reshape(-1)]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         if seed is not None:
@@ -326,14 +333,14 @@ def env_id(task: str, goal: GoalSetting = "fixed") -> str:
     """The registered Gymnasium id: ``env_id("drawer-open") == "furl/drawer-open-v3"``."""
     if goal not in GOAL_SETTINGS:
         raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
-    return f"furl/{canonical_task(task)}" + ("-random-goal" if goal == "random" else "")
+    return f"furl/{canonical_task(task)}" + (RANDOM_GOAL_SUFFIX if goal == "random" else "")
 
 
 def run_name(task: str, goal: GoalSetting = "fixed") -> str:
     """The task's name in run directories and reports: ``"drawer-open"``, ``"drawer-open-random-goal"``."""
     if goal not in GOAL_SETTINGS:
         raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
-    return short_task(task) + ("-random-goal" if goal == "random" else "")
+    return short_task(task) + (RANDOM_GOAL_SUFFIX if goal == "random" else "")
 
 
 def register_envs() -> list[str]:

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -43,12 +42,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     """A run's summary plus its evaluation curve (``steps``, ``success`` arrays) and directory."""
     run_dir = RunDir(run_dir)
     run = run_dir.read_summary()
-    steps, success = [], []
-    if run_dir.evaluations.exists():
-        with open(run_dir.evaluations) as handle:
-            for row in csv.DictReader(handle):
-                steps.append(int(row["step"]))
-                success.append(float(row["success_rate"]))
+    rows = run_dir.evaluation_rows()
+    steps = [int(r["step"]) for r in rows]
+    success = [r["success"] if r["success"] is not None else r["success_any_step"] for r in rows]
     run.update(dir=str(run_dir.path), curve_steps=np.array(steps), curve_success=np.array(success))
     return run
 
@@ -99,9 +95,19 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
             row.append(text)
         steps = ", ".join(f"{s:,}" for s, _ in sorted(budgets[method]))
         lines.append(f"| {method} | {steps} | " + " | ".join(row) + f" | {np.mean(means):.0f} |")
-    note = ("Success rate (%) of the final evaluation, mean ± std over seeds. The paper's Table 1 numbers "
-            "(1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with that budget.")
-    return note + "\n\n" + "\n".join(lines) + "\n"
+    note = ("Success rate (%) of the final evaluation, mean ± std over seeds: success at the episode's final step, "
+            "the paper's criterion (success at any step is in each run's evaluations.csv). The paper's Table 1 "
+            "numbers (1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with that budget.")
+    legacy = sum(1 for run in runs if run.get("success_criterion") != "final_step")
+    if legacy:
+        note += (f" {legacy} run(s) were recorded before final-step success was logged: their numbers count "
+                 "success at any step.")
+    used: dict[str, set] = defaultdict(set)
+    for run, method in zip(runs, _row_labels(runs)):
+        used[method].add(f"{_encoder_label(run)}, image preset {run.get('image_preset') or 'fast'}"
+                         if _encoder_label(run) != "-" else "no VLM")
+    vlms = "; ".join(f"{m}: {' / '.join(sorted(used[m]))}" for m in methods)
+    return note + "\n\n" + "\n".join(lines) + "\n\nVLM per row: " + vlms + "\n"
 
 
 def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:

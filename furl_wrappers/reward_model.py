@@ -31,14 +31,30 @@ import torch.nn.functional as F
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
-__all__ = ["REWARD_MODES", "RewardModel", "projection_head", "cosine_reward", "goal_baseline_reward"]
+__all__ = ["REWARD_MODES", "RewardModel", "projection_head", "lecun_normal_", "cosine_reward", "goal_baseline_reward"]
 
 REWARD_MODES = ("learned", "frozen", "raw")
 
 
+#: Flax's ``lecun_normal`` draws from a normal truncated at ±2 std, rescaled by this so the std is 1/√fan_in
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+def lecun_normal_(weight: torch.Tensor) -> torch.Tensor:
+    """Flax's ``lecun_normal`` in place: truncated normal (±2σ), std ``1/√fan_in`` (``weight`` is ``(out, in)``)."""
+    std = (1.0 / weight.shape[1]) ** 0.5 / _TRUNCATED_NORMAL_STD
+    return nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
+
+
 def projection_head(in_dim: int, hidden: int = 256, out: int = 64) -> nn.Sequential:
-    """``Linear(in, hidden) → ReLU → Linear(hidden, out)``: the paper's f_I / f_L."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+    """``Linear(in, hidden) → ReLU → Linear(hidden, out)``: the paper's f_I / f_L, initialised as the reference code's
+    Flax ``Dense`` layers (LeCun-normal weights, zero biases; torch's default init spreads r_VLM about 5× less)."""
+    head = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+    with torch.no_grad():
+        for layer in (head[0], head[2]):
+            lecun_normal_(layer.weight)
+            layer.bias.zero_()
+    return head
 
 
 def cosine_reward(text: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

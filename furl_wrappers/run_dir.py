@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -170,6 +171,27 @@ class RunDir:
         if not self.summary.is_file():
             raise FileNotFoundError(f"{str(self.path)!r} has no {self.SUMMARY} (not a finished furl run)")
         return json.loads(self.summary.read_text())
+
+    def evaluation_rows(self) -> list[dict[str, Optional[float]]]:
+        """``evaluations.csv`` as rows of floats: ``step``, ``success`` (final step), ``success_any_step``,
+        ``mean_task_return``. Rows of runs recorded before final-step success was logged (one ``success_rate``
+        column, success at any step) have ``success=None``. Missing or unreadable file: ``[]``."""
+        try:
+            with open(self.evaluations, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except OSError:
+            return []
+        out = []
+        for row in rows:
+            try:
+                legacy = "success" not in row
+                out.append({"step": float(row["step"]),
+                            "success": None if legacy else float(row["success"]),
+                            "success_any_step": float(row["success_rate" if legacy else "success_any_step"]),
+                            "mean_task_return": float(row["mean_task_return"])})
+            except (KeyError, TypeError, ValueError):
+                continue  # a torn last line of a killed run
+        return out
 
     def checkpoint_step(self) -> Optional[int]:
         """The env step the checkpoint holds (``None`` without a readable ``meta.json``)."""

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from furl_wrappers._atomic import atomic_write, atomic_write_text
 from furl_wrappers.envs import env_id, make_metaworld_env
+from furl_wrappers.protocol import eval_episodes, eval_seed
 from furl_wrappers.run_dir import RunDir
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.validation import check_int
@@ -155,6 +156,10 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
         config["n_timesteps"] = check_int("steps", spec.steps, error=ConfigError)
     algo_kwargs, zoo = split_config(config)
     total = int(zoo["n_timesteps"])
+    env_kwargs = {**zoo.get("env_kwargs", {}), **spec.env_kwargs}
+    if "seed" in env_kwargs:
+        raise ConfigError(f"env_kwargs may not set seed ({env_kwargs['seed']!r}): the task instance is the run's seed "
+                          "(--seed)")
     run = _prepare_run_dir(spec)
 
     encoder, encoder_spec, fell_back = None, None, False
@@ -164,8 +169,8 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
         if getattr(encoder, "pretrained", True) is False:
             say(NOT_PRETRAINED_NOTICE)
         vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
-    env_kwargs = {**zoo.get("env_kwargs", {}), **spec.env_kwargs}
-    venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs=env_kwargs,
+    # every env copy on the run's task instance (SB3's seed + i only reseeds episodes); see furl_wrappers.protocol
+    venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                         wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
                         monitor_kwargs={"info_keywords": ("is_success",)})
     if vec_wrapper is not None:
@@ -204,14 +209,18 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
             "encoder_fallback": fell_back, "encoder_spec": encoder_spec,
             "reward_mode": getattr(reward_model, "mode", None), "reward_alpha": getattr(reward_model, "alpha", 0.0),
             "hyperparams": config, "spec": asdict(spec)}
-    atomic_write_text(run.config, json.dumps({**info, "wall_time_s": 0.0}, indent=1, default=str))
     if encoder is not None:
         say(f"[furl] encoder: {describe(encoder)}")
 
-    eval_episodes = spec.eval_episodes or (1 if spec.goal == "fixed" else 10)
-    eval_env = make_metaworld_env(task, goal=spec.goal, seed=spec.seed + 100, **env_kwargs)
+    n_eval = spec.eval_episodes or eval_episodes(spec.goal)
+    eval_env = make_metaworld_env(task, goal=spec.goal, seed=eval_seed(spec.seed, spec.goal), **env_kwargs)
+    info.update(train_instance_seed=spec.seed, eval_instance_seed=eval_seed(spec.seed, spec.goal),
+                train_goal=venv.get_attr("goal_position", indices=[0])[0],
+                eval_goal=eval_env.get_wrapper_attr("goal_position"), eval_episodes=n_eval,
+                success_criterion="final_step")
+    atomic_write_text(run.config, json.dumps({**info, "wall_time_s": 0.0}, indent=1, default=str))
     eval_freq = spec.eval_freq or max(min(10_000, total // 10), 1)
-    evaluation = PaperEvalCallback(eval_env, eval_freq, eval_episodes, log_path=str(run.evaluations))
+    evaluation = PaperEvalCallback(eval_env, eval_freq, n_eval, log_path=str(run.evaluations))
     ckpt = ResumeCheckpointCallback(run.checkpoint, spec.checkpoint_freq or max(min(50_000, total // 4), 1))
     progress = FuRLProgressCallback(total, evaluation, quiet=spec.quiet,
                                     description=f"{spec.method} {short_task(task)} seed {spec.seed}")
@@ -230,6 +239,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     wall = time.time() - started
     summary = {**{k: v for k, v in info.items() if k not in ("hyperparams", "spec")},
                "timesteps_done": int(model.num_timesteps), "final_success": evaluation.last_success,
+               "final_success_any_step": evaluation.last_result.success_any_step,
                "best_success": evaluation.best_success, "wall_time_s": round(wall, 1),
                "positive_count": int(getattr(model.replay_buffer, "positive_count", 0))}
     atomic_write_text(run.config, json.dumps({**info, "wall_time_s": round(wall, 1)}, indent=1, default=str))
@@ -244,7 +254,7 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
     """Evaluate a finished run's final model with the paper's protocol (or ``episodes``); optionally save a GIF.
 
     Returns:
-        ``{"success_rate", "mean_task_return", "episodes", "seed"}``.
+        ``{"success_rate" (final step), "success_rate_any_step", "mean_task_return", "episodes", "seed"}``.
     """
     from furl_wrappers.callbacks import evaluate_policy_success
 
@@ -256,12 +266,12 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
     cls = algo_class(config["algo"])
     model = cls.load(run.model, device=device, buffer_size=1)  # inference only: no full-size buffer
     goal = config.get("goal", "fixed")
-    seed = config["seed"] + 100 if seed is None else seed
-    episodes = episodes or (1 if goal == "fixed" else 10)
+    seed = eval_seed(config["seed"], goal) if seed is None else seed
+    episodes = episodes or eval_episodes(goal)
     env_kwargs = config.get("spec", {}).get("env_kwargs", {})
     env = make_metaworld_env(config["task"], goal=goal, seed=seed, **env_kwargs)
     frames: Optional[list] = [] if video else None
-    success, ret = evaluate_policy_success(model, env, episodes, frames=frames)
+    result = evaluate_policy_success(model, env, episodes, frames=frames)
     env.close()
     if video and frames:
         from PIL import Image
@@ -269,4 +279,5 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
         images = [Image.fromarray(f) for f in frames[::2]]
         atomic_write(video, lambda handle: images[0].save(handle, format="GIF", save_all=True,
                                                           append_images=images[1:], duration=40, loop=0))
-    return {"success_rate": success, "mean_task_return": ret, "episodes": episodes, "seed": seed}
+    return {"success_rate": result.success, "success_rate_any_step": result.success_any_step,
+            "mean_task_return": result.mean_task_return, "episodes": episodes, "seed": seed}

@@ -224,8 +224,37 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return algo_kwargs, zoo
 
 
+def instance_args(argv: list[str]) -> list[str]:
+    """rl-zoo arguments with the task instance tied to ``--seed`` (the paper's protocol: run seed s trains and, with
+    a fixed goal, is evaluated on instance s): ``--seed S`` adds ``seed:S`` to ``--env-kwargs`` (rl-zoo's eval env
+    takes the same kwargs unless ``--eval-env-kwargs`` is given, which gets it too). An explicit ``seed:`` entry
+    is left as it is; without ``--seed`` nothing changes (instance 0).
+
+    Example:
+        >>> instance_args(["--seed", "3", "--env-kwargs", "image_size:128"])
+        ['--seed', '3', '--env-kwargs', 'seed:3', 'image_size:128']
+    """
+    argv = list(argv)
+    if "--seed" not in argv or argv.index("--seed") + 1 >= len(argv):
+        return argv
+    seed = int(argv[argv.index("--seed") + 1])
+    if seed < 0:  # rl-zoo's "pick a random seed"
+        return argv
+    for flag in ("--env-kwargs", "--eval-env-kwargs"):
+        if flag not in argv:
+            if flag == "--env-kwargs":
+                argv += [flag, f"seed:{seed}"]
+            continue
+        start = argv.index(flag) + 1
+        end = next((i for i in range(start, len(argv)) if argv[i].startswith("-")), len(argv))
+        if not any(a.startswith("seed:") for a in argv[start:end]):
+            argv.insert(start, f"seed:{seed}")
+    return argv
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy) added to ALGOS."""
+    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy) added to ALGOS, and
+    ``--seed`` selecting the task instance (:func:`instance_args`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("train", "enjoy"):
         print("usage: python -m furl_wrappers.zoo {train,enjoy} [rl-zoo arguments...]", file=sys.stderr)
@@ -238,7 +267,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     rl_zoo3.utils.ALGOS["relay"] = RelayPolicy
     command = argv.pop(0)
-    sys.argv = [f"rl_zoo3.{command}", *argv]
+    sys.argv = [f"rl_zoo3.{command}", *(instance_args(argv) if command == "train" else argv)]
     if command == "train":
         from rl_zoo3.train import train
 

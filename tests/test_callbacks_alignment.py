@@ -78,9 +78,10 @@ def test_synthetic_progress_alignment_rises() -> None:
         stats = callback.align_once()
     assert stats["stage"] == 2.0 and callback.alignment_steps == 300
     rho_after, auc_after = _evaluate(model, np.random.default_rng(1), direction)
-    # Spearman along held-out successful episodes rises from ~0 to > 0.9. (AUC over *all* their frames cannot
-    # approach 1 here: their early frames look like failures by construction; it still rises clearly.)
-    assert rho_after > 0.9, (rho_before, rho_after)
+    # Spearman along held-out successful episodes rises from ~0 to > 0.85 (with the reference's LeCun-normal head
+    # init it plateaus at 0.87-0.91 over data seeds 0-2 after ~100 steps; the frame noise bounds it). AUC over
+    # *all* their frames cannot approach 1 here: their early frames look like failures by construction.
+    assert rho_after > 0.85, (rho_before, rho_after)
     assert auc_after > auc_before + 0.2, (auc_before, auc_after)
 
 
@@ -100,6 +101,32 @@ def test_stage_one_uses_goal_distances_then_stage_two() -> None:
     stats = callback.align_once()
     keys = {"loss_pos_neg", "loss_pos_pos", "score_pos", "score_neg", "score_lag"}
     assert stats["stage"] == 2.0 and keys <= set(stats)
+
+
+def test_stage_one_frames_come_from_the_whole_replay_buffer() -> None:
+    """As in the reference code: before any episode has ended, stage 1 already draws the unfinished episode's
+    frames; the failed-episode ring (``stage1_frames="failed"``) has none yet."""
+    rng = np.random.default_rng(0)
+    model = RewardModel(torch.ones(D), device="cpu", seed=0)
+    reward = _reward(model, goal_embedding=np.zeros(D))
+    buf = VLMReplayBuffer(1_000, OBS, ACT, device="cpu", seed=0)
+    buf.attach(reward)
+    unfinished = rng.normal(size=(30, D)).astype(np.float32)
+    for e in unfinished:  # one episode, still running
+        buf.add(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 2)), np.zeros(1), np.zeros(1),
+                [{"vlm_embedding": e, "is_success": False, "task_reward": -1.0}])
+    ring = RewardAlignmentCallback(reward, batch_size=16, stage1_frames="failed")
+    ring.bind(buf, reward)
+    assert ring.align_once() == {} and ring.stage == 0
+    callback = RewardAlignmentCallback(reward, batch_size=16, goal_margin=0.0)
+    callback.bind(buf, reward)
+    emb, dist = buf.sample_goal_frames(64)
+    assert {tuple(e) for e in emb} <= {tuple(e) for e in unfinished.astype(np.float16).astype(np.float32)}
+    np.testing.assert_allclose(dist, np.linalg.norm(emb, axis=1), rtol=1e-5)
+    stats = callback.align_once()
+    assert stats["stage"] == 1.0 and stats["goal_pairs"] > 0 and callback.alignment_steps == 1
+    with pytest.raises(ValueError, match="stage1_frames must be one of"):
+        RewardAlignmentCallback(stage1_frames="all")
 
 
 def test_no_goal_image_means_no_stage_one() -> None:

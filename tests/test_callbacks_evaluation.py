@@ -19,25 +19,31 @@ class _Zero:
         return np.zeros(1, np.float32), None
 
 
-def test_success_and_return_by_hand() -> None:
+def test_final_step_success_and_return_by_hand() -> None:
     frames: list = []
-    success, ret = evaluate_policy_success(_Zero(), ScriptedSuccessEnv(4, success_at=(2,)), 2, frames=frames)
-    assert success == 1.0  # success at step 2 (of 4) counts
-    assert ret == -3.0  # -1 + 0 - 1 - 1
+    # succeeds at step 2, then fails again: not a success at the final step (the paper's criterion)
+    result = evaluate_policy_success(_Zero(), ScriptedSuccessEnv(4, success_at=(2,)), 2, frames=frames)
+    assert (result.success, result.success_any_step, result.episodes) == (0.0, 1.0, 2)
+    assert result.mean_task_return == -3.0  # -1 + 0 - 1 - 1
     assert [int(f[0, 0, 0]) for f in frames] == [1, 2, 3, 4] * 2
-    assert evaluate_policy_success(_Zero(), ScriptedSuccessEnv(3, success_at=()), 1) == (0.0, -3.0)
+    held = evaluate_policy_success(_Zero(), ScriptedSuccessEnv(4, success_at=(3, 4)), 1)
+    assert (held.success, held.success_any_step, held.mean_task_return) == (1.0, 1.0, -2.0)
+    never = evaluate_policy_success(_Zero(), ScriptedSuccessEnv(3, success_at=()), 1)
+    assert (never.success, never.success_any_step, never.mean_task_return) == (0.0, 0.0, -3.0)
 
 
 def test_schedule_and_csv(tmp_path: Path) -> None:
     log = tmp_path / "evaluations.csv"
-    callback = PaperEvalCallback(ScriptedSuccessEnv(4, success_at=(4,)), eval_freq=4, n_episodes=1, log_path=str(log))
+    callback = PaperEvalCallback(ScriptedSuccessEnv(4, success_at=(1, 4)), eval_freq=4, n_episodes=1,
+                                 log_path=str(log))
     model = SAC("MlpPolicy", ScriptedSuccessEnv(), learning_starts=100, buffer_size=100, device="cpu", seed=0)
     model.learn(10, callback=callback)
     with open(log, newline="") as handle:
         rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["step", "success", "success_any_step", "mean_task_return", "wall_time_s"]
     assert [int(r["step"]) for r in rows] == [4, 8, 10]  # every eval_freq steps, and at the end
-    assert [float(r["success_rate"]) for r in rows] == [1.0, 1.0, 1.0]
-    assert [float(r["mean_task_return"]) for r in rows] == [-3.0] * 3
+    assert [float(r["success"]) for r in rows] == [1.0, 1.0, 1.0]
+    assert [float(r["mean_task_return"]) for r in rows] == [-2.0] * 3
     assert callback.last_success == 1.0 and callback.best_success == 1.0
 
 

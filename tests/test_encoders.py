@@ -197,6 +197,26 @@ def test_liv_checkpoint_round_trip(tmp_path) -> None:
             torch.testing.assert_close(enc.encode_text(["Open a drawer."]), model.encode_text(tokens))
 
 
+def test_liv_offline_with_the_tokenizer_beside_the_checkpoint(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    save_liv_checkpoint(_tiny_liv(), tmp_path / "model.pt")
+    with pytest.raises(ModelUnavailableError, match=r"save_pretrained\('DIR'\).*liv:DIR"):
+        make_encoder(f"liv:{tmp_path / 'model.pt'}", device="cpu")  # no tokenizer beside it, hub unreachable
+    tokenizer = byte_level_clip_tokenizer()
+    tokenizer.save_pretrained(tmp_path)
+    enc = make_encoder(f"liv:{tmp_path}", device="cpu")  # model.pt + tokenizer in one directory: no hub needed
+    assert enc.tokenizer(["open a drawer"])["input_ids"] == tokenizer(["open a drawer"])["input_ids"]
+    assert enc.encode_text(["open a drawer"]).shape == (1, 16)
+
+
+def test_half_precision_is_for_cuda_only(tmp_path) -> None:
+    save_liv_checkpoint(_tiny_liv(), tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="half=True runs the encoder in float16, which needs a CUDA device"):
+        LIVEncoder(tmp_path / "model.pt", tokenizer=byte_level_clip_tokenizer(), device="cpu", half=True)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        make_encoder("random-clip:tiny", device="cpu", half=True)
+
+
 def test_liv_full_size_architecture_is_rn50() -> None:
     model = CLIPResNet()
     n_params = sum(p.numel() for p in model.parameters())

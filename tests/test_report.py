@@ -37,6 +37,8 @@ def test_table_numbers_and_paper_column(tmp_path: Path) -> None:
     assert "50 ± 50 (n=2)" in furl_row and f"[paper {PAPER_TABLE_1['furl'][3]}]" in furl_row
     sac_row = next(line for line in table.splitlines() if line.startswith("| sac "))
     assert "100 ± 0 (n=1)" in sac_row and "paper" not in sac_row and "2,000" in sac_row
+    # these fake runs have the old one-column CSV and no success criterion: the table says what they count
+    assert "3 run(s) were recorded before final-step success was logged" in table
 
 
 def test_report_writes_table_and_curves(tmp_path: Path) -> None:
@@ -60,7 +62,8 @@ def test_report_on_a_real_run(tmp_path: Path) -> None:
     written = report([run], tmp_path / "out")
     summary = json.loads((run / "summary.json").read_text())
     rows = list(csv.DictReader(open(run / "evaluations.csv")))
-    assert float(rows[-1]["success_rate"]) == summary["final_success"]
+    assert float(rows[-1]["success"]) == summary["final_success"]
+    assert "recorded before final-step success" not in written["markdown"]  # a new run says final step
     assert f"{100 * summary['final_success']:.0f} ± 0 (n=1)" in written["markdown"]
     assert [p.name for p in written["rvlm"]] == ["rvlm_furl_reach-v3_seed0.png"]
 

@@ -43,6 +43,20 @@ def test_heads_are_the_papers() -> None:
     assert model.project_text().shape == (64,)
 
 
+def test_heads_are_initialised_as_the_reference_flax_dense() -> None:
+    """LeCun-normal weights (truncated at ±2σ of the underlying normal, std 1/sqrt(fan_in)), zero biases."""
+    torch.manual_seed(0)
+    head = projection_head(512, 256, 64)
+    for layer, fan_in in ((head[0], 512), (head[2], 256)):
+        w = layer.weight.detach()
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+        assert abs(w.std().item() * fan_in**0.5 - 1.0) < 0.03  # 131k / 16k samples
+        assert abs(w.mean().item()) < 0.1 / fan_in**0.5
+        assert w.abs().max().item() <= 2.0 / 0.87962566103423978 / fan_in**0.5 + 1e-6  # truncated
+    # torch's default (kaiming-uniform, a=sqrt(5)) has std 1/sqrt(3 fan_in): not what the reference uses
+    assert abs(torch.nn.Linear(512, 256).weight.std().item() * 512**0.5 - 3**-0.5) < 0.03
+
+
 def test_reward_with_heads_is_cosine_of_projections() -> None:
     model = RewardModel(torch.randn(16), mode="learned", hidden_dim=8, output_dim=4, device="cpu", seed=1)
     images = torch.randn(5, 16)

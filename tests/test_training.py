@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from furl_wrappers.training import (
@@ -46,7 +47,8 @@ def test_run_directory_contents(finished_run: Path) -> None:
     assert summary["wall_time_s"] > 0
     rows = list(csv.DictReader(open(finished_run / "evaluations.csv")))
     assert [int(r["step"]) for r in rows] == [100, 200]  # eval at the set frequency, one episode each (fixed goal)
-    assert float(rows[-1]["success_rate"]) == summary["final_success"]
+    assert float(rows[-1]["success"]) == summary["final_success"] and summary["success_criterion"] == "final_step"
+    assert float(rows[-1]["success_any_step"]) == summary["final_success_any_step"]
     progress = (finished_run / "progress.csv").read_text().splitlines()[0]
     assert "eval/success_rate" in progress and "furl/relay_on" in progress
     assert (finished_run / "checkpoint" / "model.zip").exists()
@@ -129,10 +131,10 @@ def test_bad_specs(tmp_path: Path) -> None:
 
 def test_evaluate_run(finished_run: Path, tmp_path: Path) -> None:
     result = evaluate_run(finished_run, video=str(tmp_path / "ep.gif"), device="cpu")
-    assert result["episodes"] == 1 and result["seed"] == 100
+    assert result["episodes"] == 1 and result["seed"] == 0  # fixed goal: the training instance
     # the final model on the same instance with the mean action: the training run's last evaluation, exactly
     last = list(csv.DictReader(open(finished_run / "evaluations.csv")))[-1]
-    assert (result["success_rate"], result["mean_task_return"]) == (float(last["success_rate"]),
+    assert (result["success_rate"], result["mean_task_return"]) == (float(last["success"]),
                                                                     float(last["mean_task_return"]))
     from PIL import Image
 
@@ -140,3 +142,33 @@ def test_evaluate_run(finished_run: Path, tmp_path: Path) -> None:
     assert gif.n_frames > 10
     with pytest.raises(FileNotFoundError, match="not a finished furl run"):
         evaluate_run(tmp_path)
+
+
+def _goal_hidden_goal(task: str, seed: int) -> list:
+    import gymnasium as gym
+
+    env = gym.make("Meta-World/goal_hidden", env_name=task, seed=seed)
+    env.reset()
+    return [float(v) for v in env.unwrapped._target_pos]
+
+
+def test_each_seed_trains_and_is_evaluated_on_its_own_instance(tmp_path: Path) -> None:
+    run = train_run(_spec(tmp_path / "s3", method="sac", task="reach", seed=3, steps=20, eval_freq=20, n_envs=2,
+                          hyperparams={"learning_starts": 10}))
+    config = json.loads((run / "config.json").read_text())
+    ours = _goal_hidden_goal("reach-v3", 3)
+    assert config["train_instance_seed"] == config["eval_instance_seed"] == 3 and config["eval_episodes"] == 1
+    np.testing.assert_allclose(config["train_goal"], ours, atol=1e-9)
+    np.testing.assert_allclose(config["eval_goal"], ours, atol=1e-9)
+    assert np.abs(np.subtract(ours, _goal_hidden_goal("reach-v3", 0))).max() > 0.01  # instance 0 is elsewhere
+    with pytest.raises(ConfigError, match="the task instance is the run's seed"):
+        train_run(_spec(tmp_path / "bad", method="sac", env_kwargs={**TINY, "seed": 5},
+                        hyperparams={"learning_starts": 10}))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_random_goal_is_evaluated_on_seed_plus_100_ten_episodes(tmp_path: Path) -> None:
+    run = train_run(_spec(tmp_path / "r", method="sac", task="reach", goal="random", seed=2, steps=20, eval_freq=20,
+                          env_kwargs={"image_size": 32, "max_episode_steps": 5}, hyperparams={"learning_starts": 10}))
+    config = json.loads((run / "config.json").read_text())
+    assert (config["train_instance_seed"], config["eval_instance_seed"], config["eval_episodes"]) == (2, 102, 10)

@@ -78,6 +78,32 @@ def test_every_config_builds_its_model(method: str) -> None:
     venv.close()
 
 
+def test_rho_from_yaml_reaches_env_and_sampled_rewards_alike() -> None:
+    """rho has one home, the VLM reward: the env's reward and the buffer's relabelled reward both use the YAML's."""
+    import numpy as np
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+
+    cfg = load_config("furl", "furl/reach-v3", {"buffer_size": 200, "learning_starts": 10, "batch_size": 8})
+    cfg["vec_env_wrapper"][0]["furl_wrappers.wrappers.VecFuzzyVLMReward"]["rho"] = 0.1
+    algo_kwargs, zoo = split_config(cfg)
+    venv = make_vec_env("furl/reach-v3", n_envs=1, seed=0, env_kwargs=TINY,
+                        wrapper_class=make_env_fn_wrapper(zoo["env_wrapper"]))
+    venv = make_vec_wrapper(zoo["vec_env_wrapper"], vlm="random-clip:tiny", device="cpu")(venv)
+    model = algo_class("relay")(env=venv, device="cpu", **algo_kwargs)  # no vlm_reward given: found on the env
+    assert model.vlm_reward is venv.vlm_reward and model.replay_buffer.vlm_reward is venv.vlm_reward
+    venv.reset()
+    _, rewards, _, infos = venv.step(np.zeros((1, 4)))
+    assert rewards[0] == np.float32(infos[0]["task_reward"] + 0.1 * infos[0]["vlm_reward"])
+    model.learn(20)
+    buf = model.replay_buffer
+    sampled = buf.sample(8).rewards.squeeze(1).numpy()
+    inds, envs, _ = buf.last_batch
+    r_vlm = venv.reward_model.reward(torch.as_tensor(buf.embeddings[inds, envs]).float()).numpy()
+    np.testing.assert_allclose(sampled, buf.task_rewards[inds, envs] + 0.1 * r_vlm, rtol=1e-6, atol=1e-7)
+    venv.close()
+
+
 def test_bad_configs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown method 'furll'.*furl"):
         load_config("furll", "furl/drawer-open-v3")

@@ -2,8 +2,10 @@
 
 Each call after warm-up takes one Adam step on the reward model's heads:
 
-- **stage 1** (before the first successful episode; only with a goal image): neg-neg pairs of failed-episode
-  frames, ranked by their embedding distance to the goal image (:func:`~furl_wrappers.losses.neg_neg_goal_loss`);
+- **stage 1** (before the first successful episode; only with a goal image): neg-neg pairs of frames ranked by
+  their embedding distance to the goal image (:func:`~furl_wrappers.losses.neg_neg_goal_loss`); the frames are drawn
+  from the whole replay buffer, the unfinished episode included, as in the reference code
+  (``stage1_frames="failed"``: from the ring of failed-episode frames instead);
 - **stage 2** (once a successful episode has given a usable (positive, negative, lag-k positive) triple, which
   also needs one failed episode and a success reached at step ≥ k): pos-neg + pos-pos
   (:func:`~furl_wrappers.losses.pos_neg_loss` + :func:`~furl_wrappers.losses.pos_pos_loss`).
@@ -37,7 +39,10 @@ from furl_wrappers.losses import goal_mask, neg_neg_goal_loss, pos_neg_loss, pos
 from furl_wrappers.validation import check_int, check_number
 from furl_wrappers.vlm_reward import VLMReward
 
-__all__ = ["RewardAlignmentCallback"]
+__all__ = ["RewardAlignmentCallback", "STAGE1_FRAMES"]
+
+#: where stage-1 batches come from: every stored frame (the reference code's), or the failed-episode ring
+STAGE1_FRAMES = ("replay", "failed")
 
 
 def _adam(params: list, lr: float) -> torch.optim.Optimizer:
@@ -62,6 +67,8 @@ class RewardAlignmentCallback(BaseCallback):
         batch_size: frames (or triples) per alignment step (256).
         warmup_steps: no alignment before this many env steps (default: the model's ``learning_starts``).
         steps_per_call: alignment steps per callback call (one per vector-env step, like SAC's gradient steps).
+        stage1_frames: where stage-1 batches come from: ``"replay"`` (every stored frame, the reference code's) or
+            ``"failed"`` (the alignment store's ring of failed-episode frames).
         verbose: SB3 verbosity.
     """
 
@@ -75,6 +82,7 @@ class RewardAlignmentCallback(BaseCallback):
         batch_size: int = 256,
         warmup_steps: Optional[int] = None,
         steps_per_call: int = 1,
+        stage1_frames: str = "replay",
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -86,6 +94,9 @@ class RewardAlignmentCallback(BaseCallback):
         self.batch_size = check_int("batch_size", batch_size, hint="256 in the paper")
         self.steps_per_call = check_int("steps_per_call", steps_per_call)
         self.warmup_steps = None if warmup_steps is None else check_int("warmup_steps", warmup_steps, 0)
+        if stage1_frames not in STAGE1_FRAMES:
+            raise ValueError(f"stage1_frames must be one of {list(STAGE1_FRAMES)}, got {stage1_frames!r}")
+        self.stage1_frames = stage1_frames
         self.vlm_reward = vlm_reward
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self._pending_optimizer_state: Optional[dict] = None  # from load_state(), applied in bind()
@@ -170,7 +181,8 @@ class RewardAlignmentCallback(BaseCallback):
             values = torch.stack([loss_pn, loss_pp, r_pos.mean(), r_neg.mean(), r_lag.mean()]).detach()
         elif store is not None and self.vlm_reward.has_goal:
             # no usable (pos, neg, lag) triple yet: the reference code keeps to stage 1 until there is one
-            batch = store.sample_negatives(self.batch_size)
+            batch = (self.buffer.sample_goal_frames(self.batch_size) if self.stage1_frames == "replay"
+                     else store.sample_negatives(self.batch_size))
             if batch is None:
                 return {}
             self.stage = 1

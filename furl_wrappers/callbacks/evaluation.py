@@ -1,18 +1,21 @@
-"""Evaluation as in the paper, as an SB3 callback.
+"""Evaluation as in the paper (:mod:`furl_wrappers.protocol`), as an SB3 callback.
 
 :class:`PaperEvalCallback`: every ``eval_freq`` env steps, run the agent's *mean* action (``deterministic=True``;
-for ``RelayPolicy`` that is the VLM agent) for ``n_episodes`` episodes on a separate env seeded with
-``seed + 100`` — one episode for a fixed goal (success is 0 or 1 per seed), ten for random goals. Appends a row to
-``evaluations.csv`` (step, success rate, mean task return, wall time) and logs ``eval/success_rate``.
+for ``RelayPolicy`` that is the VLM agent) for ``n_episodes`` episodes on the evaluation env (the training
+instance for a fixed goal, ``seed + 100`` for random goals). An episode succeeds when ``info["success"]`` holds at
+its **final step** (the reference code's criterion); success at any step is recorded beside it. Appends a row to
+``evaluations.csv`` (step, success, success_any_step, mean task return, wall time) and logs
+``eval/success_rate`` (final step) and ``eval/success_rate_any_step``.
 
 Example:
-    >>> cb = PaperEvalCallback(make_metaworld_env("reach", seed=100), eval_freq=10_000, n_episodes=1)  # doctest: +SKIP
+    >>> cb = PaperEvalCallback(make_metaworld_env("reach", seed=0), eval_freq=10_000, n_episodes=1)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,38 +25,61 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from furl_wrappers.validation import check_int
 
-__all__ = ["evaluate_policy_success", "PaperEvalCallback"]
+__all__ = ["EvalResult", "evaluate_policy_success", "PaperEvalCallback", "EVALUATION_COLUMNS"]
+
+#: the columns of ``evaluations.csv``
+EVALUATION_COLUMNS = ("step", "success", "success_any_step", "mean_task_return", "wall_time_s")
 
 
-def evaluate_policy_success(model: Any, env: gym.Env, n_episodes: int, frames: Optional[list] = None
-                            ) -> tuple[float, float]:
-    """Success rate and mean task return of ``model.predict(obs, deterministic=True)`` over ``n_episodes``.
+@dataclass(frozen=True)
+class EvalResult:
+    """Rates over the evaluated episodes.
 
-    An episode counts as successful if ``info["is_success"]`` (or ``"success"``) is true at any step. With
-    ``frames`` (a list), every rendered frame of the episodes is appended to it.
+    Attributes:
+        success: fraction of episodes with success at their final step (the paper's criterion).
+        success_any_step: fraction with success at any step (Meta-World's usual criterion).
+        mean_task_return: mean sum of task rewards.
+        episodes: how many episodes.
     """
-    successes, returns = [], []
-    for _ in range(n_episodes):
+
+    success: float
+    success_any_step: float
+    mean_task_return: float
+    episodes: int
+
+
+def _succeeded(info: dict[str, Any]) -> bool:
+    return bool(info.get("is_success", info.get("success", False)))
+
+
+def evaluate_policy_success(model: Any, env: gym.Env, n_episodes: int, frames: Optional[list] = None) -> EvalResult:
+    """Run ``model.predict(obs, deterministic=True)`` for ``n_episodes`` episodes.
+
+    With ``frames`` (a list), every rendered frame of the episodes is appended to it.
+    """
+    final, any_step, returns = [], [], []
+    for _ in range(check_int("n_episodes", n_episodes)):
         obs, _ = env.reset()
-        done, success, total = False, False, 0.0
+        done, ever, total, info = False, False, 0.0, {}
         while not done:
             action, _ = model.predict(obs, deterministic=True)
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(info.get("task_reward", reward))
-            success = success or bool(info.get("is_success", info.get("success", False)))
+            ever = ever or _succeeded(info)
             done = terminated or truncated
             if frames is not None:
                 frames.append(env.render())
-        successes.append(success)
+        final.append(_succeeded(info))
+        any_step.append(ever)
         returns.append(total)
-    return float(np.mean(successes)), float(np.mean(returns))
+    return EvalResult(float(np.mean(final)), float(np.mean(any_step)), float(np.mean(returns)), len(final))
 
 
 class PaperEvalCallback(BaseCallback):
     """Periodic evaluation with the paper's protocol (see the module docstring).
 
     Args:
-        eval_env: a single (non-vector) env, seeded with ``seed + 100``.
+        eval_env: a single (non-vector) env on the evaluation instance (:func:`furl_wrappers.protocol.eval_seed`).
         eval_freq: env steps between evaluations (also evaluated at the end of training).
         n_episodes: 1 for a fixed goal, 10 for random goals.
         log_path: where ``evaluations.csv`` is appended (``None``: no file).
@@ -66,6 +92,7 @@ class PaperEvalCallback(BaseCallback):
         self.eval_freq = check_int("eval_freq", eval_freq)
         self.n_episodes = check_int("n_episodes", n_episodes)
         self.log_path = None if log_path is None else Path(log_path)
+        self.last_result: Optional[EvalResult] = None
         self.last_success: Optional[float] = None
         self.best_success: Optional[float] = None
         self._last_eval_step = -1
@@ -86,19 +113,22 @@ class PaperEvalCallback(BaseCallback):
             self.evaluate()
 
     def evaluate(self) -> float:
-        """Run the evaluation now; returns the success rate."""
-        success, ret = evaluate_policy_success(self.model, self.eval_env, self.n_episodes)
+        """Run the evaluation now; returns the (final-step) success rate."""
+        result = evaluate_policy_success(self.model, self.eval_env, self.n_episodes)
         self._last_eval_step = self.num_timesteps
-        self.last_success = success
-        self.best_success = success if self.best_success is None else max(self.best_success, success)
-        self.logger.record("eval/success_rate", success)
-        self.logger.record("eval/mean_task_return", ret)
+        self.last_result = result
+        self.last_success = result.success
+        self.best_success = result.success if self.best_success is None else max(self.best_success, result.success)
+        self.logger.record("eval/success_rate", result.success)
+        self.logger.record("eval/success_rate_any_step", result.success_any_step)
+        self.logger.record("eval/mean_task_return", result.mean_task_return)
         if self.log_path is not None:
             new = not self.log_path.exists()
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", newline="") as handle:
                 writer = csv.writer(handle)
                 if new:
-                    writer.writerow(["step", "success_rate", "mean_task_return", "wall_time_s"])
-                writer.writerow([self.num_timesteps, success, ret, round(time.time() - self._start, 2)])
-        return success
+                    writer.writerow(EVALUATION_COLUMNS)
+                writer.writerow([self.num_timesteps, result.success, result.success_any_step,
+                                 result.mean_task_return, round(time.time() - self._start, 2)])
+        return result.success

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from stable_baselines3.common.utils import get_device
 
-__all__ = ["ImageTextEncoder", "VLMEncoder", "Frames", "check_frames", "check_texts", "check_embeddings", "is_encoder",
-           "describe"]
+__all__ = ["ImageTextEncoder", "VLMEncoder", "Frames", "check_frames", "check_texts", "check_embeddings", "check_half",
+           "is_encoder", "describe"]
 
 Frames = Union[np.ndarray, torch.Tensor]
 
@@ -85,6 +85,15 @@ def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Ten
         bad = int((~torch.isfinite(embeddings)).any(dim=1).sum())
         raise ValueError(f"{what}: {bad} of {embeddings.shape[0]} embeddings contain NaN or inf")
     return embeddings
+
+
+def check_half(half: bool, device: torch.device) -> bool:
+    """``half`` if the device can run it: float16 inference is for CUDA (on CPU LayerNorm and many kernels have no
+    float16 path); ``half=True`` elsewhere is a ``ValueError`` saying so."""
+    if half and device.type != "cuda":
+        raise ValueError(f"half=True runs the encoder in float16, which needs a CUDA device; the encoder is on "
+                         f"{device}: pass half=False (float32), or device='cuda'")
+    return bool(half)
 
 
 def is_encoder(obj: Any) -> bool:

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from furl_wrappers.encoders.base import VLMEncoder
+from furl_wrappers.encoders.base import VLMEncoder, check_half
 from furl_wrappers.encoders.preprocessing import ImagePreprocessor
 
 __all__ = [
@@ -122,7 +122,7 @@ class CLIPEncoder(VLMEncoder):
             tokenizer and ``preprocessor_config.json``), or an already built ``CLIPModel`` (then pass
             ``tokenizer``).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
-        half: run in float16 (CUDA only; ignored with a note on CPU).
+        half: run in float16 (CUDA only: on another device a ValueError says so).
         pre_crop: centre-crop fraction before CLIP's own preprocessing (0.75 = the reference code's
             256 → 192 crop); ``None`` for none.
         tokenizer: tokenizer to use with a model object.
@@ -164,7 +164,7 @@ class CLIPEncoder(VLMEncoder):
             clip = model
         self.name = name or f"clip:{self.source}"
         self.pretrained = pretrained
-        self.half = bool(half) and self.device.type == "cuda"
+        self.half = check_half(half, self.device)
         dtype = torch.float16 if self.half else torch.float32
         self.model = clip.to(self.device, dtype=dtype).eval().requires_grad_(False)
         self.tokenizer = tokenizer

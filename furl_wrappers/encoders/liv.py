@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from furl_wrappers._atomic import atomic_write
-from furl_wrappers.encoders.base import VLMEncoder
+from furl_wrappers.encoders.base import VLMEncoder, check_half
 from furl_wrappers.encoders.clip import DEFAULT_CLIP, ModelUnavailableError, resolve_checkpoint
 from furl_wrappers.encoders.preprocessing import ImagePreprocessor
 
@@ -245,10 +245,11 @@ class LIVEncoder(VLMEncoder):
 
     Args:
         checkpoint: hub repo id (default ``"jasonyma/LIV"``), a ``model.pt`` file, or a directory holding one.
-        tokenizer: CLIP BPE tokenizer: hub id / directory (default ``"openai/clip-vit-base-patch32"``) or a
-            tokenizer object.
+        tokenizer: CLIP BPE tokenizer: hub id / directory or a tokenizer object. Default: the tokenizer saved beside a
+            local checkpoint (a directory holding ``model.pt`` and ``tokenizer_config.json``: fully offline), else
+            ``"openai/clip-vit-base-patch32"``'s from the hub.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
-        half: float16 on CUDA.
+        half: float16 (CUDA only: on another device a ValueError says so).
         pre_crop: centre-crop fraction before preprocessing (0.75 = the reference 256 → 192 crop).
         connect_timeout: seconds to wait for the hub before failing.
     """
@@ -257,7 +258,7 @@ class LIVEncoder(VLMEncoder):
         self,
         checkpoint: Union[str, os.PathLike] = LIV_REPO,
         *,
-        tokenizer: Any = DEFAULT_CLIP,
+        tokenizer: Any = None,
         device: Union[str, torch.device] = "auto",
         half: bool = False,
         pre_crop: Optional[float] = None,
@@ -266,13 +267,25 @@ class LIVEncoder(VLMEncoder):
         super().__init__(device)
         path = self._checkpoint_file(checkpoint, connect_timeout)
         model = CLIPResNet.from_state_dict(load_liv_state_dict(path))
-        self.half = bool(half) and self.device.type == "cuda"
+        self.half = check_half(half, self.device)
         dtype = torch.float16 if self.half else torch.float32
         self.model = model.to(self.device, dtype=dtype).eval().requires_grad_(False)
+        if tokenizer is None:
+            beside = Path(path).parent
+            tokenizer = str(beside) if (beside / "tokenizer_config.json").is_file() else DEFAULT_CLIP
         if isinstance(tokenizer, (str, os.PathLike)):
             from transformers import AutoTokenizer
 
-            tokenizer = resolve_checkpoint(tokenizer, AutoTokenizer.from_pretrained, connect_timeout)
+            try:
+                tokenizer = resolve_checkpoint(tokenizer, AutoTokenizer.from_pretrained, connect_timeout)
+            except ModelUnavailableError as exc:
+                raise ModelUnavailableError(
+                    f"LIV's text side needs CLIP's BPE tokenizer, which could not be loaded from "
+                    f"{os.fspath(tokenizer)!r} ({exc}). Offline: on a machine with hub access run python -c \"from "
+                    f"transformers import AutoTokenizer; AutoTokenizer.from_pretrained('{DEFAULT_CLIP}')"
+                    f".save_pretrained('DIR')\", put LIV's model.pt into DIR too, and pass vlm='liv:DIR' (or "
+                    "LIVEncoder('DIR/model.pt', tokenizer='DIR'))"
+                ) from exc
         self.tokenizer = tokenizer
         self.name = f"liv:{os.fspath(checkpoint)}"
         self.pretrained = True

@@ -55,17 +55,14 @@ def cell_progress(run_dir: str | Path) -> tuple[Optional[int], Optional[float]]:
     run = RunDir(run_dir)
     steps: Optional[int] = None
     success: Optional[float] = None
-    try:
-        with open(run.evaluations, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows:
-            steps, success = int(float(rows[-1]["step"])), float(rows[-1]["success_rate"])
-    except (OSError, KeyError, ValueError):
-        pass
+    rows = run.evaluation_rows()
+    if rows:
+        last = rows[-1]
+        steps = int(last["step"])
+        success = last["success"] if last["success"] is not None else last["success_any_step"]
     try:
         with open(run.progress, newline="") as f:
-            rows = list(csv.DictReader(f))
-        values = [r.get("time/total_timesteps") for r in rows if r.get("time/total_timesteps")]
+            values = [r.get("time/total_timesteps") for r in csv.DictReader(f) if r.get("time/total_timesteps")]
         if values:
             steps = max(steps or 0, int(float(values[-1])))
     except (OSError, ValueError):
