@@ -122,7 +122,7 @@ def test_stage_one_frames_come_from_the_whole_replay_buffer() -> None:
     callback.bind(buf, reward)
     emb, dist = buf.sample_goal_frames(64)
     assert {tuple(e) for e in emb} <= {tuple(e) for e in unfinished.astype(np.float16).astype(np.float32)}
-    np.testing.assert_allclose(dist, np.linalg.norm(emb, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(dist, np.linalg.norm(emb, axis=1), rtol=1e-3)  # float32 at add, float16 stored
     stats = callback.align_once()
     assert stats["stage"] == 1.0 and stats["goal_pairs"] > 0 and callback.alignment_steps == 1
     with pytest.raises(ValueError, match="stage1_frames must be one of"):
