@@ -1,7 +1,7 @@
 """Efficacy at a small budget: methods × tasks × seeds through `furl sweep`, then `furl report` (Table-1 layout).
 
 A thin wrapper over :func:`furl_wrappers.sweep.run_sweep` with the benchmark's settings: paper hyperparameters
-except ``--learning-starts``, CPU, one torch thread per run, ``--jobs`` runs side by side. Runs go to
+except ``--learning-starts``, the fast image path (``--image-preset``), CPU, one torch thread per run, ``--jobs`` runs side by side. Runs go to
 ``--out/<method>/<task>/seed<seed>`` (finished runs are skipped, interrupted ones resumed from their checkpoint);
 the report goes to ``--out/report``; each run's wall time is printed at the end.
 
@@ -28,10 +28,13 @@ def main() -> None:
     parser.add_argument("--eval-freq", type=int, default=2_500)
     parser.add_argument("--vlm", default="random-clip:tiny")
     parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--image-preset", default="fast", choices=["fast", "reference"],
+                        help="fast (default, the CPU path) or the reference code's pipeline")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/efficacy")
     args = parser.parse_args()
     grid = SweepGrid(methods=args.methods, tasks=args.tasks, seeds=args.seeds, steps=args.steps, vlm=args.vlm,
+                     image_preset=args.image_preset,
                      eval_freq=args.eval_freq, hyperparams={"learning_starts": args.learning_starts},
                      env_kwargs={"image_size": args.image_size} if args.image_size else {},
                      resources={"cpus": 1, "gpus": 0}, max_retries=1)

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="env steps (default: the YAML's n_timesteps, 1e6)")
     train.add_argument("--vlm", default=None, help="encoder: hub id, local CLIP directory, liv, random-clip[:tiny]")
     train.add_argument("--goal", default="fixed", choices=["fixed", "random"])
+    train.add_argument("--image-preset", default=None, choices=["fast", "reference"],
+                       help="frames for the VLM: reference = the reference code's pipeline (256² full-quality render, "
+                            "[32:224] crop, LIV's BGR/bilinear input, lower-case instructions); fast = 224² fast "
+                            "render (the CPU path). Default: the YAML's (reference for the paper configs)")
     train.add_argument("--n-envs", type=int, default=1)
     train.add_argument("--out", default=None, help="run directory (default runs/<method>/<task>/seed<seed>)")
     train.add_argument("--device", default="auto")
@@ -112,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", nargs="+", type=int, default=None)
     sweep.add_argument("--goal", default=None, choices=["fixed", "random"])
     sweep.add_argument("--vlm", default=None)
+    sweep.add_argument("--image-preset", default=None, choices=["fast", "reference"], help="as for furl train")
     sweep.add_argument("--steps", type=int, default=None)
     sweep.add_argument("--n-envs", type=int, default=None)
     sweep.add_argument("--eval-freq", type=int, default=None)
@@ -151,7 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     console = Console()
     spec = RunSpec(method=args.method, task=args.task, seed=args.seed, steps=args.steps, vlm=args.vlm,
-                   goal=args.goal, n_envs=args.n_envs, out=args.out, device=args.device, eval_freq=args.eval_freq,
+                   goal=args.goal, image_preset=args.image_preset, n_envs=args.n_envs, out=args.out,
+                   device=args.device, eval_freq=args.eval_freq,
                    eval_episodes=args.eval_episodes, checkpoint_freq=args.checkpoint_freq,
                    hyperparams=_key_values(args.hyperparams, "--hyperparams"),
                    env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), resume=args.resume, quiet=args.quiet)
@@ -255,7 +261,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     resources = {k: v for k, v in (("cpus", args.cpus_per_run), ("gpus", args.gpus_per_run)) if v is not None}
     grid = load_grid(args.grid, methods=args.methods, tasks=args.tasks, seeds=args.seeds, goal=args.goal,
-                     vlm=args.vlm, steps=args.steps, n_envs=args.n_envs, eval_freq=args.eval_freq,
+                     vlm=args.vlm, image_preset=args.image_preset, steps=args.steps, n_envs=args.n_envs,
+                     eval_freq=args.eval_freq,
                      eval_episodes=args.eval_episodes, checkpoint_freq=args.checkpoint_freq,
                      hyperparams=_key_values(args.hyperparams, "--hyperparams"),
                      env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), resources=resources,

@@ -26,6 +26,7 @@ from typing import Any, Literal, Optional, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from furl_wrappers.presets import get_preset
 from furl_wrappers.rendering import (
     OffscreenRenderWrapper,
     RenderQuality,
@@ -119,11 +120,12 @@ class MetaWorldGoal(gym.Wrapper):
     Use :func:`make_metaworld_env` to build one; this wrapper holds the task's name, instruction and setting.
     """
 
-    def __init__(self, env: gym.Env, task: str, goal: GoalSetting, seed: int) -> None:
+    def __init__(self, env: gym.Env, task: str, goal: GoalSetting, seed: int, image_preset: str = "fast") -> None:
         super().__init__(env)
         self.task = canonical_task(task)
         self.goal = goal
         self.task_seed = seed
+        self.image_preset = get_preset(image_preset).name
         self.instruction = instruction(self.task)
 
     @property
@@ -146,6 +148,7 @@ class TaskInstance:
         goal: ``"fixed"`` or ``"random"``.
         seed: the instance seed (draws the fixed goal; seeds random goals).
         camera, image_size, render_quality: the env's renderer settings.
+        image_preset: the :mod:`~furl_wrappers.presets` preset the env was made with.
     """
 
     task: str
@@ -154,6 +157,7 @@ class TaskInstance:
     camera: str = "corner2"
     image_size: int = 224
     render_quality: str = "fast"
+    image_preset: str = "fast"
 
     def goal_image(self) -> np.ndarray:
         """The scripted expert's frame at first success on this instance, uint8 ``(S, S, 3)`` (cached on disk).
@@ -201,12 +205,13 @@ def make_metaworld_env(
     goal: GoalSetting = "fixed",
     seed: int = 0,
     camera: str = "corner2",
-    image_size: int = 224,
+    image_size: int | None = None,
     max_episode_steps: int = 500,
     sparse: bool = True,
     sparse_reward: SparseReward = "minus_one",
-    render_quality: RenderQuality = "fast",
+    render_quality: RenderQuality | None = None,
     render_mode: str | None = "rgb_array",
+    image_preset: str = "fast",
 ) -> gym.Env:
     """Build one Meta-World task in the FuRL setting.
 
@@ -216,13 +221,16 @@ def make_metaworld_env(
             re-drawn every reset; Table 2).
         seed: draws the fixed goal; seeds the random goals.
         camera: the camera ``render()`` uses; ``"corner2"`` is the paper's.
-        image_size: side of the square frame ``render()`` returns.
+        image_size: side of the square frame ``render()`` returns (default: the preset's, 224 or 256).
         max_episode_steps: episodes end *truncated* (never terminated) after this many steps.
         sparse: reward is the sparse task reward (default) or Meta-World's shaped reward.
         sparse_reward: ``"minus_one"`` gives ``success - 1`` (the paper's), ``"zero_one"`` gives ``success``.
-        render_quality: ``"fast"`` (no shadows/reflections/multisampling) or ``"full"`` (Meta-World's scene).
+        render_quality: ``"fast"`` (no shadows/reflections/multisampling) or ``"full"`` (Meta-World's scene);
+            default: the preset's.
         render_mode: only ``"rgb_array"`` (or ``None``, meaning the same) is supported; accepted so that
             ``gymnasium.make(..., render_mode="rgb_array")`` and rl-zoo's ``env_kwargs`` work.
+        image_preset: ``"fast"`` or ``"reference"`` (the reference code's image pipeline; see
+            :mod:`furl_wrappers.presets`). A VLM reward built on this env follows it.
 
     Returns:
         A ``gymnasium.Env``: observations float64 ``(39,)``, actions float32 ``(4,)`` in [-1, 1], ``render()``
@@ -242,6 +250,9 @@ def make_metaworld_env(
     name = canonical_task(task)
     if goal not in GOAL_SETTINGS:
         raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
+    preset = get_preset(image_preset)
+    image_size = preset.image_size if image_size is None else image_size
+    render_quality = preset.render_quality if render_quality is None else render_quality
     seed = check_int("seed", seed, 0, 2**32 - 1)
     check_camera(camera)
     check_image_size(image_size)
@@ -254,7 +265,7 @@ def make_metaworld_env(
     if goal == "random":
         base._freeze_rand_vec = False
         base.seeded_rand_vec = True  # draw goals from the env's own seeded generator, not numpy's global one
-    env: gym.Env = MetaWorldGoal(base, name, goal, seed)
+    env: gym.Env = MetaWorldGoal(base, name, goal, seed, preset.name)
     env = SparseTaskReward(env, sparse=sparse, sparse_reward=sparse_reward)
     env = OffscreenRenderWrapper(env, camera=camera, image_size=image_size, render_quality=render_quality)
     return env
@@ -297,7 +308,7 @@ def instance_of(env: gym.Env) -> Optional[TaskInstance]:
         return None
     renderer = render.frame_renderer
     return TaskInstance(goal.task, goal.goal, goal.task_seed, renderer.camera, renderer.image_size,
-                        renderer.render_quality)
+                        renderer.render_quality, goal.image_preset)
 
 
 def as_furl_env(env: gym.Env, *, image_size: int = 224, camera: str = "corner2",

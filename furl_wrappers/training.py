@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from furl_wrappers._atomic import atomic_write, atomic_write_text
 from furl_wrappers.envs import env_id, make_metaworld_env
+from furl_wrappers.presets import get_preset
 from furl_wrappers.protocol import eval_episodes, eval_seed
 from furl_wrappers.run_dir import RunDir
 from furl_wrappers.tasks import canonical_task, short_task
@@ -31,8 +32,9 @@ __all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run", "evaluate_ru
 
 OFFLINE_VLM_NOTICE = (
     "NOTE: using furl-mw-vlm, the toolkit's offline VLM (a small Meta-World frame encoder trained on the 40 tasks "
-    "outside MT10 against frozen all-MiniLM-L6-v2; see furl_wrappers/assets/furl-mw-vlm.md). It is not CLIP: "
-    "pass --vlm openai/clip-vit-base-patch32 or a local CLIP directory for the paper's VLM."
+    "outside MT10 against frozen all-MiniLM-L6-v2; see furl_wrappers/assets/furl-mw-vlm.md). It is neither LIV nor "
+    "CLIP: for the paper's VLMs pass --vlm liv (hub), --vlm liv:DIR (LIV's model.pt and CLIP's tokenizer saved in "
+    "DIR), or --vlm openai/clip-vit-base-patch32 / a local CLIP directory."
 )
 
 NOT_PRETRAINED_NOTICE = (
@@ -52,6 +54,7 @@ class RunSettings:
 
     goal: str = "fixed"
     vlm: Optional[str] = None
+    image_preset: Optional[str] = None
     steps: Optional[int] = None
     n_envs: int = 1
     eval_freq: Optional[int] = None
@@ -89,8 +92,10 @@ class RunSpec(RunSettings):
         return RunDir.default("runs", self.method, canonical_task(self.task), self.goal, self.seed)
 
 
-def _choose_encoder(spec: RunSpec, vec_spec: Any, say: Callable[[str], None]) -> tuple[Any, str, bool]:
-    """The encoder object for the run, the name it was built from, and whether it fell back (offline)."""
+def _choose_encoder(spec: RunSpec, vec_spec: Any, preset: str, say: Callable[[str], None]
+                    ) -> tuple[Any, str, bool, str]:
+    """The encoder for the run, the name it was built from, whether it fell back (offline), and the image preset
+    the run will use (the offline fallbacks run on the fast path, which the offline VLM was trained on)."""
     from furl_wrappers.encoders import OFFLINE_VLM, CorruptCheckpointError, ModelUnavailableError, make_encoder
 
     yaml_vlm = None
@@ -98,25 +103,33 @@ def _choose_encoder(spec: RunSpec, vec_spec: Any, say: Callable[[str], None]) ->
         if isinstance(item, dict):
             kwargs = next(iter(item.values())) or {}
             yaml_vlm = kwargs.get("vlm", yaml_vlm)
-    requested = spec.vlm or yaml_vlm or "openai/clip-vit-base-patch32"
+    requested = spec.vlm or yaml_vlm or "liv"
+    if str(requested).startswith(OFFLINE_VLM) and preset != "fast":
+        raise ConfigError(f"{OFFLINE_VLM} runs on the fast image path it was trained on: pass --image-preset fast "
+                          f"(got image preset {preset!r})")
     try:
-        return make_encoder(requested, device=spec.device), requested, False
+        return make_encoder(requested, device=spec.device, **get_preset(preset).encoder_kwargs(spec.device)), \
+            requested, False, preset
     except ModelUnavailableError as exc:
         if spec.vlm is not None:
             raise  # asked for explicitly: do not silently swap it
         say(f"[furl] the default VLM {requested!r} is unavailable ({exc}).")
+    if preset != "fast":
+        say(f"[furl] The fallback VLMs run on the fast image path: image preset fast instead of {preset!r}.")
+    fast = get_preset("fast").encoder_kwargs(spec.device)
     try:
         encoder = make_encoder(OFFLINE_VLM, device=spec.device)
         say(f"[furl] Falling back to {OFFLINE_VLM}, the offline VLM shipped with furl_wrappers.")
         say(OFFLINE_VLM_NOTICE)
-        return encoder, OFFLINE_VLM, True
+        return encoder, OFFLINE_VLM, True, "fast"
     except (ModelUnavailableError, CorruptCheckpointError) as exc:
         say(f"[furl] the offline VLM {OFFLINE_VLM!r} cannot be loaded either ({exc}).")
     say("[furl] Falling back to random-clip.")
-    return make_encoder("random-clip", device=spec.device), "random-clip", True
+    return make_encoder("random-clip", device=spec.device, **fast), "random-clip", True, "fast"
 
 
-def _prepare_run_dir(spec: RunSpec) -> RunDir:
+def _check_run_dir(spec: RunSpec) -> RunDir:
+    """The run's directory, if it may be written (new, or resumable with ``resume``); nothing is created."""
     run = spec.run_dir()
     if run.run_files():
         if not spec.resume:
@@ -126,7 +139,6 @@ def _prepare_run_dir(spec: RunSpec) -> RunDir:
             raise RunExistsError(f"{str(run.path)!r} has no checkpoint to resume from ({run.checkpoint_model})")
     elif spec.resume:
         raise FileNotFoundError(f"--resume: run directory {str(run.path)!r} does not exist")
-    run.path.mkdir(parents=True, exist_ok=True)
     return run
 
 
@@ -157,18 +169,23 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     algo_kwargs, zoo = split_config(config)
     total = int(zoo["n_timesteps"])
     env_kwargs = {**zoo.get("env_kwargs", {}), **spec.env_kwargs}
+    if spec.image_preset is not None:
+        env_kwargs["image_preset"] = spec.image_preset
+    preset = get_preset(env_kwargs.get("image_preset", "fast")).name  # unknown preset: refused before any file
     if "seed" in env_kwargs:
         raise ConfigError(f"env_kwargs may not set seed ({env_kwargs['seed']!r}): the task instance is the run's seed "
                           "(--seed)")
-    run = _prepare_run_dir(spec)
+    run = _check_run_dir(spec)
 
     encoder, encoder_spec, fell_back = None, None, False
     vec_wrapper = None
     if zoo.get("vec_env_wrapper"):
-        encoder, encoder_spec, fell_back = _choose_encoder(spec, zoo["vec_env_wrapper"], say)
+        encoder, encoder_spec, fell_back, preset = _choose_encoder(spec, zoo["vec_env_wrapper"], preset, say)
+        env_kwargs["image_preset"] = preset
         if getattr(encoder, "pretrained", True) is False:
             say(NOT_PRETRAINED_NOTICE)
         vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
+    run.path.mkdir(parents=True, exist_ok=True)  # every input checked, the encoder loaded: the run starts here
     # every env copy on the run's task instance (SB3's seed + i only reseeds episodes); see furl_wrappers.protocol
     venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                         wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
@@ -208,6 +225,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
             "encoder_description": None if encoder is None else describe(encoder),
             "encoder_fallback": fell_back, "encoder_spec": encoder_spec,
             "reward_mode": getattr(reward_model, "mode", None), "reward_alpha": getattr(reward_model, "alpha", 0.0),
+            "image_preset": preset, "instruction": None if vlm_reward is None else vlm_reward.text,
             "hyperparams": config, "spec": asdict(spec)}
     if encoder is not None:
         say(f"[furl] encoder: {describe(encoder)}")

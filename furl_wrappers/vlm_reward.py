@@ -31,6 +31,7 @@ import torch
 
 from furl_wrappers.encoders import DEFAULT_CLIP, ImageTextEncoder, check_frames, check_texts, describe, make_encoder
 from furl_wrappers.envs import TaskInstance
+from furl_wrappers.presets import get_preset
 from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.tasks import instruction
 from furl_wrappers.validation import check_number
@@ -97,6 +98,7 @@ class VLMReward:
         self.include_task_reward = bool(include_task_reward)
         self._goal_image = goal_image
         self._goal_embedding = None if goal_embedding is None else self._check_goal_embedding(goal_embedding)
+        self.image_preset: Optional[str] = None  # the preset it was built for (set by build)
 
     @classmethod
     def build(
@@ -113,8 +115,9 @@ class VLMReward:
         alpha: float = 0.0,
         reward_model: Optional[RewardModel] = None,
         goal_image: Union[str, GoalImage] = "auto",
+        image_preset: Optional[str] = None,
         device: Union[str, torch.device] = "auto",
-        half: bool = False,
+        half: Optional[bool] = None,
         pre_crop: Optional[float] = None,
         seed: Optional[int] = 0,
     ) -> "VLMReward":
@@ -134,28 +137,36 @@ class VLMReward:
                 the heads are learned (frozen and raw rewards never use a goal image) and the instance is known
                 (envs from :func:`~furl_wrappers.make_metaworld_env`), else none; a uint8 frame; a function
                 returning one; or ``None`` (no goal-image stage: FuRL w/o goal image).
+            image_preset: ``"fast"`` or ``"reference"`` (:mod:`furl_wrappers.presets`): the instruction's spelling,
+                the crop, LIV's input transform and float16 on CUDA. Default: the env's (``instance``), else fast.
             device: where the encoder and reward model run (``"auto"``: CUDA when available).
-            half: float16 encoder on CUDA.
-            pre_crop: centre-crop fraction before the encoder's preprocessing (0.75 = the reference 256 → 192).
+            half: float16 encoder (CUDA only); default: the preset's choice.
+            pre_crop: centre-crop fraction before the encoder's preprocessing; default: the preset's (0.75 = the
+                reference 256 → 192).
             seed: seeds the heads' initialisation.
         """
         task = task or (instance.task if instance is not None else None)
+        preset = get_preset(image_preset or (instance.image_preset if instance is not None else "fast"))
         if text is None:
             if task is None:
                 raise ValueError("text is None and the task is unknown: pass text='<instruction>' or task=...")
-            text = instruction(task)
+            text = preset.text(instruction(task))
         text = check_texts([text])[0]
         if isinstance(goal_image, str) and goal_image != "auto":
             raise ValueError(f"goal_image must be 'auto', a uint8 frame (H, W, 3), a function or None, "
                              f"got {goal_image!r}")
-        encoder = make_encoder(vlm, device=device, half=half, pre_crop=pre_crop)
+        kwargs = preset.encoder_kwargs(device)
+        kwargs.update({k: v for k, v in (("half", half), ("pre_crop", pre_crop)) if v is not None})
+        encoder = make_encoder(vlm, device=device, **kwargs)
         if reward_model is None:
             reward_model = RewardModel.from_encoder(encoder, text, baseline_text=baseline_text, alpha=alpha,
                                                     mode=mode, seed=seed)
         if isinstance(goal_image, str):  # "auto"
             goal_image = instance.goal_image if instance is not None and reward_model.trainable else None
-        return cls(encoder, reward_model, text=text, rho=rho, include_task_reward=include_task_reward,
-                   goal_image=goal_image)
+        reward = cls(encoder, reward_model, text=text, rho=rho, include_task_reward=include_task_reward,
+                     goal_image=goal_image)
+        reward.image_preset = preset.name
+        return reward
 
     # ------------------------------------------------------------------ facts
     @property

@@ -52,6 +52,8 @@ METHODS: dict[str, dict[str, str]] = {
     "relay": {"algo": "relay", "row": "Relay"},
     "furl_no_goal": {"algo": "relay", "row": "FuRL w/o goal img"},
     "furl": {"algo": "relay", "row": "FuRL"},
+    "vlm_clip": {"algo": "sac", "row": "CLIP reward (Table 3)"},
+    "furl_clip": {"algo": "relay", "row": "CLIP-FuRL (Table 3)"},
 }
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "zoo_configs"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -59,6 +60,8 @@ def test_train_evaluate_report_commands(tmp_path, capsys: pytest.CaptureFixture[
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "done" in text and "NOT pretrained" in text
+    config = json.loads((out / "config.json").read_text())  # the YAML's reference pipeline, at 32 px here
+    assert config["image_preset"] == "reference" and config["instruction"] == "reach a goal position"
     assert main(args) == 2  # the run directory exists: refused, one clear line
     assert "--resume" in capsys.readouterr().err
     assert main(["evaluate", str(out), "--device", "cpu"]) == 0

@@ -57,6 +57,7 @@ def test_report_on_a_real_run(tmp_path: Path) -> None:
     from furl_wrappers.training import RunSpec, train_run
 
     run = train_run(RunSpec(method="furl", task="reach", steps=80, vlm="random-clip:tiny", out=str(tmp_path / "run"),
+                            image_preset="fast",
                             device="cpu", eval_freq=40, env_kwargs={"image_size": 32, "max_episode_steps": 40},
                             hyperparams={"learning_starts": 40, "batch_size": 16}, quiet=True))
     written = report([run], tmp_path / "out")
@@ -66,6 +67,7 @@ def test_report_on_a_real_run(tmp_path: Path) -> None:
     assert "recorded before final-step success" not in written["markdown"]  # a new run says final step
     assert f"{100 * summary['final_success']:.0f} ± 0 (n=1)" in written["markdown"]
     assert [p.name for p in written["rvlm"]] == ["rvlm_furl_reach-v3_seed0.png"]
+    assert "furl: random-clip:tiny, image preset fast" in written["markdown"]
 
 
 def test_bad_inputs(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ FAST = {"learning_starts": 60, "batch_size": 32, "alignment_kwargs": {"batch_siz
 def _spec(out: Path, **kwargs) -> RunSpec:
     base = dict(method="furl", task="drawer-open", seed=0, steps=200, vlm="random-clip:tiny", out=str(out),
                 device="cpu", eval_freq=100, env_kwargs=TINY, hyperparams=dict(FAST), quiet=True,
-                checkpoint_freq=100)
+                checkpoint_freq=100, image_preset="fast")
     base.update(kwargs)
     return RunSpec(**base)
 
@@ -91,6 +91,19 @@ def test_offline_fallback_to_the_shipped_vlm(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(ModelUnavailableError):
         train_run(_spec(tmp_path / "explicit", vlm="openai/clip-vit-base-patch32", method="vlm",
                         hyperparams={"learning_starts": 20}))
+
+
+def test_offline_fallback_leaves_the_reference_preset_for_the_fast_path(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = train_run(_spec(tmp_path / "fallback", vlm=None, method="vlm", steps=20, eval_freq=20, image_preset=None,
+                          hyperparams={"learning_starts": 10, "batch_size": 8}))
+    assert "image preset fast instead of 'reference'" in capsys.readouterr().out  # the YAML's preset is reference
+    config = json.loads((run / "config.json").read_text())
+    assert config["image_preset"] == "fast" and config["instruction"] == "Open a drawer."
+    with pytest.raises(ConfigError, match="furl-mw-vlm runs on the fast image path"):
+        train_run(_spec(tmp_path / "mw", vlm="furl-mw-vlm", method="vlm", image_preset="reference"))
+    assert not (tmp_path / "mw").exists()
 
 
 def test_fallback_to_random_clip_when_the_shipped_vlm_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -47,7 +47,10 @@ def test_paper_hyperparameters(method: str) -> None:
     (wrapper, kwargs), = cfg["vec_env_wrapper"][0].items()
     assert wrapper == "furl_wrappers.wrappers.VecFuzzyVLMReward"
     expected_mode = {"vlm": "raw", "vlm_rm": "raw", "vlm_rm_gb": "raw", "vlm_proj": "frozen", "relay": "raw",
-                     "furl_no_goal": "learned", "furl": "learned"}[method]
+                     "furl_no_goal": "learned", "furl": "learned", "vlm_clip": "raw", "furl_clip": "learned"}[method]
+    # Table 1 rows: LIV through the reference image pipeline; Table 3 rows: CLIP through the same crop
+    assert kwargs["vlm"] == ("openai/clip-vit-base-patch32" if method.endswith("_clip") else "liv")
+    assert cfg["env_kwargs"] == {"image_preset": "reference"}
     assert kwargs["mode"] == expected_mode
     assert kwargs["rho"] == (1.0 if method.startswith("vlm_rm") else 0.05)
     if method.startswith("vlm_rm"):
@@ -58,7 +61,7 @@ def test_paper_hyperparameters(method: str) -> None:
         align, store = cfg["alignment_kwargs"], cfg["replay_buffer_kwargs"]
         assert (align["margin"], align["goal_margin"], align["lr"], align["batch_size"]) == (0.1, 0.25, 1e-4, 256)
         assert (store["lag"], store["alignment_buffer_size"]) == (10, 20_000)
-        assert kwargs["goal_image"] == ("auto" if method == "furl" else None)
+        assert kwargs["goal_image"] == ("auto" if method in ("furl", "furl_clip") else None)
 
 
 @pytest.mark.parametrize("method", list(METHODS))

@@ -40,8 +40,12 @@ def make_encoder(
     device: Union[str, torch.device] = "auto",
     half: bool = False,
     pre_crop: Optional[float] = None,
+    liv_transform: str = "clip",
 ) -> Any:
     """Build (or pass through) a frozen encoder. See the module docstring for the accepted names.
+
+    ``liv_transform="reference"`` gives LIV the reference code's input (BGR frames, bilinear resize); other
+    encoders ignore it.
 
     Raises:
         ValueError: for an object that is not an encoder or a malformed name.
@@ -68,7 +72,7 @@ def make_encoder(
         weights = spec[len(OFFLINE_VLM) + 1:] or None
         return OfflineVLMEncoder(weights, device=device)
     if spec.lower() == "liv":
-        return LIVEncoder(LIV_REPO, **kwargs)
+        return LIVEncoder(LIV_REPO, transform=liv_transform, **kwargs)
     if spec.lower().startswith("liv:"):
-        return LIVEncoder(spec[4:], **kwargs)
+        return LIVEncoder(spec[4:], transform=liv_transform, **kwargs)
     return CLIPEncoder(spec, **kwargs)

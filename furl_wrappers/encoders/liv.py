@@ -251,6 +251,8 @@ class LIVEncoder(VLMEncoder):
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         half: float16 (CUDA only: on another device a ValueError says so).
         pre_crop: centre-crop fraction before preprocessing (0.75 = the reference 256 → 192 crop).
+        transform: ``"clip"`` (CLIPImageProcessor's bicubic resize) or ``"reference"`` (the reference code: BGR
+            frames, LIV's bilinear resize without antialiasing).
         connect_timeout: seconds to wait for the hub before failing.
     """
 
@@ -262,9 +264,12 @@ class LIVEncoder(VLMEncoder):
         device: Union[str, torch.device] = "auto",
         half: bool = False,
         pre_crop: Optional[float] = None,
+        transform: str = "clip",
         connect_timeout: float = 5.0,
     ) -> None:
         super().__init__(device)
+        if transform not in ("clip", "reference"):
+            raise ValueError(f"transform must be 'clip' or 'reference', got {transform!r}")
         path = self._checkpoint_file(checkpoint, connect_timeout)
         model = CLIPResNet.from_state_dict(load_liv_state_dict(path))
         self.half = check_half(half, self.device)
@@ -291,7 +296,9 @@ class LIVEncoder(VLMEncoder):
         self.pretrained = True
         self.dim = int(model.arch["embed_dim"])
         res = int(model.arch["image_resolution"])
-        self.preprocess = ImagePreprocessor(size=res, crop_size=res, pre_crop=pre_crop, dtype=dtype)
+        reference = transform == "reference"
+        self.preprocess = ImagePreprocessor(size=res, crop_size=res, pre_crop=pre_crop, dtype=dtype,
+                                            resample="bilinear" if reference else "bicubic", bgr=reference)
 
     @staticmethod
     def _checkpoint_file(checkpoint: Union[str, os.PathLike], connect_timeout: float) -> str:

@@ -47,6 +47,9 @@ class ImagePreprocessor:
         pre_crop: fraction of the frame kept by a centre crop *before* resizing (``None``: no crop; the
             reference code's 256 → 192 crop is ``0.75``).
         dtype: dtype of the output (``torch.float16`` for half-precision models).
+        resample: ``"bicubic"`` (CLIPImageProcessor's: antialiased, rounded to uint8 levels like PIL) or
+            ``"bilinear"`` (LIV's torchvision transform in the reference code: no antialiasing, no rounding).
+        bgr: swap the channels to BGR before normalising (the reference code feeds LIV OpenCV's BGR frames).
     """
 
     def __init__(
@@ -57,7 +60,11 @@ class ImagePreprocessor:
         std: Sequence[float] = CLIP_STD,
         pre_crop: Optional[float] = None,
         dtype: torch.dtype = torch.float32,
+        resample: str = "bicubic",
+        bgr: bool = False,
     ) -> None:
+        if resample not in ("bicubic", "bilinear"):
+            raise ValueError(f"resample must be 'bicubic' or 'bilinear', got {resample!r}")
         if not isinstance(size, int) or size < 1 or not isinstance(crop_size, int) or crop_size < 1:
             raise ValueError(f"size and crop_size must be positive integers, got {size!r} and {crop_size!r}")
         if pre_crop is not None and not 0.0 < float(pre_crop) <= 1.0:
@@ -69,6 +76,7 @@ class ImagePreprocessor:
         self.crop_size = crop_size
         self.pre_crop = None if pre_crop is None else float(pre_crop)
         self.dtype = dtype
+        self.resample, self.bgr = resample, bool(bgr)
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -83,9 +91,14 @@ class ImagePreprocessor:
         if short != self.size:
             new_long = int(self.size * long / short)
             new_hw = (self.size, new_long) if h <= w else (new_long, self.size)
-            x = F.interpolate(x, size=new_hw, mode="bicubic", align_corners=False, antialias=True)
-            x = x.clamp_(0.0, 255.0).round_()  # PIL resizes in uint8: round like it does
+            if self.resample == "bicubic":
+                x = F.interpolate(x, size=new_hw, mode="bicubic", align_corners=False, antialias=True)
+                x = x.clamp_(0.0, 255.0).round_()  # PIL resizes in uint8: round like it does
+            else:
+                x = F.interpolate(x, size=new_hw, mode="bilinear", align_corners=False, antialias=False)
         x = _center_crop(x, self.crop_size, self.crop_size)
+        if self.bgr:
+            x = x.flip(1)
         mean, std = self._mean.to(x.device), self._std.to(x.device)
         return ((x / 255.0 - mean) / std).to(self.dtype).contiguous()
 

@@ -6,7 +6,8 @@ A grid comes from command-line values, a YAML file, or both (command-line values
     tasks: [drawer-open, drawer-close]
     seeds: [0, 1]
     goal: fixed                          # or random
-    vlm: furl-mw-vlm                     # encoder for the VLM methods (default: the YAML's / CLIP)
+    vlm: furl-mw-vlm                     # encoder for the VLM methods (default: the YAML's, LIV)
+    image_preset: fast                   # or reference (default: the YAML's)
     steps: 20000                         # default: each YAML's n_timesteps
     n_envs: 1
     eval_freq: 2000
