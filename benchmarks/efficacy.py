@@ -1,7 +1,8 @@
 """Efficacy at a small budget: methods × tasks × seeds through `furl sweep`, then `furl report` (Table-1 layout).
 
 A thin wrapper over :func:`furl_wrappers.sweep.run_sweep` with the benchmark's settings: paper hyperparameters
-except ``--learning-starts``, the fast image path (``--image-preset``), CPU, one torch thread per run, ``--jobs`` runs side by side. Runs go to
+except ``--learning-starts``, the fast image path (``--image-preset``),
+CPU, one torch thread per run, ``--jobs`` runs side by side. Runs go to
 ``--out/<method>/<task>/seed<seed>`` (finished runs are skipped, interrupted ones resumed from their checkpoint);
 the report goes to ``--out/report``; each run's wall time is printed at the end.
 

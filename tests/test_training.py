@@ -93,8 +93,7 @@ def test_offline_fallback_to_the_shipped_vlm(tmp_path: Path, monkeypatch: pytest
                         hyperparams={"learning_starts": 20}))
 
 
-def test_offline_fallback_leaves_the_reference_preset_for_the_fast_path(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_offline_fallback_takes_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = train_run(_spec(tmp_path / "fallback", vlm=None, method="vlm", steps=20, eval_freq=20, image_preset=None,
                           hyperparams={"learning_starts": 10, "batch_size": 8}))
