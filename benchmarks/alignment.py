@@ -14,6 +14,11 @@ It also plots r_VLM along one held-out expert episode before/after alignment (PN
 
     python benchmarks/alignment.py --tasks drawer-open button-press-topdown window-open --vlm random-clip
     python benchmarks/alignment.py --tasks reach push ... --vlm furl-mw-vlm random-clip:tiny   # same episodes
+
+``--stage1-steps N`` also compares where stage-1 batches come from (before any success, with the goal image):
+heads trained N stage-1 steps on the failing training episodes — the last one left unfinished, as during
+training — drawing frames from the whole replay buffer (the reference code's, ``stage1_frames="replay"``) or from
+the failed-episode ring (``"failed"``), then scored on the held-out episodes.
 """
 
 from __future__ import annotations
@@ -129,6 +134,8 @@ def run_task(task: str, encoders: list, args) -> list[dict]:
                                            "failed": buf.alignment.failed_episodes},
                         "collect_s": round(collect_s, 1), "encode_s": round(encode_s, 1),
                         "align_s": round(align_s, 1)})
+        if args.stage1_steps:
+            results[-1]["stage1"] = stage1_comparison(task, encoder, text, train, test, args)
         tag = "" if len(encoders) == 1 else "_" + "".join(c if c.isalnum() or c in "-." else "_"
                                                           for c in getattr(encoder, "name", "encoder"))
         plot(task, test, models, before_model=RewardModel.from_encoder(encoder, text, mode="learned", seed=args.seed),
@@ -160,6 +167,30 @@ def plot(task: str, test: list[dict], models: dict, before_model: RewardModel, o
     plt.close(fig)
 
 
+def stage1_comparison(task: str, encoder, text: str, train: list[dict], test: list[dict], args) -> dict:
+    """Stage-1-only alignment from the failing episodes, frames from the whole buffer vs the failed ring."""
+    goal = furl_wrappers.goal_image(task, seed=0, image_size=args.image_size)
+    failing = [ep for ep in train if not ep["success"].any()]
+    out = {}
+    for source in ("replay", "failed"):
+        heads = RewardModel.from_encoder(encoder, text, mode="learned", seed=args.seed)
+        reward = VLMReward(encoder, heads, text=text, goal_image=goal)
+        buf = VLMReplayBuffer(100_000, spaces.Box(-1, 1, (1,)), spaces.Box(-1, 1, (1,)), device="cpu",
+                              seed=args.seed, embedding_dtype="float32", vlm_reward=reward)
+        for k, ep in enumerate(failing):
+            for t, e in enumerate(ep["embeddings"]):
+                done = float(t == len(ep["embeddings"]) - 1 and k < len(failing) - 1)  # the last one is unfinished
+                buf.add(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.array([done]),
+                        [{"vlm_embedding": e, "is_success": False, "task_reward": -1.0}])
+        callback = RewardAlignmentCallback(reward, batch_size=args.batch_size, lr=args.lr, stage1_frames=source)
+        callback.bind(buf, reward)
+        torch.manual_seed(args.seed)
+        steps = sum(bool(callback.align_once()) for _ in range(args.stage1_steps))
+        out[source] = {**evaluate(heads, test), "stage1_steps": steps,
+                       "frames": int(buf.size()), "ring_frames": int(buf.alignment.num_negative)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["drawer-open", "button-press-topdown", "window-open"])
@@ -175,6 +206,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=150, help="steps per failing episode")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage1-steps", type=int, default=0,
+                        help="also compare stage-1 frame sources (whole replay buffer vs failed ring) for N steps")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     encoders = [make_encoder(v, device=args.device) for v in args.vlm]
@@ -194,6 +227,9 @@ def main() -> None:
                 b, a = res["before"][name], res["after"][name]
                 print(f"  {name:<22} {b['spearman']:>16.3f} {a['spearman']:>8.3f} {b['auc']:>11.3f} "
                       f"{a['auc']:>8.3f}")
+            for source, r in res.get("stage1", {}).items():
+                print(f"  stage 1 only, frames from {source:<7}: Spearman {r['spearman']:.3f}, AUC {r['auc']:.3f} "
+                      f"({r['stage1_steps']} steps; buffer {r['frames']} frames, failed ring {r['ring_frames']})")
     summary = {}
     for encoder in encoders:
         rows = [r for r in results if r["vlm"] == describe(encoder)]

@@ -101,7 +101,8 @@ def test_offline_fallback_takes_the_fast_path(tmp_path: Path, monkeypatch: pytes
     config = json.loads((run / "config.json").read_text())
     assert config["image_preset"] == "fast" and config["instruction"] == "Open a drawer."
     with pytest.raises(ConfigError, match="furl-mw-vlm runs on the fast image path"):
-        train_run(_spec(tmp_path / "mw", vlm="furl-mw-vlm", method="vlm", image_preset="reference"))
+        train_run(_spec(tmp_path / "mw", vlm="furl-mw-vlm", method="vlm", image_preset="reference",
+                        hyperparams={"learning_starts": 10}))
     assert not (tmp_path / "mw").exists()
 
 
