@@ -29,7 +29,7 @@ def main(steps: int = 30_000, vlm: str = "openai/clip-vit-base-patch32", image_s
     env = make_vec_env("furl/drawer-open-v3", n_envs=2, seed=0, env_kwargs=env_kwargs,
                        wrapper_class=FrameInInfo)                                   # (1) frames in info
     env = VecFuzzyVLMReward(env, vlm=vlm, rho=0.05, goal_image="auto")             # (2) one batched VLM forward
-    eval_env = furl_wrappers.make_metaworld_env("drawer-open", seed=100, **env_kwargs)
+    eval_env = furl_wrappers.make_metaworld_env("drawer-open", seed=0, **env_kwargs)  # the training instance
 
     model = RelayPolicy("MlpPolicy", env, vlm_reward=env.vlm_reward,                # (3) FuRL: relay + alignment
                         learning_starts=min(10_000, steps // 2), seed=0)

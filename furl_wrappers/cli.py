@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="evaluate a run's final model (paper protocol)")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--episodes", type=int, default=None, help="default 1 (fixed goal) / 10 (random goal)")
-    evaluate.add_argument("--seed", type=int, default=None, help="eval env seed (default: the run's seed + 100)")
+    evaluate.add_argument("--seed", type=int, default=None,
+                          help="eval env instance seed (default: the paper's protocol: the run's own instance for a "
+                               "fixed goal, seed + 100 for random goals)")
     evaluate.add_argument("--video", default=None, help="write the episodes as an animated GIF here")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=_cmd_evaluate)
@@ -178,8 +180,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from furl_wrappers.training import evaluate_run
 
     result = evaluate_run(args.run_dir, episodes=args.episodes, video=args.video, seed=args.seed, device=args.device)
-    print(f"{args.run_dir}: success rate {result['success_rate']:.2f} over {result['episodes']} episode(s) "
-          f"(eval seed {result['seed']}), mean task return {result['mean_task_return']:.1f}")
+    print(f"{args.run_dir}: success rate {result['success_rate']:.2f} (success at the final step; at any step "
+          f"{result['success_rate_any_step']:.2f}) over {result['episodes']} episode(s) (eval seed {result['seed']}), "
+          f"mean task return {result['mean_task_return']:.1f}")
     if args.video:
         print(f"video: {args.video}")
     return 0

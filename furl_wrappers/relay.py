@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import IO, Any, Optional, Sequence, Union
 
 import numpy as np
@@ -158,7 +159,11 @@ class RelayPolicy(SAC):
         if self.vlm_reward is None and self.env is not None:
             from furl_wrappers.wrappers import vlm_reward_of
 
-            self.vlm_reward = vlm_reward_of(self.env)  # the env arrived without its reward (rl-zoo, YAML)
+            try:
+                self.vlm_reward = vlm_reward_of(self.env)  # the env arrived without its reward (rl-zoo, YAML)
+            except ValueError:
+                pass  # fine for predict and evaluation; learn() says what is missing
+        self._move_legacy_alignment_kwargs()
         super()._setup_model()
         self._connect_buffer()
         self.relay_active = self.relay
@@ -171,6 +176,20 @@ class RelayPolicy(SAC):
         self._build_sac_agent()
         if self.align and self.alignment_callback is None:
             self.alignment_callback = RewardAlignmentCallback(self.vlm_reward, **self.alignment_kwargs)
+
+    def _move_legacy_alignment_kwargs(self) -> None:
+        """Settings that moved home (checkpoints and YAMLs written before): the alignment store's ``lag`` and
+        ``alignment_buffer_size`` are the buffer's, the goal image is the VLM reward's."""
+        moved = {k: self.alignment_kwargs.pop(k) for k in ("lag", "alignment_buffer_size", "seed")
+                 if k in self.alignment_kwargs}
+        if moved:
+            self.replay_buffer_kwargs = {**moved, **(self.replay_buffer_kwargs or {})}
+        goal = self.alignment_kwargs.pop("goal_image", None)
+        if moved or goal is not None:
+            warnings.warn(f"alignment_kwargs {sorted(moved) + (['goal_image'] if goal is not None else [])}: lag, "
+                          "alignment_buffer_size and seed are VLMReplayBuffer arguments now (moved to "
+                          "replay_buffer_kwargs), the goal image is the VLM reward's (goal_image= when it is built)",
+                          DeprecationWarning)
 
     def _build_sac_agent(self) -> None:
         if not self.relay:
@@ -203,6 +222,9 @@ class RelayPolicy(SAC):
             if callback is not None:
                 callbacks += list(callback) if isinstance(callback, list) else [callback]
             callback = CallbackList(callbacks)
+        if self.vlm_reward is None:
+            raise ValueError("RelayPolicy has no VLM reward to train with: pass vlm_reward=..., or an env built with "
+                             "furl_wrappers.make_vlm_vec_env (FrameInInfo + VecFuzzyVLMReward)")
         total, callback = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
                                                progress_bar)
         if self.sac_agent is not None:
@@ -330,8 +352,11 @@ class RelayPolicy(SAC):
             if kwargs.get("vlm_reward") is None:
                 from furl_wrappers.wrappers import vlm_reward_of
 
-                kwargs["vlm_reward"] = vlm_reward_of(env)  # the env arrived without its reward: look once
-            checkpoint.check_identity(state["identity"], cls._env_identity(env, kwargs["vlm_reward"]))
+                try:
+                    kwargs["vlm_reward"] = vlm_reward_of(env)  # the env arrived without its reward: look once
+                except ValueError:
+                    kwargs.pop("vlm_reward", None)  # no VLM reward on this env: checked without one
+            checkpoint.check_identity(state["identity"], cls._env_identity(env, kwargs.get("vlm_reward")))
         model = super().load(path, env=env, device=device, custom_objects=custom_objects,
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
         if sac_bytes is not None and model.sac_agent is not None:

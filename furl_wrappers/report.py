@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from furl_wrappers.envs import env_id
+from furl_wrappers.presets import get_preset
 from furl_wrappers.run_dir import RunDir
 
 __all__ = ["PAPER_TABLE_1", "load_run", "results_table", "report"]
@@ -161,9 +162,14 @@ def _plot_rvlm(run: dict[str, Any], out: Path) -> Optional[Path]:
     from furl_wrappers.reward_model import RewardModel
     from furl_wrappers.tasks import instruction
 
-    encoder = make_encoder(config["encoder_spec"], device="cpu")
-    image_size = int(config.get("spec", {}).get("env_kwargs", {}).get("image_size", 224))
-    rollout = expert_rollout(run["task"], image_size=image_size, keep_frames=True, steps_after_success=10)
+    # the run's own pipeline: its image preset, frame size and task instance
+    preset = get_preset(config.get("image_preset") or "fast")
+    env_kwargs = config.get("env_kwargs") or config.get("spec", {}).get("env_kwargs", {})
+    encoder = make_encoder(config["encoder_spec"], device="cpu", **preset.encoder_kwargs("cpu"))
+    rollout = expert_rollout(run["task"], seed=int(config.get("train_instance_seed", 0)),
+                             image_size=int(env_kwargs.get("image_size", preset.image_size)),
+                             render_quality=env_kwargs.get("render_quality", preset.render_quality),
+                             keep_frames=True, steps_after_success=10)
     frames, first_success = rollout.frames, rollout.success_step - 1
     embeddings = torch.cat([encoder.encode_images(frames[i:i + 32]) for i in range(0, len(frames), 32)])
     fig, ax = plt.subplots(figsize=(6, 3.2))

@@ -184,10 +184,11 @@ class RunDir:
         out = []
         for row in rows:
             try:
-                legacy = "success" not in row
+                old = "success" not in row  # the one-column layout: success_rate, at any step
+                unknown = old or row["success"] == ""  # final-step success not recorded then
                 out.append({"step": float(row["step"]),
-                            "success": None if legacy else float(row["success"]),
-                            "success_any_step": float(row["success_rate" if legacy else "success_any_step"]),
+                            "success": None if unknown else float(row["success"]),
+                            "success_any_step": float(row["success_rate" if old else "success_any_step"]),
                             "mean_task_return": float(row["mean_task_return"])})
             except (KeyError, TypeError, ValueError):
                 continue  # a torn last line of a killed run
@@ -206,8 +207,10 @@ class RunDir:
             return None
         try:
             os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
+        except ProcessLookupError:
             return None
+        except PermissionError:
+            pass  # it exists, under another user
         return pid
 
     def state(self) -> str:

@@ -1,9 +1,10 @@
 """``furl train``: one training run of a paper method on one task, from the zoo YAML, into a run directory.
 
 The run directory's layout and states are :mod:`furl_wrappers.run_dir`'s. A run directory is never overwritten:
-an existing one needs ``resume=True`` (continues from its checkpoint) or another ``out``. When the default CLIP
-weights cannot be had (offline machine) and no encoder was asked for, the run falls back to the offline VLM
-shipped with the package (``furl-mw-vlm``), or to ``random-clip`` if that cannot load either, and says so plainly.
+an existing one needs ``resume=True`` (continues from its checkpoint) or another ``out``. When the YAML's VLM
+(LIV for the paper configs) cannot be had (offline machine) and no encoder was asked for, the run falls back to
+the offline VLM shipped with the package (``furl-mw-vlm``), or to ``random-clip`` if that cannot load either, on
+the fast image path, and says so plainly. Evaluation follows :mod:`furl_wrappers.protocol`.
 
 Example:
     >>> spec = RunSpec(method="furl", task="drawer-open", steps=500, vlm="random-clip:tiny")
@@ -226,6 +227,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
             "encoder_fallback": fell_back, "encoder_spec": encoder_spec,
             "reward_mode": getattr(reward_model, "mode", None), "reward_alpha": getattr(reward_model, "alpha", 0.0),
             "image_preset": preset, "instruction": None if vlm_reward is None else vlm_reward.text,
+            "env_kwargs": env_kwargs,
             "hyperparams": config, "spec": asdict(spec)}
     if encoder is not None:
         say(f"[furl] encoder: {describe(encoder)}")
@@ -286,7 +288,8 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
     goal = config.get("goal", "fixed")
     seed = eval_seed(config["seed"], goal) if seed is None else seed
     episodes = episodes or eval_episodes(goal)
-    env_kwargs = config.get("spec", {}).get("env_kwargs", {})
+    # the run's own env settings (image preset included); runs recorded before had only the spec's
+    env_kwargs = config.get("env_kwargs") or config.get("spec", {}).get("env_kwargs", {})
     env = make_metaworld_env(config["task"], goal=goal, seed=seed, **env_kwargs)
     frames: Optional[list] = [] if video else None
     result = evaluate_policy_success(model, env, episodes, frames=frames)

@@ -57,6 +57,11 @@ class EmbeddingReward(Protocol):
         """Φ_I(goal image) ``(D,)``, or ``None`` without a goal image."""
 
 
+def _detached() -> None:
+    """What a pickled :class:`VLMReward` becomes: nothing (see ``VLMReward.__reduce__``)."""
+    return None
+
+
 def _check_goal_image(goal_image: Any) -> None:
     if goal_image is None or callable(goal_image):
         return
@@ -78,7 +83,8 @@ class VLMReward:
         goal_image: see :data:`GoalImage`; encoded once, on first use of :attr:`goal_embedding`.
         goal_embedding: Φ_I(goal image) ``(D,)`` directly, instead of ``goal_image``.
 
-    Use :meth:`build` to make one from names.
+    Use :meth:`build` to make one from names. A ``VLMReward`` is never pickled (it unpickles to ``None``): models
+    and buffers saved with one get it re-attached after loading.
     """
 
     def __init__(self, encoder: Optional[ImageTextEncoder], reward_model: RewardModel, *, text: str,
@@ -215,6 +221,11 @@ class VLMReward:
 
     def __repr__(self) -> str:
         return f"VLMReward({self.describe()}, mode={self.reward_model.mode!r})"
+
+    def __reduce__(self) -> tuple:
+        # Never pickled (it holds the encoder): SB3 saves ``replay_buffer_kwargs``, so a reward passed there would
+        # otherwise land in every model zip. It pickles to None; loaders re-attach the live one.
+        return (_detached, ())
 
     # ----------------------------------------------------------------- reward
     def combine(self, task_rewards: np.ndarray, r_vlm: np.ndarray) -> np.ndarray:

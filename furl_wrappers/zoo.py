@@ -29,6 +29,9 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from furl_wrappers.envs import RANDOM_GOAL_SUFFIX
+from furl_wrappers.protocol import eval_seed
+
 __all__ = [
     "METHODS",
     "CONFIG_DIR",
@@ -226,31 +229,71 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return algo_kwargs, zoo
 
 
+_VALUE_FLAGS = ("--seed", "--env", "--conf-file", "-conf", "--env-kwargs", "--eval-env-kwargs")
+
+
+def _values(argv: list[str], *flags: str) -> Optional[tuple[int, int]]:
+    """``(start, end)`` of the values after the last of ``flags`` in ``argv`` (``None`` when absent)."""
+    hits = [i for i, a in enumerate(argv) if a in flags]
+    if not hits:
+        return None
+    start = hits[-1] + 1
+    end = next((i for i in range(start, len(argv)) if argv[i].startswith("-") and not _is_number(argv[i])), len(argv))
+    return start, end
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def instance_args(argv: list[str]) -> list[str]:
-    """rl-zoo arguments with the task instance tied to ``--seed`` (the paper's protocol: run seed s trains and, with
-    a fixed goal, is evaluated on instance s): ``--seed S`` adds ``seed:S`` to ``--env-kwargs`` (rl-zoo's eval env
-    takes the same kwargs unless ``--eval-env-kwargs`` is given, which gets it too). An explicit ``seed:`` entry
-    is left as it is; without ``--seed`` nothing changes (instance 0).
+    """rl-zoo ``train`` arguments with the task instance tied to ``--seed`` (the paper's protocol: run seed s trains
+    on instance s and, with a fixed goal, is evaluated on it; a random-goal run is evaluated on seed s + 100).
+
+    rl-zoo replaces the YAML block's ``env_kwargs`` with the command line's ``--env-kwargs`` as a whole, so the
+    YAML's entries (e.g. ``image_preset: reference``) are carried over into the one ``--env-kwargs`` written
+    here, the user's own entries winning. Without ``--seed`` (or with rl-zoo's ``-1``) nothing changes.
 
     Example:
-        >>> instance_args(["--seed", "3", "--env-kwargs", "image_size:128"])
-        ['--seed', '3', '--env-kwargs', 'seed:3', 'image_size:128']
+        >>> instance_args(["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "image_size:128"])
+        ['--env', 'furl/reach-v3', '--seed', '3', '--env-kwargs', 'image_size:128', 'seed:3']
     """
-    argv = list(argv)
-    if "--seed" not in argv or argv.index("--seed") + 1 >= len(argv):
+    split: list[str] = []
+    for arg in argv:  # "--seed=3" → "--seed", "3"
+        flag, eq, value = arg.partition("=")
+        split += [flag, value] if eq and flag in _VALUE_FLAGS else [arg]
+    argv = split
+    seed_at, env_at, conf_at = _values(argv, "--seed"), _values(argv, "--env"), _values(argv, "--conf-file", "-conf")
+    if seed_at is None or seed_at[0] >= len(argv) or int(argv[seed_at[0]]) < 0:
         return argv
-    seed = int(argv[argv.index("--seed") + 1])
-    if seed < 0:  # rl-zoo's "pick a random seed"
-        return argv
-    for flag in ("--env-kwargs", "--eval-env-kwargs"):
-        if flag not in argv:
-            if flag == "--env-kwargs":
-                argv += [flag, f"seed:{seed}"]
-            continue
-        start = argv.index(flag) + 1
-        end = next((i for i in range(start, len(argv)) if argv[i].startswith("-")), len(argv))
-        if not any(a.startswith("seed:") for a in argv[start:end]):
-            argv.insert(start, f"seed:{seed}")
+    seed = int(argv[seed_at[0]])
+    env = argv[env_at[0]] if env_at and env_at[0] < len(argv) else ""
+    yaml_kwargs: dict[str, Any] = {}
+    if conf_at and conf_at[0] < len(argv) and env:
+        try:
+            block = (yaml.safe_load(Path(argv[conf_at[0]]).read_text()) or {}).get(env) or {}
+            yaml_kwargs = dict(block.get("env_kwargs") or {})
+        except (OSError, yaml.YAMLError, AttributeError):
+            pass  # rl-zoo reports an unreadable config itself
+    entries: dict[str, str] = {k: f"{k}:{v!r}" for k, v in yaml_kwargs.items()}
+    at = _values(argv, "--env-kwargs")
+    if at is not None:
+        entries.update({a.split(":", 1)[0]: a for a in argv[at[0]:at[1]]})
+        argv = argv[: at[0] - 1] + argv[at[1]:]
+    entries.setdefault("seed", f"seed:{seed}")
+    argv = argv + ["--env-kwargs", *entries.values()]
+    if env.endswith(RANDOM_GOAL_SUFFIX):  # evaluated on seed s + 100
+        eval_at = _values(argv, "--eval-env-kwargs")
+        evals = {k: v for k, v in entries.items() if k != "seed"}
+        if eval_at is not None:
+            evals.update({a.split(":", 1)[0]: a for a in argv[eval_at[0]:eval_at[1]]})
+            argv = argv[: eval_at[0] - 1] + argv[eval_at[1]:]
+        evals.setdefault("seed", f"seed:{eval_seed(seed, 'random')}")
+        argv += ["--eval-env-kwargs", *evals.values()]
     return argv
 
 

@@ -49,7 +49,8 @@ def test_paper_hyperparameters(method: str) -> None:
     expected_mode = {"vlm": "raw", "vlm_rm": "raw", "vlm_rm_gb": "raw", "vlm_proj": "frozen", "relay": "raw",
                      "furl_no_goal": "learned", "furl": "learned", "vlm_clip": "raw", "furl_clip": "learned"}[method]
     # Table 1 rows: LIV through the reference image pipeline; Table 3 rows: CLIP through the same crop
-    assert kwargs["vlm"] == ("openai/clip-vit-base-patch32" if method.endswith("_clip") else "liv")
+    clip = method.endswith("_clip") or method.startswith("vlm_rm")  # VLM-RMs is a CLIP reward
+    assert kwargs["vlm"] == ("openai/clip-vit-base-patch32" if clip else "liv")
     assert cfg["env_kwargs"] == {"image_preset": "reference"}
     assert kwargs["mode"] == expected_mode
     assert kwargs["rho"] == (1.0 if method.startswith("vlm_rm") else 0.05)
@@ -105,6 +106,36 @@ def test_rho_from_yaml_reaches_env_and_sampled_rewards_alike() -> None:
     r_vlm = venv.reward_model.reward(torch.as_tensor(buf.embeddings[inds, envs]).float()).numpy()
     np.testing.assert_allclose(sampled, buf.task_rewards[inds, envs] + 0.1 * r_vlm, rtol=1e-6, atol=1e-7)
     venv.close()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--env", "furl/reach-v3", "--seed", "3"], ["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "seed:3"]),
+    (["--env=furl/reach-v3", "--seed=3", "--env-kwargs=image_size:64"],
+     ["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "image_size:64", "seed:3"]),
+    (["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "seed:5"],  # an explicit instance stays
+     ["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "seed:5"]),
+    (["--env", "furl/reach-v3", "--seed", "-1"], ["--env", "furl/reach-v3", "--seed", "-1"]),  # rl-zoo's random
+    (["--env", "furl/reach-v3", "-n", "10"], ["--env", "furl/reach-v3", "-n", "10"]),
+    (["--env", "furl/reach-v3-random-goal", "--seed", "2"],
+     ["--env", "furl/reach-v3-random-goal", "--seed", "2", "--env-kwargs", "seed:2", "--eval-env-kwargs",
+      "seed:102"]),
+])
+def test_launcher_ties_seed_to_the_task_instance(argv: list, expected: list) -> None:
+    from furl_wrappers.zoo import instance_args
+
+    assert instance_args(argv) == expected
+
+
+def test_launcher_keeps_the_yamls_env_kwargs() -> None:
+    """rl-zoo replaces the YAML's env_kwargs with the command line's: the launcher carries them over."""
+    from furl_wrappers.zoo import instance_args
+
+    conf = str(CONFIG_DIR / "furl.yml")
+    out = instance_args(["--env", "furl/reach-v3", "--conf-file", conf, "--seed", "4", "--env-kwargs", "image_size:32"])
+    assert out[out.index("--env-kwargs") + 1:] == ["image_preset:'reference'", "image_size:32", "seed:4"]
+    mine = instance_args(["--env", "furl/reach-v3", "-conf", conf, "--seed", "4", "--env-kwargs",
+                          "image_preset:'fast'"])
+    assert mine[mine.index("--env-kwargs") + 1:] == ["image_preset:'fast'", "seed:4"]  # the user's entry wins
 
 
 def test_bad_configs(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers.validation import check_int
 
 __all__ = ["EvalResult", "evaluate_policy_success", "PaperEvalCallback", "EVALUATION_COLUMNS"]
@@ -75,6 +76,19 @@ def evaluate_policy_success(model: Any, env: gym.Env, n_episodes: int, frames: O
     return EvalResult(float(np.mean(final)), float(np.mean(any_step)), float(np.mean(returns)), len(final))
 
 
+def _legacy_rows(path: Path) -> Optional[list[list[str]]]:
+    """The rows of an ``evaluations.csv`` written before final-step success was logged, in today's columns
+    (``success`` left empty: it was not recorded), or ``None`` when the file is missing or already current."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+    except OSError:
+        return None
+    if not rows or tuple(rows[0]) == EVALUATION_COLUMNS:
+        return None
+    return [list(EVALUATION_COLUMNS)] + [[r[0], "", r[1], r[2], r[3]] for r in rows[1:] if len(r) == 4]
+
+
 class PaperEvalCallback(BaseCallback):
     """Periodic evaluation with the paper's protocol (see the module docstring).
 
@@ -112,6 +126,16 @@ class PaperEvalCallback(BaseCallback):
         if self._last_eval_step != self.num_timesteps:
             self.evaluate()
 
+    def _upgrade_legacy_log(self) -> None:
+        # a resumed run from before final-step success was logged: rewrite its rows in today's columns
+        rows = _legacy_rows(self.log_path)
+        if rows is not None:
+            import io
+
+            text = io.StringIO()
+            csv.writer(text).writerows(rows)
+            atomic_write_text(self.log_path, text.getvalue())
+
     def evaluate(self) -> float:
         """Run the evaluation now; returns the (final-step) success rate."""
         result = evaluate_policy_success(self.model, self.eval_env, self.n_episodes)
@@ -123,6 +147,7 @@ class PaperEvalCallback(BaseCallback):
         self.logger.record("eval/success_rate_any_step", result.success_any_step)
         self.logger.record("eval/mean_task_return", result.mean_task_return)
         if self.log_path is not None:
+            self._upgrade_legacy_log()
             new = not self.log_path.exists()
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", newline="") as handle:

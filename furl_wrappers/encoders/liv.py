@@ -8,8 +8,9 @@ the state dict loads strictly after stripping the prefix; the architecture is in
 ``liv-robotics`` is avoided because it pins pillow 9.5 and hydra 1.1.
 
 Text goes through CLIP's BPE tokenizer (the one of ``openai/clip-vit-base-patch32``, identical to OpenAI's
-``clip.tokenize``), padded to 77 tokens. Images: ``frames / 255`` → resize/centre-crop 224 → CLIP's mean/std,
-as LIV's own ``transforms_tensor``.
+``clip.tokenize``), padded to 77 tokens. Images: by default CLIP's preprocessing (bicubic resize of the shortest
+side, centre crop 224, CLIP's mean/std); ``transform="reference"`` gives what the reference code feeds LIV: BGR
+frames through LIV's own transform (bilinear resize without antialiasing, centre crop, CLIP's mean/std).
 
 Example:
     >>> enc = LIVEncoder()  # downloads jasonyma/LIV (~400 MB)  # doctest: +SKIP
