@@ -260,6 +260,15 @@ def test_bad_arguments() -> None:
         _model(venv, replay_buffer_class=ReplayBuffer)
 
 
+def test_alignment_settings_that_moved_home_are_migrated() -> None:
+    """Checkpoints and YAMLs from before keep lag / alignment_buffer_size / goal_image in alignment_kwargs."""
+    with pytest.warns(DeprecationWarning, match="VLMReplayBuffer arguments"):
+        model = _model(_venv(), alignment_kwargs={"batch_size": 8, "lag": 3, "alignment_buffer_size": 50,
+                                                  "goal_image": None})
+    assert (model.replay_buffer.lag, model.replay_buffer.alignment_buffer_size) == (3, 50)
+    assert model.alignment_callback.batch_size == 8
+
+
 @pytest.mark.parametrize("n_envs", [1, 2])
 def test_end_to_end_on_metaworld(n_envs: int, tmp_path) -> None:
     venv = furl_wrappers.make_vlm_vec_env("drawer-open", n_envs=n_envs, vlm="random-clip:tiny", device="cpu",

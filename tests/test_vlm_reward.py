@@ -95,3 +95,26 @@ def test_bad_inputs() -> None:
         VLMReward.build(vlm="random-clip:tiny", device="cpu")
     with pytest.raises(RuntimeError, match="no encoder"):
         VLMReward(None, model, text="x").score(np.zeros((1, 8, 8, 3), np.uint8))
+
+
+def test_never_pickled_so_sb3_zips_stay_small(tmp_path) -> None:
+    """SB3 saves replay_buffer_kwargs with the model: a VLMReward there must not drag the encoder into the zip."""
+    import pickle
+
+    from stable_baselines3 import SAC
+
+    from furl_wrappers.buffers import VLMReplayBuffer
+
+    venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", device="cpu", env_kwargs={"image_size": 32})
+    reward = venv.vlm_reward
+    assert pickle.loads(pickle.dumps(reward)) is None
+    model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer, replay_buffer_kwargs={"vlm_reward": reward},
+                learning_starts=5, buffer_size=100, batch_size=8, device="cpu")
+    model.learn(10)
+    model.save(tmp_path / "sac")
+    loaded = SAC.load(tmp_path / "sac", env=venv, device="cpu")
+    assert loaded.replay_buffer.vlm_reward is None  # re-attached by the caller (RelayPolicy / the callback)
+    from furl_wrappers.callbacks import RewardAlignmentCallback
+
+    loaded.learn(10, callback=RewardAlignmentCallback(batch_size=8), reset_num_timesteps=False)
+    assert loaded.replay_buffer.vlm_reward is reward
