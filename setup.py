@@ -29,9 +29,12 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["furl_wrappers", "furl_wrappers.*"]),
-    include_package_data=True,
-    package_data={"furl_wrappers": ["assets/*.pt", "assets/*.md"]},
+    # data directories are packages of their own (what setuptools expects); the zoo configs stay at the top of the
+    # repository, where users read and copy them, and are shipped inside the package as furl_wrappers/zoo_configs
+    packages=find_packages(include=["furl_wrappers", "furl_wrappers.*"])
+    + ["furl_wrappers.assets", "furl_wrappers.zoo_configs"],
+    package_dir={"furl_wrappers.zoo_configs": "zoo_configs"},
+    package_data={"furl_wrappers.assets": ["*.pt", "*.md"], "furl_wrappers.zoo_configs": ["*.yml"]},
     install_requires=[
         "numpy>=1.24",
         "gymnasium>=1.0",

@@ -36,44 +36,57 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train one paper method on one Meta-World task")
-    train.add_argument("--method", required=True, help="sac, vlm_rm, vlm_rm_gb, vlm, vlm_proj, relay, furl_no_goal, "
-                                                       "furl, or a path to a YAML file in the same format")
-    train.add_argument("--task", required=True, help="Meta-World task, e.g. drawer-open")
-    train.add_argument("--seed", type=int, default=0)
+    from furl_wrappers.zoo import METHODS
+
+    train.add_argument("--method", required=True,
+                       help=f"{', '.join(METHODS)}, or a path to a YAML file in the same format (zoo_configs/)")
+    train.add_argument("--task", required=True, help="Meta-World task, e.g. drawer-open (furl tasks lists all 50)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="run seed; with a fixed goal also the task instance trained and evaluated on (default 0)")
     train.add_argument("--steps", type=int, default=None, help="env steps (default: the YAML's n_timesteps, 1e6)")
-    train.add_argument("--vlm", default=None, help="encoder: hub id, local CLIP directory, liv, random-clip[:tiny]")
-    train.add_argument("--goal", default="fixed", choices=["fixed", "random"])
+    train.add_argument("--vlm", default=None,
+                       help="encoder for the VLM methods: liv, liv:DIR, a CLIP hub id or local directory, furl-mw-vlm "
+                            "(shipped, offline), furl-mw-vlm:PATH, random-clip[:tiny] (not pretrained). Default: the "
+                            "YAML's (LIV; CLIP for VLM-RMs and the Table-3 configs); offline, without --vlm, the run "
+                            "falls back to furl-mw-vlm and says so")
+    train.add_argument("--goal", default="fixed", choices=["fixed", "random"],
+                       help="fixed goal (Table 1) or a random goal each episode (Table 2) (default fixed)")
     train.add_argument("--image-preset", default=None, choices=["fast", "reference"],
                        help="frames for the VLM: reference = the reference code's pipeline (256² full-quality render, "
                             "[32:224] crop, LIV's BGR/bilinear input, lower-case instructions); fast = 224² fast "
                             "render (the CPU path). Default: the YAML's (reference for the paper configs)")
-    train.add_argument("--n-envs", type=int, default=1)
+    train.add_argument("--n-envs", type=int, default=1, help="envs stepped together, one VLM forward (default 1)")
     train.add_argument("--out", default=None, help="run directory (default runs/<method>/<task>/seed<seed>)")
-    train.add_argument("--device", default="auto")
-    train.add_argument("--eval-freq", type=int, default=None, help="env steps between evaluations")
-    train.add_argument("--eval-episodes", type=int, default=None, help="default 1 (fixed goal) / 10 (random)")
-    train.add_argument("--checkpoint-freq", type=int, default=None)
+    train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 (default auto)")
+    train.add_argument("--eval-freq", type=int, default=None,
+                       help="env steps between evaluations (default: steps / 10, at most 10,000)")
+    train.add_argument("--eval-episodes", type=int, default=None,
+                       help="episodes per evaluation (default: the paper's, 1 for a fixed goal / 10 for random)")
+    train.add_argument("--checkpoint-freq", type=int, default=None,
+                       help="env steps between resumable checkpoints (default: steps / 4, at most 50,000)")
     train.add_argument("--hyperparams", "-params", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="override YAML keys, e.g. learning_starts=1000 batch_size=128 (values parsed as YAML)")
-    train.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. image_size=128")
+                       help="override YAML keys, e.g. learning_starts=1000 learning_rate=1e-4 (values parsed as YAML; "
+                            "numbers in any notation)")
+    train.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="make_metaworld_env arguments, e.g. image_size=128 max_episode_steps=200")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     train.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live display")
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a run's final model (paper protocol)")
-    evaluate.add_argument("run_dir")
+    evaluate.add_argument("run_dir", help="a finished run directory (furl train's --out)")
     evaluate.add_argument("--episodes", type=int, default=None, help="default 1 (fixed goal) / 10 (random goal)")
     evaluate.add_argument("--seed", type=int, default=None,
                           help="eval env instance seed (default: the paper's protocol: the run's own instance for a "
                                "fixed goal, seed + 100 for random goals)")
     evaluate.add_argument("--video", default=None, help="write the episodes as an animated GIF here")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--device", default="auto", help="default auto (CUDA when available)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     report = sub.add_parser("report", help="aggregate runs: Markdown table, learning curves, r_VLM curves")
-    report.add_argument("run_dirs", nargs="+")
-    report.add_argument("--out", default="runs/report")
-    report.add_argument("--no-plots", action="store_true")
+    report.add_argument("run_dirs", nargs="+", help="finished run directories")
+    report.add_argument("--out", default="runs/report", help="where results.md and the PNGs go (default runs/report)")
+    report.add_argument("--no-plots", action="store_true", help="results.md only")
     report.set_defaults(func=_cmd_report)
 
     tasks = sub.add_parser("tasks", help="list the Meta-World tasks and their text instructions")
@@ -100,41 +113,42 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--failed-episodes", type=int, default=3, help="random/perturbed-policy episodes per task")
     pre.add_argument("--every", type=int, default=2, help="keep every N-th frame (default 2)")
     pre.add_argument("--steps", type=int, default=3000, help="optimiser steps (default 3000)")
-    pre.add_argument("--batch-size", type=int, default=48)
-    pre.add_argument("--lr", type=float, default=3e-4)
-    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--batch-size", type=int, default=48, help="frames per optimiser step (default 48)")
+    pre.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+    pre.add_argument("--seed", type=int, default=0, help="seeds the data and the training (default 0)")
     pre.add_argument("--input-size", type=int, default=64, help="encoder input side, multiple of 16 (default 64)")
     pre.add_argument("--data-cache", default=None, help="reuse / write the rendered dataset here (.npz)")
     pre.add_argument("--workers", type=int, default=1, help="processes rendering the dataset")
-    pre.add_argument("--device", default="auto")
+    pre.add_argument("--device", default="auto", help="default auto (CUDA when available)")
     pre.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     pre.set_defaults(func=_cmd_pretrain_vlm)
 
     sweep = sub.add_parser("sweep", help="run methods × tasks × seeds on a local process pool or a Ray cluster")
     sweep.add_argument("grid", nargs="?", default=None, help="grid YAML (methods, tasks, seeds, steps, ...)")
     sweep.add_argument("--out", required=True, help="results directory (shared by all nodes on a cluster)")
-    sweep.add_argument("--methods", nargs="+", default=None)
-    sweep.add_argument("--tasks", nargs="+", default=None)
-    sweep.add_argument("--seeds", nargs="+", type=int, default=None)
-    sweep.add_argument("--goal", default=None, choices=["fixed", "random"])
-    sweep.add_argument("--vlm", default=None)
+    sweep.add_argument("--methods", nargs="+", default=None, help="zoo_configs names or YAML paths (or the grid's)")
+    sweep.add_argument("--tasks", nargs="+", default=None, help="Meta-World tasks (or the grid's)")
+    sweep.add_argument("--seeds", nargs="+", type=int, default=None, help="run seeds = task instances (default 0)")
+    sweep.add_argument("--goal", default=None, choices=["fixed", "random"], help="default fixed")
+    sweep.add_argument("--vlm", default=None, help="as for furl train (default: each YAML's)")
     sweep.add_argument("--image-preset", default=None, choices=["fast", "reference"], help="as for furl train")
-    sweep.add_argument("--steps", type=int, default=None)
-    sweep.add_argument("--n-envs", type=int, default=None)
-    sweep.add_argument("--eval-freq", type=int, default=None)
-    sweep.add_argument("--eval-episodes", type=int, default=None)
+    sweep.add_argument("--steps", type=int, default=None, help="env steps per run (default: each YAML's)")
+    sweep.add_argument("--n-envs", type=int, default=None, help="envs per run (default 1)")
+    sweep.add_argument("--eval-freq", type=int, default=None, help="as for furl train")
+    sweep.add_argument("--eval-episodes", type=int, default=None, help="as for furl train")
     sweep.add_argument("--checkpoint-freq", type=int, default=None, help="bounds the work a killed cell loses")
-    sweep.add_argument("--hyperparams", "-params", nargs="*", default=[], metavar="KEY=VALUE")
-    sweep.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
-    sweep.add_argument("--cpus-per-run", type=float, default=None)
+    sweep.add_argument("--hyperparams", "-params", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="YAML overrides for every cell, as for furl train")
+    sweep.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="as for furl train")
+    sweep.add_argument("--cpus-per-run", type=float, default=None, help="CPUs (torch threads) per run (default 1)")
     sweep.add_argument("--gpus-per-run", type=float, default=None, help="a fraction shares a GPU")
     sweep.add_argument("--max-retries", type=int, default=None, help="retries per failed cell (default 2)")
     sweep.add_argument("--workers", type=int, default=None, help="local pool size (default: what fits)")
     sweep.add_argument("--ray-address", default=None,
                        help="run on Ray: 'auto' (the running cluster), 'ray://HOST:10001', or 'local' (start one here)")
-    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--device", default="auto", help="device of CPU-only cells (default auto)")
     sweep.add_argument("--quiet", action="store_true", help="plain lines instead of the live table")
-    sweep.add_argument("--no-plots", action="store_true")
+    sweep.add_argument("--no-plots", action="store_true", help="final report without PNGs")
     sweep.set_defaults(func=_cmd_sweep)
     return parser
 
@@ -147,7 +161,14 @@ def _key_values(pairs: Sequence[str], what: str) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"{what} entries must look like KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 as a string: take numbers in any notation
+            try:
+                number = float(parsed)
+                parsed = int(number) if number.is_integer() and "inf" not in parsed.lower() else number
+            except ValueError:
+                pass
+        out[key] = parsed
     return out
 
 
@@ -282,10 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    from furl_wrappers.encoders.clip import ModelUnavailableError
+
     try:
         return int(args.func(args))
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
-        print(f"furl: error: {exc}", file=sys.stderr)
+    except (ValueError, FileExistsError, FileNotFoundError, ModelUnavailableError) as exc:
+        print(f"furl: error: {exc}", file=sys.stderr)  # bad input: one clear line, no traceback, exit 2
         return 2
 
 

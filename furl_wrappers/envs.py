@@ -120,12 +120,14 @@ class MetaWorldGoal(gym.Wrapper):
     Use :func:`make_metaworld_env` to build one; this wrapper holds the task's name, instruction and setting.
     """
 
-    def __init__(self, env: gym.Env, task: str, goal: GoalSetting, seed: int, image_preset: str = "fast") -> None:
+    def __init__(self, env: gym.Env, task: str, goal: GoalSetting, seed: int, image_preset: str = "fast",
+                 vlm: Optional[str] = None) -> None:
         super().__init__(env)
         self.task = canonical_task(task)
         self.goal = goal
         self.task_seed = seed
         self.image_preset = get_preset(image_preset).name
+        self.vlm = vlm
         self.instruction = instruction(self.task)
 
     @property
@@ -149,6 +151,7 @@ class TaskInstance:
         seed: the instance seed (draws the fixed goal; seeds random goals).
         camera, image_size, render_quality: the env's renderer settings.
         image_preset: the :mod:`~furl_wrappers.presets` preset the env was made with.
+        vlm: the encoder a VLM reward built for this env must use (``None``: the reward's own choice).
     """
 
     task: str
@@ -158,6 +161,7 @@ class TaskInstance:
     image_size: int = 224
     render_quality: str = "fast"
     image_preset: str = "fast"
+    vlm: Optional[str] = None
 
     def goal_image(self) -> np.ndarray:
         """The scripted expert's frame at first success on this instance, uint8 ``(S, S, 3)`` (cached on disk).
@@ -212,6 +216,7 @@ def make_metaworld_env(
     render_quality: RenderQuality | None = None,
     render_mode: str | None = "rgb_array",
     image_preset: str = "fast",
+    vlm: str | None = None,
 ) -> gym.Env:
     """Build one Meta-World task in the FuRL setting.
 
@@ -231,6 +236,9 @@ def make_metaworld_env(
             ``gymnasium.make(..., render_mode="rgb_array")`` and rl-zoo's ``env_kwargs`` work.
         image_preset: ``"fast"`` or ``"reference"`` (the reference code's image pipeline; see
             :mod:`furl_wrappers.presets`). A VLM reward built on this env follows it.
+        vlm: the encoder a VLM reward built on this env uses, overriding the reward's own (``"furl-mw-vlm"``,
+            ``"liv"``, a CLIP id or directory, ...): how rl-zoo users pick the VLM
+            (``--env-kwargs vlm:"'furl-mw-vlm'"``). The env itself never loads it.
 
     Returns:
         A ``gymnasium.Env``: observations float64 ``(39,)``, actions float32 ``(4,)`` in [-1, 1], ``render()``
@@ -265,7 +273,9 @@ def make_metaworld_env(
     if goal == "random":
         base._freeze_rand_vec = False
         base.seeded_rand_vec = True  # draw goals from the env's own seeded generator, not numpy's global one
-    env: gym.Env = MetaWorldGoal(base, name, goal, seed, preset.name)
+    if vlm is not None and (not isinstance(vlm, str) or not vlm.strip()):
+        raise ValueError(f"vlm must be an encoder name such as 'furl-mw-vlm', 'liv' or a CLIP id, got {vlm!r}")
+    env: gym.Env = MetaWorldGoal(base, name, goal, seed, preset.name, vlm)
     env = SparseTaskReward(env, sparse=sparse, sparse_reward=sparse_reward)
     env = OffscreenRenderWrapper(env, camera=camera, image_size=image_size, render_quality=render_quality)
     return env
@@ -308,7 +318,7 @@ def instance_of(env: gym.Env) -> Optional[TaskInstance]:
         return None
     renderer = render.frame_renderer
     return TaskInstance(goal.task, goal.goal, goal.task_seed, renderer.camera, renderer.image_size,
-                        renderer.render_quality, goal.image_preset)
+                        renderer.render_quality, goal.image_preset, goal.vlm)
 
 
 def as_furl_env(env: gym.Env, *, image_size: int = 224, camera: str = "corner2",

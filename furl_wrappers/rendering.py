@@ -38,6 +38,7 @@ __all__ = [
     "RenderingUnavailableError",
     "configure_headless_gl",
     "import_mujoco",
+    "ensure_headless_context",
     "check_camera",
     "check_image_size",
     "check_render_quality",
@@ -78,6 +79,40 @@ def configure_headless_gl() -> str | None:
             if os.environ.get("PYOPENGL_PLATFORM", "egl").lower() == "egl":
                 os.environ["PYOPENGL_PLATFORM"] = "egl"
     return os.environ.get("MUJOCO_GL")
+
+
+def _no_display() -> bool:
+    return sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+
+
+def ensure_headless_context(mujoco: Any) -> None:
+    """Make MuJoCo's offscreen contexts EGL when MuJoCo was imported before this package without ``MUJOCO_GL``
+    on a machine without a display (it then picked GLFW, which needs one): the import order is the user's.
+
+    MuJoCo binds its context class once, at import (``mujoco.gl_context.GLContext``, what ``mujoco.Renderer``
+    instantiates); rebinding it to the EGL class is what ``MUJOCO_GL=egl`` before the import would have done.
+
+    Raises:
+        RenderingUnavailableError: when EGL cannot be loaded either, naming the real cause and the fix.
+    """
+    from mujoco import gl_context
+
+    chosen = getattr(gl_context, "_MUJOCO_GL", None)
+    if not _no_display() or chosen not in ("", "glfw", "enable", "enabled", "on", "true", "1"):
+        return
+    current = getattr(gl_context, "GLContext", None)
+    if current is not None and current.__module__.startswith("mujoco.egl"):
+        return
+    try:
+        from mujoco.egl import GLContext  # needs PYOPENGL_PLATFORM unset or "egl"
+    except Exception as exc:  # noqa: BLE001 - any failure: say what happened and how to avoid it
+        raise RenderingUnavailableError(
+            "mujoco was imported before furl_wrappers without MUJOCO_GL, so it chose GLFW, which needs a display "
+            f"(none here), and EGL could not be loaded instead ({exc}). Set MUJOCO_GL=egl in the environment before "
+            "the first `import mujoco` (or import furl_wrappers first)."
+        ) from exc
+    gl_context.GLContext = GLContext
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def import_mujoco() -> Any:
@@ -171,6 +206,7 @@ class FrameRenderer:
             # capsules: the goal markers, the gripper pads) and of planes: ~10 % more, a 0.01 mean pixel change.
             for field, value in zip(fields, (0, 0, 8, 8, 1)):
                 setattr(vis.quality, field, value)
+        ensure_headless_context(mujoco)
         try:
             self._renderer = mujoco.Renderer(model, height=self.image_size, width=self.image_size)
         except Exception as exc:  # noqa: BLE001 - any GL failure here means "no usable context"

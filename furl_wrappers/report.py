@@ -105,7 +105,9 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
                  "success at any step.")
     used: dict[str, set] = defaultdict(set)
     for run, method in zip(runs, _row_labels(runs)):
-        used[method].add(f"{_encoder_label(run)}, image preset {run.get('image_preset') or 'fast'}"
+        pretrained = {True: "pretrained", False: "NOT pretrained"}.get(run.get("encoder_pretrained"),
+                                                                       "pretraining unknown")
+        used[method].add(f"{_encoder_label(run)} ({pretrained}), image preset {run.get('image_preset') or 'fast'}"
                          if _encoder_label(run) != "-" else "no VLM")
     vlms = "; ".join(f"{m}: {' / '.join(sorted(used[m]))}" for m in methods)
     return note + "\n\n" + "\n".join(lines) + "\n\nVLM per row: " + vlms + "\n"
@@ -123,6 +125,7 @@ def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         if len(run["curve_steps"]):
             by_task[env_id(run["task"], run.get("goal", "fixed")).removeprefix("furl/")][label].append(run)
     for task, methods in by_task.items():
+        vlms = sorted({_encoder_label(r) for rs in methods.values() for r in rs} - {"-"})
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for method, method_runs in sorted(methods.items()):
             grid = np.unique(np.concatenate([r["curve_steps"] for r in method_runs]))
@@ -133,7 +136,7 @@ def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_xlabel("environment steps")
         ax.set_ylabel("success rate")
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title(task)
+        ax.set_title(task + (f" — VLM: {', '.join(vlms)}" if vlms else ""), fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"learning_curves_{task}.png"
@@ -182,7 +185,10 @@ def _plot_rvlm(run: dict[str, Any], out: Path) -> Optional[Path]:
     ax.axvline(first_success, color="gray", linestyle="--", label="first success")
     ax.set_xlabel("step of a scripted-expert episode")
     ax.set_ylabel("r_VLM")
-    ax.set_title(f"{run['method']} {run['task']} seed {run['seed']}: \"{instruction(run['task'])}\"", fontsize=9)
+    text = config.get("instruction") or instruction(run["task"])
+    pretrained = "pretrained" if config.get("encoder_pretrained") else "NOT pretrained"
+    ax.set_title(f"{run['method']} {run['task']} seed {run['seed']}: \"{text}\"\nVLM {config['encoder_spec']} "
+                 f"({pretrained}), image preset {preset.name}", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / f"rvlm_{run['method']}_{run['task']}_seed{run['seed']}.png"

@@ -176,6 +176,8 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     if "seed" in env_kwargs:
         raise ConfigError(f"env_kwargs may not set seed ({env_kwargs['seed']!r}): the task instance is the run's seed "
                           "(--seed)")
+    if "vlm" in env_kwargs:
+        raise ConfigError(f"env_kwargs may not set vlm ({env_kwargs['vlm']!r}): pass --vlm {env_kwargs['vlm']}")
     run = _check_run_dir(spec)
 
     encoder, encoder_spec, fell_back = None, None, False
@@ -183,6 +185,11 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     if zoo.get("vec_env_wrapper"):
         encoder, encoder_spec, fell_back, preset = _choose_encoder(spec, zoo["vec_env_wrapper"], preset, say)
         env_kwargs["image_preset"] = preset
+        for item in zoo["vec_env_wrapper"] if isinstance(zoo["vec_env_wrapper"], list) else [zoo["vec_env_wrapper"]]:
+            if isinstance(item, dict):  # config.json records the encoder actually used, not the YAML's request
+                for kwargs in item.values():
+                    if isinstance(kwargs, dict):
+                        kwargs["vlm"] = encoder_spec
         if getattr(encoder, "pretrained", True) is False:
             say(NOT_PRETRAINED_NOTICE)
         vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)

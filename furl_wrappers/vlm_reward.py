@@ -29,7 +29,15 @@ from typing import Any, Callable, Optional, Protocol, Sequence, Union, runtime_c
 import numpy as np
 import torch
 
-from furl_wrappers.encoders import DEFAULT_CLIP, ImageTextEncoder, check_frames, check_texts, describe, make_encoder
+from furl_wrappers.encoders import (
+    DEFAULT_CLIP,
+    OFFLINE_VLM,
+    ImageTextEncoder,
+    check_frames,
+    check_texts,
+    describe,
+    make_encoder,
+)
 from furl_wrappers.envs import TaskInstance
 from furl_wrappers.presets import get_preset
 from furl_wrappers.reward_model import RewardModel
@@ -133,7 +141,8 @@ class VLMReward:
             text: the instruction (default: the task's, from ``task`` or ``instance``).
             task: the Meta-World task (for the default instruction).
             instance: the env's :class:`~furl_wrappers.envs.TaskInstance` (for ``goal_image="auto"``).
-            vlm: encoder name, path or object (see :func:`~furl_wrappers.encoders.make_encoder`).
+            vlm: encoder name, path or object (see :func:`~furl_wrappers.encoders.make_encoder`); the env's
+                ``vlm`` (its :class:`~furl_wrappers.envs.TaskInstance`), when set, wins.
             rho: weight ρ of r_VLM (0.05).
             mode: reward-model mode when one is created: ``"learned"``, ``"frozen"`` or ``"raw"``.
             include_task_reward: ``False`` gives ``ρ·r_VLM`` only (VLM-RMs).
@@ -153,6 +162,11 @@ class VLMReward:
         """
         task = task or (instance.task if instance is not None else None)
         preset = get_preset(image_preset or (instance.image_preset if instance is not None else "fast"))
+        if instance is not None and instance.vlm is not None:
+            vlm = instance.vlm  # the env asks for it (rl-zoo: --env-kwargs vlm:...): the command line wins
+        if isinstance(vlm, str) and vlm.startswith(OFFLINE_VLM) and preset.name != "fast":
+            raise ValueError(f"{OFFLINE_VLM} runs on the fast image path it was trained on: use image_preset='fast' "
+                             f"(got {preset.name!r})")
         if text is None:
             if task is None:
                 raise ValueError("text is None and the task is unknown: pass text='<instruction>' or task=...")

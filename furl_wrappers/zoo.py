@@ -59,7 +59,13 @@ METHODS: dict[str, dict[str, str]] = {
     "furl_clip": {"algo": "relay", "row": "CLIP-FuRL (Table 3)"},
 }
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "zoo_configs"
+def _config_dir() -> Path:
+    """The zoo configs: inside the package in an installed wheel, at the top of the repository in a checkout."""
+    here = Path(__file__).resolve().parent
+    return here / "zoo_configs" if (here / "zoo_configs").is_dir() else here.parent / "zoo_configs"
+
+
+CONFIG_DIR = _config_dir()
 
 # rl-zoo keys that are not algorithm arguments
 _ZOO_KEYS = {"n_timesteps", "policy", "env_wrapper", "vec_env_wrapper", "callback", "env_kwargs", "normalize",
@@ -250,16 +256,18 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def instance_args(argv: list[str]) -> list[str]:
-    """rl-zoo ``train`` arguments with the task instance tied to ``--seed`` (the paper's protocol: run seed s trains
-    on instance s and, with a fixed goal, is evaluated on it; a random-goal run is evaluated on seed s + 100).
+def launcher_args(argv: list[str]) -> list[str]:
+    """rl-zoo ``train`` arguments, adjusted for the paper's protocol and for rl-zoo's handling of ``env_kwargs``.
 
-    rl-zoo replaces the YAML block's ``env_kwargs`` with the command line's ``--env-kwargs`` as a whole, so the
-    YAML's entries (e.g. ``image_preset: reference``) are carried over into the one ``--env-kwargs`` written
-    here, the user's own entries winning. Without ``--seed`` (or with rl-zoo's ``-1``) nothing changes.
+    - ``--seed S`` selects the task instance: ``seed:S`` joins ``--env-kwargs`` (run seed s trains on instance s
+      and, with a fixed goal, is evaluated on it); a random-goal run's evaluation env gets ``seed:S+100``. An
+      explicit ``seed:`` entry is kept; without ``--seed`` (or with rl-zoo's ``-1``) the instance is 0.
+    - rl-zoo replaces the YAML block's ``env_kwargs`` with the command line's ``--env-kwargs`` as a whole, so the
+      YAML's entries (``image_preset: reference``) are carried into the one ``--env-kwargs`` written here, the
+      user's own entries winning (e.g. ``vlm:"'furl-mw-vlm'"`` with ``image_preset:"'fast'"``).
 
     Example:
-        >>> instance_args(["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "image_size:128"])
+        >>> launcher_args(["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "image_size:128"])
         ['--env', 'furl/reach-v3', '--seed', '3', '--env-kwargs', 'image_size:128', 'seed:3']
     """
     split: list[str] = []
@@ -268,9 +276,11 @@ def instance_args(argv: list[str]) -> list[str]:
         split += [flag, value] if eq and flag in _VALUE_FLAGS else [arg]
     argv = split
     seed_at, env_at, conf_at = _values(argv, "--seed"), _values(argv, "--env"), _values(argv, "--conf-file", "-conf")
-    if seed_at is None or seed_at[0] >= len(argv) or int(argv[seed_at[0]]) < 0:
+    seed = int(argv[seed_at[0]]) if seed_at and seed_at[0] < len(argv) else None
+    seed = None if seed is None or seed < 0 else seed
+    at = _values(argv, "--env-kwargs")
+    if seed is None and at is None:
         return argv
-    seed = int(argv[seed_at[0]])
     env = argv[env_at[0]] if env_at and env_at[0] < len(argv) else ""
     yaml_kwargs: dict[str, Any] = {}
     if conf_at and conf_at[0] < len(argv) and env:
@@ -280,13 +290,13 @@ def instance_args(argv: list[str]) -> list[str]:
         except (OSError, yaml.YAMLError, AttributeError):
             pass  # rl-zoo reports an unreadable config itself
     entries: dict[str, str] = {k: f"{k}:{v!r}" for k, v in yaml_kwargs.items()}
-    at = _values(argv, "--env-kwargs")
     if at is not None:
         entries.update({a.split(":", 1)[0]: a for a in argv[at[0]:at[1]]})
         argv = argv[: at[0] - 1] + argv[at[1]:]
-    entries.setdefault("seed", f"seed:{seed}")
+    if seed is not None:
+        entries.setdefault("seed", f"seed:{seed}")
     argv = argv + ["--env-kwargs", *entries.values()]
-    if env.endswith(RANDOM_GOAL_SUFFIX):  # evaluated on seed s + 100
+    if seed is not None and env.endswith(RANDOM_GOAL_SUFFIX):  # evaluated on seed s + 100
         eval_at = _values(argv, "--eval-env-kwargs")
         evals = {k: v for k, v in entries.items() if k != "seed"}
         if eval_at is not None:
@@ -299,7 +309,7 @@ def instance_args(argv: list[str]) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy) added to ALGOS, and
-    ``--seed`` selecting the task instance (:func:`instance_args`)."""
+    ``--seed`` selecting the task instance and the YAML's ``env_kwargs`` kept (:func:`launcher_args`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("train", "enjoy"):
         print("usage: python -m furl_wrappers.zoo {train,enjoy} [rl-zoo arguments...]", file=sys.stderr)
@@ -312,7 +322,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     rl_zoo3.utils.ALGOS["relay"] = RelayPolicy
     command = argv.pop(0)
-    sys.argv = [f"rl_zoo3.{command}", *(instance_args(argv) if command == "train" else argv)]
+    sys.argv = [f"rl_zoo3.{command}", *(launcher_args(argv) if command == "train" else argv)]
     if command == "train":
         from rl_zoo3.train import train
 

@@ -70,3 +70,37 @@ def test_train_evaluate_report_commands(tmp_path, capsys: pytest.CaptureFixture[
     assert "| vlm_proj |" in capsys.readouterr().out
     assert main(["train", "--method", "vlm_proj", "--task", "reach", "--hyperparams", "oops"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("vlm", ["/nonexistent/path", "nosuch-model"])
+def test_a_bad_vlm_is_one_line_and_leaves_nothing(vlm: str, tmp_path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    assert main(["train", "--method", "vlm", "--task", "reach", "--vlm", vlm, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("furl: error:") and vlm in err[0]
+    assert "furl-mw-vlm" in err[0] and "liv:DIR" in err[0]  # the valid choices, the offline one included
+    if vlm.startswith("/"):
+        assert "hub repo" not in err[0]  # a path is not called a hub repo
+    assert not out.exists()
+
+
+def test_numbers_in_any_notation() -> None:
+    from furl_wrappers.cli import _key_values
+
+    assert _key_values(["learning_rate=1e-4", "buffer_size=1e6", "batch_size=256", "net=[64, 64]", "name=tiny"],
+                       "--hyperparams") == {"learning_rate": 1e-4, "buffer_size": 1_000_000, "batch_size": 256,
+                                            "net": [64, 64], "name": "tiny"}
+
+
+def test_every_option_says_what_it_does() -> None:
+    import argparse
+
+    from furl_wrappers.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {a.option_strings or a.dest}" for name, parser in sub.choices.items()
+               for a in parser._actions if not a.help]
+    assert missing == []
+    text = sub.choices["train"].format_help()
+    assert "furl-mw-vlm" in text and "falls back" in text and "(default 0)" in text

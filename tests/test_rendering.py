@@ -132,3 +132,20 @@ def test_missing_gl_gives_install_hint(tmp_path) -> None:
         pytest.skip("libOSMesa is installed here, so the osmesa backend works")
     assert "ERR" in out.stdout, out.stdout + out.stderr
     assert "libegl1 libgl1-mesa-dri libegl-mesa0" in out.stdout
+
+
+def test_any_import_order_renders_headless() -> None:
+    """metaworld and mujoco imported before furl_wrappers, no MUJOCO_GL, no display: MuJoCo picked GLFW, the
+    renderer switches its contexts to EGL and draws a real frame."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import metaworld, mujoco, furl_wrappers; env = furl_wrappers.make_metaworld_env('reach', image_size=48); "
+            "env.reset(); f = env.render(); print(round(float(f.mean()), 2), round(float(f.std()), 2))")
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY",
+                                                            "WAYLAND_DISPLAY")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    mean, std = map(float, out.stdout.split()[-2:])
+    assert mean > 10 and std > 5  # not a black (or blank) frame

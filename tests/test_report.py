@@ -67,7 +67,7 @@ def test_report_on_a_real_run(tmp_path: Path) -> None:
     assert "recorded before final-step success" not in written["markdown"]  # a new run says final step
     assert f"{100 * summary['final_success']:.0f} ± 0 (n=1)" in written["markdown"]
     assert [p.name for p in written["rvlm"]] == ["rvlm_furl_reach-v3_seed0.png"]
-    assert "furl: random-clip:tiny, image preset fast" in written["markdown"]
+    assert "furl: random-clip:tiny (NOT pretrained), image preset fast" in written["markdown"]
 
 
 def test_bad_inputs(tmp_path: Path) -> None:

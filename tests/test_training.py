@@ -85,6 +85,14 @@ def test_offline_fallback_to_the_shipped_vlm(tmp_path: Path, monkeypatch: pytest
     summary = json.loads((run / "summary.json").read_text())
     assert summary["encoder_fallback"] is True and summary["encoder_spec"] == "furl-mw-vlm"
     assert summary["encoder"] == "furl-mw-vlm" and summary["encoder_pretrained"] is True
+    # every artefact names the encoder actually used, not the YAML's request
+    config = json.loads((run / "config.json").read_text())
+    (wrapper,) = config["hyperparams"]["vec_env_wrapper"]
+    assert next(iter(wrapper.values()))["vlm"] == "furl-mw-vlm"
+    from furl_wrappers.report import report
+
+    written = report([run], tmp_path / "report", plots=False)
+    assert "vlm: furl-mw-vlm (pretrained), image preset fast" in written["markdown"]
     # an encoder asked for by name is never swapped
     from furl_wrappers.encoders import ModelUnavailableError
 

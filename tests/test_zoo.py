@@ -116,24 +116,26 @@ def test_rho_from_yaml_reaches_env_and_sampled_rewards_alike() -> None:
      ["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "seed:5"]),
     (["--env", "furl/reach-v3", "--seed", "-1"], ["--env", "furl/reach-v3", "--seed", "-1"]),  # rl-zoo's random
     (["--env", "furl/reach-v3", "-n", "10"], ["--env", "furl/reach-v3", "-n", "10"]),
+    (["--env", "furl/reach-v3", "--env-kwargs", "image_size:64"],  # no seed: instance 0, kwargs as given
+     ["--env", "furl/reach-v3", "--env-kwargs", "image_size:64"]),
     (["--env", "furl/reach-v3-random-goal", "--seed", "2"],
      ["--env", "furl/reach-v3-random-goal", "--seed", "2", "--env-kwargs", "seed:2", "--eval-env-kwargs",
       "seed:102"]),
 ])
 def test_launcher_ties_seed_to_the_task_instance(argv: list, expected: list) -> None:
-    from furl_wrappers.zoo import instance_args
+    from furl_wrappers.zoo import launcher_args
 
-    assert instance_args(argv) == expected
+    assert launcher_args(argv) == expected
 
 
 def test_launcher_keeps_the_yamls_env_kwargs() -> None:
     """rl-zoo replaces the YAML's env_kwargs with the command line's: the launcher carries them over."""
-    from furl_wrappers.zoo import instance_args
+    from furl_wrappers.zoo import launcher_args
 
     conf = str(CONFIG_DIR / "furl.yml")
-    out = instance_args(["--env", "furl/reach-v3", "--conf-file", conf, "--seed", "4", "--env-kwargs", "image_size:32"])
+    out = launcher_args(["--env", "furl/reach-v3", "--conf-file", conf, "--seed", "4", "--env-kwargs", "image_size:32"])
     assert out[out.index("--env-kwargs") + 1:] == ["image_preset:'reference'", "image_size:32", "seed:4"]
-    mine = instance_args(["--env", "furl/reach-v3", "-conf", conf, "--seed", "4", "--env-kwargs",
+    mine = launcher_args(["--env", "furl/reach-v3", "-conf", conf, "--seed", "4", "--env-kwargs",
                           "image_preset:'fast'"])
     assert mine[mine.index("--env-kwargs") + 1:] == ["image_preset:'fast'", "seed:4"]  # the user's entry wins
 
@@ -172,6 +174,20 @@ def test_rl_zoo_train_with_a_non_relay_config(tmp_path: Path) -> None:
                 str(CONFIG_DIR / "vlm.yml"), "-f", str(tmp_path), *ZOO_ARGS, "-params", "learning_starts:50",
                 "batch_size:32", "vec_env_wrapper:[{'furl_wrappers.wrappers.VecFuzzyVLMReward': "
                 "{'vlm': 'random-clip:tiny', 'mode': 'raw'}}]"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list((tmp_path / "sac").glob("furl-reach-v3_1/furl-reach-v3.zip"))
+
+
+def test_rl_zoo_picks_the_vlm_with_one_env_kwarg(tmp_path: Path) -> None:
+    """The short, documented override: --env-kwargs vlm:"'NAME'" (the YAML asks for LIV, which the hub-less
+    machine cannot load: the run only succeeds because the override reached the VLM reward)."""
+    pytest.importorskip("rl_zoo3")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--algo", "sac", "--env", "furl/reach-v3",
+                          "--conf-file", str(CONFIG_DIR / "vlm.yml"), "-f", str(tmp_path), "--gym-packages",
+                          "furl_wrappers", "-n", "60", "--eval-freq", "-1", "-params", "learning_starts:30",
+                          "batch_size:16", "--env-kwargs", "image_size:32", "max_episode_steps:30",
+                          "vlm:'random-clip:tiny'"], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert list((tmp_path / "sac").glob("furl-reach-v3_1/furl-reach-v3.zip"))
 

@@ -62,12 +62,15 @@ class ModelUnavailableError(OSError):
     """A checkpoint could not be found locally nor fetched from the hub."""
 
 
-def _offline_hint(name: str) -> str:
-    return (
-        f"Pass a local checkpoint directory instead (e.g. one saved with CLIPModel.save_pretrained, or a copy of "
-        f"the hub repo {name!r} made on a machine with access), or use vlm='random-clip' to run without a "
-        "pretrained VLM (its reward carries no language meaning)."
-    )
+#: every kind of name ``make_encoder`` accepts, for error messages
+VLM_CHOICES = ("a CLIP hub id (openai/clip-vit-base-patch32), a local CLIP directory (save_pretrained), liv, "
+               "liv:DIR (LIV's model.pt with CLIP's tokenizer saved beside it), furl-mw-vlm (the offline VLM shipped "
+               "with the package, no hub needed), furl-mw-vlm:PATH, random-clip[:tiny] (not pretrained)")
+
+
+def _offline_hint(name: str, hub: bool = True) -> str:
+    copy = f" or a copy of the hub repo {name!r} made on a machine with access," if hub else ""
+    return f"Valid VLMs:{copy} {VLM_CHOICES}."
 
 
 def _hub_reachable(timeout: float) -> bool:
@@ -96,7 +99,7 @@ def resolve_checkpoint(name_or_path: Union[str, os.PathLike], loader, connect_ti
         return loader(str(path), **kwargs)
     name = os.fspath(name_or_path)
     if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
-        raise ModelUnavailableError(f"Checkpoint directory {name!r} does not exist. " + _offline_hint(name))
+        raise ModelUnavailableError(f"Checkpoint directory {name!r} does not exist. " + _offline_hint(name, hub=False))
     try:
         return loader(name, local_files_only=True, **kwargs)
     except OSError:
