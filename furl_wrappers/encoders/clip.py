@@ -63,9 +63,10 @@ class ModelUnavailableError(OSError):
 
 
 #: every kind of name ``make_encoder`` accepts, for error messages
-VLM_CHOICES = ("a CLIP hub id (openai/clip-vit-base-patch32), a local CLIP directory (save_pretrained), liv, "
-               "liv:DIR (LIV's model.pt with CLIP's tokenizer saved beside it), furl-mw-vlm (the offline VLM shipped "
-               "with the package, no hub needed), furl-mw-vlm:PATH, random-clip[:tiny] (not pretrained)")
+VLM_CHOICES = ("a CLIP hub id (openai/clip-vit-base-patch32), a local checkpoint directory "
+               "(CLIPModel.save_pretrained), liv, liv:DIR (LIV's model.pt with CLIP's tokenizer saved beside it), "
+               "furl-mw-vlm (the offline VLM shipped with the package, no hub needed), furl-mw-vlm:PATH, "
+               "random-clip[:tiny] (not pretrained)")
 
 
 def _offline_hint(name: str, hub: bool = True) -> str:
