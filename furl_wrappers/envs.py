@@ -40,6 +40,7 @@ from furl_wrappers.validation import check_int
 
 __all__ = [
     "GOAL_SETTINGS",
+    "check_goal",
     "SPARSE_REWARDS",
     "SparseTaskReward",
     "MetaWorldGoal",
@@ -61,6 +62,13 @@ RANDOM_GOAL_SUFFIX = "-random-goal"
 SPARSE_REWARDS: tuple[str, ...] = ("minus_one", "zero_one")
 GoalSetting = Literal["fixed", "random"]
 SparseReward = Literal["minus_one", "zero_one"]
+
+
+def check_goal(goal: Any, error: type = ValueError) -> str:
+    """``goal`` if it is one of :data:`GOAL_SETTINGS`, else ``error`` listing them."""
+    if goal not in GOAL_SETTINGS:
+        raise error(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
+    return goal
 
 
 class SparseTaskReward(gym.Wrapper):
@@ -256,8 +264,7 @@ def make_metaworld_env(
         ((64, 64, 3), dtype('uint8'))
     """
     name = canonical_task(task)
-    if goal not in GOAL_SETTINGS:
-        raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
+    check_goal(goal)
     preset = get_preset(image_preset)
     image_size = preset.image_size if image_size is None else image_size
     render_quality = preset.render_quality if render_quality is None else render_quality
@@ -352,15 +359,13 @@ def check_furl_env(env: gym.Env, who: str) -> None:
 
 def env_id(task: str, goal: GoalSetting = "fixed") -> str:
     """The registered Gymnasium id: ``env_id("drawer-open") == "furl/drawer-open-v3"``."""
-    if goal not in GOAL_SETTINGS:
-        raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
+    check_goal(goal)
     return f"furl/{canonical_task(task)}" + (RANDOM_GOAL_SUFFIX if goal == "random" else "")
 
 
 def run_name(task: str, goal: GoalSetting = "fixed") -> str:
     """The task's name in run directories and reports: ``"drawer-open"``, ``"drawer-open-random-goal"``."""
-    if goal not in GOAL_SETTINGS:
-        raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
+    check_goal(goal)
     return short_task(task) + (RANDOM_GOAL_SUFFIX if goal == "random" else "")
 
 

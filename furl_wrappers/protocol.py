@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from furl_wrappers.envs import GOAL_SETTINGS
+from furl_wrappers.envs import check_goal
 
 __all__ = ["RANDOM_GOAL_EVAL_OFFSET", "eval_seed", "eval_episodes"]
 
@@ -23,17 +23,11 @@ RANDOM_GOAL_EVAL_OFFSET = 100
 _EPISODES = {"fixed": 1, "random": 10}
 
 
-def _check_goal(goal: str) -> str:
-    if goal not in GOAL_SETTINGS:
-        raise ValueError(f"goal must be one of {list(GOAL_SETTINGS)}, got {goal!r}")
-    return goal
-
-
 def eval_seed(seed: int, goal: str) -> int:
     """The evaluation env's instance seed for run seed ``seed``: ``seed`` (fixed goal), ``seed + 100`` (random)."""
-    return int(seed) if _check_goal(goal) == "fixed" else int(seed) + RANDOM_GOAL_EVAL_OFFSET
+    return int(seed) if check_goal(goal) == "fixed" else int(seed) + RANDOM_GOAL_EVAL_OFFSET
 
 
 def eval_episodes(goal: str) -> int:
     """Episodes per evaluation: 1 for a fixed goal, 10 for random goals."""
-    return _EPISODES[_check_goal(goal)]
+    return _EPISODES[check_goal(goal)]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from furl_wrappers._atomic import atomic_write, atomic_write_text
-from furl_wrappers.envs import env_id, make_metaworld_env
+from furl_wrappers.envs import check_goal, env_id, make_metaworld_env
 from furl_wrappers.presets import get_preset
 from furl_wrappers.protocol import eval_episodes, eval_seed
 from furl_wrappers.run_dir import RunDir
@@ -93,17 +93,19 @@ class RunSpec(RunSettings):
         return RunDir.default("runs", self.method, canonical_task(self.task), self.goal, self.seed)
 
 
+def _wrapper_kwargs(vec_spec: Any) -> list[dict[str, Any]]:
+    """The keyword-argument dicts of the YAML's ``vec_env_wrapper`` entries (the config's own objects)."""
+    items = vec_spec if isinstance(vec_spec, list) else [vec_spec]
+    return [kwargs for item in items if isinstance(item, dict) for kwargs in item.values() if isinstance(kwargs, dict)]
+
+
 def _choose_encoder(spec: RunSpec, vec_spec: Any, preset: str, say: Callable[[str], None]
                     ) -> tuple[Any, str, bool, str]:
     """The encoder for the run, the name it was built from, whether it fell back (offline), and the image preset
     the run will use (the offline fallbacks run on the fast path, which the offline VLM was trained on)."""
     from furl_wrappers.encoders import OFFLINE_VLM, CorruptCheckpointError, ModelUnavailableError, make_encoder
 
-    yaml_vlm = None
-    for item in vec_spec if isinstance(vec_spec, list) else [vec_spec]:
-        if isinstance(item, dict):
-            kwargs = next(iter(item.values())) or {}
-            yaml_vlm = kwargs.get("vlm", yaml_vlm)
+    yaml_vlm = next((kwargs["vlm"] for kwargs in _wrapper_kwargs(vec_spec) if "vlm" in kwargs), None)
     requested = spec.vlm or yaml_vlm or "liv"
     if str(requested).startswith(OFFLINE_VLM) and preset != "fast":
         raise ConfigError(f"{OFFLINE_VLM} runs on the fast image path it was trained on: pass --image-preset fast "
@@ -160,8 +162,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
             console.print(text, markup=False, highlight=False)
 
     task = canonical_task(spec.task)
-    if spec.goal not in ("fixed", "random"):
-        raise ConfigError(f"goal must be 'fixed' or 'random', got {spec.goal!r}")
+    check_goal(spec.goal, error=ConfigError)
     check_int("n_envs", spec.n_envs, error=ConfigError)
     eid = env_id(task, spec.goal)
     config = load_config(spec.method, eid, spec.hyperparams)
@@ -185,11 +186,8 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     if zoo.get("vec_env_wrapper"):
         encoder, encoder_spec, fell_back, preset = _choose_encoder(spec, zoo["vec_env_wrapper"], preset, say)
         env_kwargs["image_preset"] = preset
-        for item in zoo["vec_env_wrapper"] if isinstance(zoo["vec_env_wrapper"], list) else [zoo["vec_env_wrapper"]]:
-            if isinstance(item, dict):  # config.json records the encoder actually used, not the YAML's request
-                for kwargs in item.values():
-                    if isinstance(kwargs, dict):
-                        kwargs["vlm"] = encoder_spec
+        for kwargs in _wrapper_kwargs(zoo["vec_env_wrapper"]):  # config.json records the encoder actually used
+            kwargs["vlm"] = encoder_spec
         if getattr(encoder, "pretrained", True) is False:
             say(NOT_PRETRAINED_NOTICE)
         vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
@@ -201,10 +199,10 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     if vec_wrapper is not None:
         venv = vec_wrapper(venv)
     vlm_reward = getattr(venv, "vlm_reward", None)  # the YAML's VLM reward wrapper is the outermost layer
-    if vlm_reward is not None and algo_class(zoo["_algo"]) is RelayPolicy:
+    cls = algo_class(zoo["_algo"])
+    if vlm_reward is not None and cls is RelayPolicy:
         algo_kwargs["vlm_reward"] = vlm_reward
 
-    cls = algo_class(zoo["_algo"])
     started = time.time()
     if spec.resume:
         model = cls.load(run.checkpoint_model, env=venv, device=spec.device,
@@ -240,8 +238,9 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
         say(f"[furl] encoder: {describe(encoder)}")
 
     n_eval = spec.eval_episodes or eval_episodes(spec.goal)
-    eval_env = make_metaworld_env(task, goal=spec.goal, seed=eval_seed(spec.seed, spec.goal), **env_kwargs)
-    info.update(train_instance_seed=spec.seed, eval_instance_seed=eval_seed(spec.seed, spec.goal),
+    eval_instance = eval_seed(spec.seed, spec.goal)
+    eval_env = make_metaworld_env(task, goal=spec.goal, seed=eval_instance, **env_kwargs)
+    info.update(train_instance_seed=spec.seed, eval_instance_seed=eval_instance,
                 train_goal=venv.get_attr("goal_position", indices=[0])[0],
                 eval_goal=eval_env.get_wrapper_attr("goal_position"), eval_episodes=n_eval,
                 success_criterion="final_step")

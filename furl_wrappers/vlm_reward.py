@@ -31,7 +31,6 @@ import torch
 
 from furl_wrappers.encoders import (
     DEFAULT_CLIP,
-    OFFLINE_VLM,
     ImageTextEncoder,
     check_frames,
     check_texts,
@@ -90,6 +89,7 @@ class VLMReward:
         include_task_reward: add the task reward (``False``: VLM-RMs).
         goal_image: see :data:`GoalImage`; encoded once, on first use of :attr:`goal_embedding`.
         goal_embedding: Φ_I(goal image) ``(D,)`` directly, instead of ``goal_image``.
+        image_preset: the :mod:`~furl_wrappers.presets` preset it was built for (recorded, ``build`` sets it).
 
     Use :meth:`build` to make one from names. A ``VLMReward`` is never pickled (it unpickles to ``None``): models
     and buffers saved with one get it re-attached after loading.
@@ -97,7 +97,7 @@ class VLMReward:
 
     def __init__(self, encoder: Optional[ImageTextEncoder], reward_model: RewardModel, *, text: str,
                  rho: float = 0.05, include_task_reward: bool = True, goal_image: GoalImage = None,
-                 goal_embedding: Any = None) -> None:
+                 goal_embedding: Any = None, image_preset: Optional[str] = None) -> None:
         self.rho = check_number("rho", rho, low=0.0, hint="0.05 in the paper")
         if encoder is not None and int(encoder.dim) != reward_model.dim:
             raise ValueError(f"encoder dim {encoder.dim} does not match the reward model's {reward_model.dim}")
@@ -112,7 +112,7 @@ class VLMReward:
         self.include_task_reward = bool(include_task_reward)
         self._goal_image = goal_image
         self._goal_embedding = None if goal_embedding is None else self._check_goal_embedding(goal_embedding)
-        self.image_preset: Optional[str] = None  # the preset it was built for (set by build)
+        self.image_preset = None if image_preset is None else get_preset(image_preset).name
 
     @classmethod
     def build(
@@ -164,9 +164,6 @@ class VLMReward:
         preset = get_preset(image_preset or (instance.image_preset if instance is not None else "fast"))
         if instance is not None and instance.vlm is not None:
             vlm = instance.vlm  # the env asks for it (rl-zoo: --env-kwargs vlm:...): the command line wins
-        if isinstance(vlm, str) and vlm.startswith(OFFLINE_VLM) and preset.name != "fast":
-            raise ValueError(f"{OFFLINE_VLM} runs on the fast image path it was trained on: use image_preset='fast' "
-                             f"(got {preset.name!r})")
         if text is None:
             if task is None:
                 raise ValueError("text is None and the task is unknown: pass text='<instruction>' or task=...")
@@ -183,10 +180,8 @@ class VLMReward:
                                                     mode=mode, seed=seed)
         if isinstance(goal_image, str):  # "auto"
             goal_image = instance.goal_image if instance is not None and reward_model.trainable else None
-        reward = cls(encoder, reward_model, text=text, rho=rho, include_task_reward=include_task_reward,
-                     goal_image=goal_image)
-        reward.image_preset = preset.name
-        return reward
+        return cls(encoder, reward_model, text=text, rho=rho, include_task_reward=include_task_reward,
+                   goal_image=goal_image, image_preset=preset.name)
 
     # ------------------------------------------------------------------ facts
     @property

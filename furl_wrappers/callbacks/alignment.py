@@ -138,9 +138,12 @@ class RewardAlignmentCallback(BaseCallback):
         if self.optimizer is None:
             params = [p for p in vlm_reward.reward_model.parameters() if p.requires_grad]
             self.optimizer = _adam(params, self.lr)
-            if self._pending_optimizer_state is not None:
-                self.optimizer.load_state_dict(self._pending_optimizer_state)
-                self._pending_optimizer_state = None
+            self._apply_pending_optimizer_state()
+
+    def _apply_pending_optimizer_state(self) -> None:
+        if self.optimizer is not None and self._pending_optimizer_state is not None:
+            self.optimizer.load_state_dict(self._pending_optimizer_state)
+            self._pending_optimizer_state = None
 
     def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(JSON-able state, tensors)`` to checkpoint: stage, step count, the heads' optimiser."""
@@ -151,9 +154,7 @@ class RewardAlignmentCallback(BaseCallback):
         """Undo :meth:`state` (the optimiser state is applied when the optimiser exists, at :meth:`bind`)."""
         self.stage, self.alignment_steps = int(state["stage"]), int(state["alignment_steps"])
         self._pending_optimizer_state = tensors.get("reward_optimizer")
-        if self.optimizer is not None and self._pending_optimizer_state is not None:
-            self.optimizer.load_state_dict(self._pending_optimizer_state)
-            self._pending_optimizer_state = None
+        self._apply_pending_optimizer_state()
 
     # -------------------------------------------------------------------- step
     def _on_step(self) -> bool:

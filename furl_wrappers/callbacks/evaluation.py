@@ -113,6 +113,8 @@ class PaperEvalCallback(BaseCallback):
         self._start = time.time()
 
     def _init_callback(self) -> None:
+        if self.log_path is not None:
+            self._upgrade_legacy_log()
         # continue the schedule after a resume
         steps = self.model.num_timesteps
         self._last_eval_step = steps - steps % self.eval_freq
@@ -147,7 +149,6 @@ class PaperEvalCallback(BaseCallback):
         self.logger.record("eval/success_rate_any_step", result.success_any_step)
         self.logger.record("eval/mean_task_return", result.mean_task_return)
         if self.log_path is not None:
-            self._upgrade_legacy_log()
             new = not self.log_path.exists()
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", newline="") as handle:

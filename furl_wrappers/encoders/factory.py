@@ -67,8 +67,8 @@ def make_encoder(
         return RandomCLIPEncoder(size, seed, **kwargs)
     if spec == OFFLINE_VLM or spec.startswith(OFFLINE_VLM + ":"):
         if half or pre_crop is not None:
-            raise ValueError(f"{OFFLINE_VLM} takes neither half=True nor pre_crop "
-                             f"(got half={half}, pre_crop={pre_crop})")
+            raise ValueError(f"{OFFLINE_VLM} runs on the fast image path it was trained on (image_preset='fast'): "
+                             f"it takes neither half=True nor pre_crop (got half={half}, pre_crop={pre_crop})")
         weights = spec[len(OFFLINE_VLM) + 1:] or None
         return OfflineVLMEncoder(weights, device=device)
     if spec.lower() == "liv":

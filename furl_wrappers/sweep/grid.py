@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from furl_wrappers.envs import check_goal
 from furl_wrappers.run_dir import RunDir
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.training import RunSettings
@@ -92,8 +93,7 @@ class SweepGrid(RunSettings):
             values = getattr(self, name)
             if len(set(values)) != len(values):
                 raise GridError(f"{name} lists a value twice: {values}")
-        if self.goal not in ("fixed", "random"):
-            raise GridError(f"goal must be 'fixed' or 'random', got {self.goal!r}")
+        check_goal(self.goal, error=GridError)
         for key in ("steps", "n_envs", "eval_freq", "checkpoint_freq", "eval_episodes"):
             if getattr(self, key) is not None:
                 check_int(key, getattr(self, key), error=GridError)
