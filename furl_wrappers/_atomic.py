@@ -31,9 +31,11 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> 
             write(handle)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # a full disk names the file it hit
         raise
     return path
 

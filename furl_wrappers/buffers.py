@@ -156,13 +156,40 @@ class VLMReplayBuffer(ReplayBuffer):
         infos: list[dict[str, Any]],
     ) -> None:
         embeddings, task_rewards, successes = self._read_infos(infos)
+        for name, value in (("obs", obs), ("next_obs", next_obs), ("reward", reward)):  # what SB3 stores
+            value = np.asarray(value)
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                from furl_wrappers.vlm_reward import nonfinite_kind
+
+                env = int(np.flatnonzero(~np.isfinite(value.reshape(self.n_envs, -1)).all(axis=1))[0])
+                raise ValueError(f"VLMReplayBuffer.add: {name} of env {env} contains "
+                                 f"{nonfinite_kind(value.reshape(self.n_envs, -1)[env])}; check the env (and any "
+                                 "wrapper or normalisation): it would turn the policy's weights NaN")
         if self.embedding_dim is None:
             self._allocate(embeddings.shape[1])
         if embeddings.shape[1] != self.embedding_dim:
             raise ValueError(f"info['vlm_embedding'] has size {embeddings.shape[1]}, expected {self.embedding_dim}")
+        if self.embedding_dtype == np.float16:
+            peak = float(np.abs(embeddings).max())
+            if peak > np.finfo(np.float16).max:  # float16 would store inf, and every relabelled reward be NaN
+                import warnings
+
+                warnings.warn(f"VLMReplayBuffer: embedding storage switched from float16 to float32 because "
+                              f"embedding values reached {peak:.4g} (float16 holds at most 65504); pass "
+                              f"embedding_dtype='float32' to start with it", RuntimeWarning, stacklevel=2)
+                self.embeddings = self.embeddings.astype(np.float32)
+                self.embedding_dtype = np.dtype(np.float32)
         goal = None if self.vlm_reward is None else self.vlm_reward.goal_embedding
-        distances = (np.linalg.norm(embeddings - goal, axis=1) if goal is not None
-                     else np.full(self.n_envs, np.nan, np.float32))
+        if goal is not None:  # float64: huge finite embeddings must not overflow the norm
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+                distances = np.linalg.norm(embeddings.astype(np.float64) - goal, axis=1).astype(np.float32)
+            if not np.isfinite(distances).all():
+                env = int(np.flatnonzero(~np.isfinite(distances))[0])
+                raise ValueError(f"VLMReplayBuffer.add: the goal distance of env {env}'s embedding is "
+                                 f"{distances[env]} (beyond float32): the embeddings or the goal embedding are "
+                                 "far too large; check the encoder")
+        else:
+            distances = np.full(self.n_envs, np.nan, np.float32)
         self.embeddings[self.pos] = embeddings
         self.task_rewards[self.pos] = task_rewards
         self.goal_distances[self.pos] = distances
@@ -192,9 +219,16 @@ class VLMReplayBuffer(ReplayBuffer):
         if len({r.size for r in rows}) != 1:
             raise ValueError(f"info['vlm_embedding'] sizes differ across envs: {[r.size for r in rows]}")
         embeddings = np.stack(rows)
-        if not np.isfinite(embeddings).all():
-            raise ValueError("info['vlm_embedding'] contains NaN or inf")
-        return embeddings, np.asarray(task_rewards, np.float32), np.asarray(successes, bool)
+        task = np.asarray(task_rewards, np.float32)
+        for key, values in (("vlm_embedding", embeddings), ("task_reward", task)):
+            if not np.isfinite(values).all():  # one check per array; the env index only on the error path
+                from furl_wrappers.vlm_reward import nonfinite_kind
+
+                env = int(np.flatnonzero(~np.isfinite(values.reshape(len(infos), -1)).all(axis=1))[0])
+                raise ValueError(f"VLMReplayBuffer.add: info[{key!r}] of env {env} contains "
+                                 f"{nonfinite_kind(values[env])} (a value beyond float32 is inf too); check "
+                                 f"{'the encoder' if key == 'vlm_embedding' else 'the env'}: it cannot be stored")
+        return embeddings, task, np.asarray(successes, bool)
 
     # ----------------------------------------------------------------- sampling
     def _next_env_indices(self, n: int) -> np.ndarray:
@@ -229,6 +263,10 @@ class VLMReplayBuffer(ReplayBuffer):
         self.batches_sampled += 1
         rewards = self.vlm_reward.relabel(self.embeddings[batch_inds, env_indices],
                                           self.task_rewards[batch_inds, env_indices])
+        if not np.isfinite(rewards).all():  # never hand the critic NaN targets
+            bad = int((~np.isfinite(rewards)).sum())
+            raise RuntimeError(f"VLMReplayBuffer: {bad} of {len(rewards)} relabelled rewards are NaN or inf: the "
+                               "reward model's heads are not finite (check the alignment callback's losses)")
         return self.with_rewards(samples, rewards, env)
 
     def task_reward_view(self, share_batch: bool = True) -> "TaskRewardView":

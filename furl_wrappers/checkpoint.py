@@ -3,13 +3,17 @@
 Entries added to SB3's zip:
 
 - ``relay_sac.zip``: the relay's plain SAC agent, in SB3's format;
+- ``furl_safe_data.json`` (in the outer zip and in ``relay_sac.zip``): the JSON description of what SB3 pickles,
+  written by :mod:`furl_wrappers.serialization`;
 - ``furl_state.json``: the format version, the identity the checkpoint was made for (:func:`identity`), the relay
   schedule, the alignment stage and numpy's global RNG state;
 - ``furl_tensors.pt``: tensors only, read with ``torch.load(weights_only=True)``: the reward heads, their
   optimiser, torch's RNG state.
 
 Files are written through :func:`~furl_wrappers._atomic.atomic_write`, so an interrupted save leaves the previous
-checkpoint intact. SB3's own entries are pickled by SB3: load checkpoints only from sources you trust.
+checkpoint intact. SB3 pickles some attributes into its ``data`` entry; ``RelayPolicy.load`` never unpickles
+them: it rebuilds them from ``furl_safe_data.json`` (classes only from SB3, sb3_contrib, furl_wrappers, torch.nn and
+torch.optim) and refuses a zip without it unless ``trusted=True``. This module's own entries are JSON and tensors.
 
 Example:
     >>> import gymnasium as gym

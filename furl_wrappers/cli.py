@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "numbers in any notation)")
     train.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                        help="make_metaworld_env arguments, e.g. image_size=128 max_episode_steps=200")
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run exactly from its checkpoint (same task, goal, seed, method, "
+                            "encoder and hyperparameters; a finished run is never written again)")
+    train.add_argument("--trusted", action="store_true",
+                       help="also resume checkpoints that need unpickling (written by an older furl_wrappers): this "
+                            "runs code from those files, so only for files you made")
     train.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live display")
     train.set_defaults(func=_cmd_train)
 
@@ -81,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "fixed goal, seed + 100 for random goals)")
     evaluate.add_argument("--video", default=None, help="write the episodes as an animated GIF here")
     evaluate.add_argument("--device", default="auto", help="default auto (CUDA when available)")
+    evaluate.add_argument("--trusted", action="store_true",
+                          help="also load models that need unpickling (saved by SB3 itself or an older furl_wrappers): "
+                               "this runs code from the file, so only for files you made")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     report = sub.add_parser("report", help="aggregate runs: Markdown table, learning curves, r_VLM curves")
@@ -183,7 +191,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                    device=args.device, eval_freq=args.eval_freq,
                    eval_episodes=args.eval_episodes, checkpoint_freq=args.checkpoint_freq,
                    hyperparams=_key_values(args.hyperparams, "--hyperparams"),
-                   env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), resume=args.resume, quiet=args.quiet)
+                   env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), resume=args.resume, quiet=args.quiet,
+                   trusted=args.trusted)
     from furl_wrappers.run_dir import RunDir
 
     run_dir = train_run(spec, console=console)
@@ -200,7 +209,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from furl_wrappers.training import evaluate_run
 
-    result = evaluate_run(args.run_dir, episodes=args.episodes, video=args.video, seed=args.seed, device=args.device)
+    result = evaluate_run(args.run_dir, episodes=args.episodes, video=args.video, seed=args.seed, device=args.device,
+                          trusted=args.trusted)
     print(f"{args.run_dir}: success rate {result['success_rate']:.2f} (success at the final step; at any step "
           f"{result['success_rate_any_step']:.2f}) over {result['episodes']} episode(s) (eval seed {result['seed']}), "
           f"mean task return {result['mean_task_return']:.1f}")
@@ -304,12 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     from furl_wrappers.encoders.clip import ModelUnavailableError
+    from furl_wrappers.run_lock import RunLockedError
 
     try:
         return int(args.func(args))
-    except (ValueError, FileExistsError, FileNotFoundError, ModelUnavailableError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError, ModelUnavailableError, RunLockedError) as exc:
         print(f"furl: error: {exc}", file=sys.stderr)  # bad input: one clear line, no traceback, exit 2
         return 2
+    except OSError as exc:  # the machine's side: a full disk, a read-only --out, a lost mount
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"furl: error: {exc.strerror or exc}{where}: free space or choose a writable --out, then run the "
+              "same command again (add --resume when the run has a checkpoint)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -137,6 +137,8 @@ class MetaWorldGoal(gym.Wrapper):
         self.image_preset = get_preset(image_preset).name
         self.vlm = vlm
         self.instruction = instruction(self.task)
+        self._start: dict[str, Any] = {}
+        self._replay: Optional[dict[str, Any]] = None
 
     @property
     def goal_position(self) -> list[float]:
@@ -144,9 +146,24 @@ class MetaWorldGoal(gym.Wrapper):
         return [float(v) for v in np.asarray(self.env.unwrapped._target_pos).reshape(-1)]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        replay, self._replay = self._replay, None
+        if replay is not None:  # a resumed run: start this episode as the checkpointed run did
+            seed = replay.get("seed")
+            if seed is None:
+                self.env.unwrapped.np_random.bit_generator.state = replay["rng"]
+        self._start = ({"seed": int(seed)} if seed is not None else
+                       {"rng": self.env.unwrapped.np_random.bit_generator.state})
         if seed is not None:
             self.env.unwrapped.seed(int(seed))  # Meta-World's reset ignores `seed`; its own seed() reseeds.
         return self.env.reset(options=options)
+
+    def episode_start(self) -> dict[str, Any]:
+        """How the current episode was started (JSON): the reset's seed, or the RNG state it drew from."""
+        return dict(self._start)
+
+    def replay_episode_start(self, record: dict[str, Any]) -> None:
+        """Make the next reset start its episode as ``record`` (from :meth:`episode_start`) says."""
+        self._replay = dict(record)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ threshold), ``train`` (both agents, one batch). Logs under ``furl/``.
 
 Save/load: one zip in the format of :mod:`furl_wrappers.checkpoint` (SB3's own format for the VLM agent, plus the
 SAC agent, the relay state and the reward heads), written atomically. :meth:`load` checks task, encoder and spaces
-first. Loading an SB3 zip from an untrusted source runs its code (SB3 pickles parts of the model): only load
-checkpoints you trust.
+first. Nothing is unpickled on load: both agents' pickled SB3 attributes are rebuilt from the JSON descriptions
+:mod:`furl_wrappers.serialization` stores beside them; a zip without them (older, or foreign) is refused unless
+``trusted=True``, which loads it with SB3's unpickling (which runs the file's code: only for files you trust).
 
 Example:
     >>> import furl_wrappers
@@ -43,6 +44,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from types import SimpleNamespace
 from typing import IO, Any, Optional, Sequence, Union
 
 import numpy as np
@@ -52,7 +54,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import MaybeCallback
 
-from furl_wrappers import checkpoint
+from furl_wrappers import checkpoint, serialization
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
 from furl_wrappers.checkpoint import CheckpointMismatchError
@@ -141,6 +143,13 @@ class RelayPolicy(SAC):
         self.relay_noise = relay_noise
         self.align = bool(align)
         self.alignment_kwargs = dict(alignment_kwargs or {})
+        import inspect  # a mistyped alignment key fails here, naming it, not deep inside learn()
+
+        valid = set(inspect.signature(RewardAlignmentCallback.__init__).parameters) - {"self", "vlm_reward"}
+        legacy = {"lag", "alignment_buffer_size", "seed", "goal_image"}  # see _move_legacy_alignment_kwargs
+        for key in self.alignment_kwargs:
+            if key not in valid | legacy:
+                raise ValueError(f"alignment_kwargs: unknown key {key!r} (valid: {', '.join(sorted(valid))})")
         self.sac_agent: Optional[SAC] = None
         self.alignment_callback: Optional[RewardAlignmentCallback] = None
         super().__init__(
@@ -164,6 +173,9 @@ class RelayPolicy(SAC):
             except ValueError:
                 pass  # fine for predict and evaluation; learn() says what is missing
         self._move_legacy_alignment_kwargs()
+        if self.seed is not None and "seed" not in (self.replay_buffer_kwargs or {}):
+            # the model's seed seeds the alignment sampling too: same seed, same run
+            self.replay_buffer_kwargs = {**(self.replay_buffer_kwargs or {}), "seed": self.seed}
         super()._setup_model()
         self._connect_buffer()
         self.relay_active = self.relay
@@ -333,21 +345,38 @@ class RelayPolicy(SAC):
             tensors.update(alignment_tensors)
         if self.vlm_reward is not None:
             tensors["reward_model"] = self.vlm_reward.reward_model.state_dict()
-        checkpoint.write_checkpoint(path, lambda handle: super(RelayPolicy, self).save(handle, exclude, include),
-                                    self.sac_agent, state, tensors)
+
+        def save_sb3(handle: IO[bytes]) -> None:  # SB3's zip of the VLM agent + its pickle-free description
+            raw = io.BytesIO()
+            super(RelayPolicy, self).save(raw, exclude, include)
+            handle.write(serialization.with_safe_entry(raw.getvalue(), self))
+
+        sac = (None if self.sac_agent is None else  # the relay SAC agent's zip gets its description too
+               SimpleNamespace(save=lambda handle: serialization.save_model(self.sac_agent, handle)))
+        checkpoint.write_checkpoint(path, save_sb3, sac, state, tensors)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], env: Any = None, device: Union[torch.device, str] = "auto",
              custom_objects: Optional[dict[str, Any]] = None, print_system_info: bool = False,
-             force_reset: bool = True, **kwargs: Any) -> "RelayPolicy":
+             force_reset: bool = True, trusted: bool = False, **kwargs: Any) -> "RelayPolicy":
         """Load a :meth:`save` checkpoint; with ``env``, check it was made for the same task, encoder and spaces,
         restore the reward heads into the env's VLM reward (or ``vlm_reward=``), and restore RNG states so that
         ``learn(..., reset_num_timesteps=False)`` continues exactly (with ``load_replay_buffer`` for the buffer).
 
+        Nothing is unpickled: both agents' pickled SB3 attributes are rebuilt from their safe descriptions
+        (:func:`furl_wrappers.serialization.safe_custom_objects`). ``trusted=True`` loads a checkpoint without them
+        (an older one) with SB3's unpickling, which runs the file's code: only for files you trust.
+
         Raises:
             CheckpointMismatchError: the checkpoint is for another task, encoder or observation/action space.
+            UnsafeFileError: a pickled attribute has no safe description (and ``trusted`` is False).
+            CorruptFileError: the file is truncated or corrupt.
         """
+        raw, name = serialization.read_model_zip(path)  # complete (else CorruptFileError); SB3 loads these bytes
         path, state, tensors, sac_bytes = checkpoint.read_checkpoint(path)
+        safe = {} if trusted else serialization.safe_custom_objects(raw, name)
+        sac_safe = ({} if trusted or sac_bytes is None else
+                    serialization.safe_custom_objects(sac_bytes, f"{name}:relay_sac.zip"))
         if env is not None:
             if kwargs.get("vlm_reward") is None:
                 from furl_wrappers.wrappers import vlm_reward_of
@@ -357,10 +386,11 @@ class RelayPolicy(SAC):
                 except ValueError:
                     kwargs.pop("vlm_reward", None)  # no VLM reward on this env: checked without one
             checkpoint.check_identity(state["identity"], cls._env_identity(env, kwargs.get("vlm_reward")))
-        model = super().load(path, env=env, device=device, custom_objects=custom_objects,
+        model = super().load(io.BytesIO(raw), env=env, device=device, custom_objects={**safe, **(custom_objects or {})},
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
         if sac_bytes is not None and model.sac_agent is not None:
-            model.sac_agent = SAC.load(io.BytesIO(sac_bytes), env=env, device=device, buffer_size=1)
+            model.sac_agent = SAC.load(io.BytesIO(sac_bytes), env=env, device=device, buffer_size=1,
+                                       custom_objects=sac_safe)
             model._connect_buffer()
         model._restore_state(state, tensors)
         return model

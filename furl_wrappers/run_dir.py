@@ -5,7 +5,9 @@
     config.json            the resolved hyperparameters, task, seed, encoder
     progress.csv           SB3's logger (train/*, rollout/*, furl/*, eval/*); tb/ for TensorBoard when installed
     evaluations.csv        step, success rate, mean task return (paper protocol)
-    checkpoint/            model.zip + replay_buffer.pkl + meta.json, refreshed periodically (for --resume)
+    checkpoint/            model.zip + replay_buffer.npz + meta.json, one consistent set refreshed
+                           periodically (for --resume; see furl_wrappers.checkpoint_set)
+    .furl_lock             the writer's lock (see furl_wrappers.run_lock)
     model.zip              the final model
     reward_model_initial.pt / reward_model_final.pt   the reward heads before/after training (tensors only)
     summary.json           written last: the run is finished
@@ -17,9 +19,10 @@ attempt, pid and host of the worker), ``sweep_failure_<attempt>.txt`` (one trace
 A run's state is decided from these files alone (so the same on any node that sees the directory):
 
 - ``"finished"``: ``summary.json`` exists;
-- ``"running"``: the sweep status names a live process on this host as its writer;
+- ``"running"``: a live process holds the run's lock (:class:`~furl_wrappers.run_lock.RunLock`);
 - ``"interrupted"``: a checkpoint exists (``--resume`` continues from it);
-- ``"failed"``: run files but no checkpoint (stopped before its first checkpoint: nothing to resume);
+- ``"failed"``: run files but no checkpoint (stopped before its first checkpoint: nothing to resume; running
+  it again starts it over);
 - ``"new"``: nothing of a run yet.
 
 Example:
@@ -33,14 +36,17 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-import platform
 import shutil
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from furl_wrappers._atomic import atomic_write_text
+from furl_wrappers.checkpoint_set import CheckpointSet
 from furl_wrappers.envs import run_name
+from furl_wrappers.run_lock import LOCK_NAME, RunLock
 
 __all__ = ["RUN_STATES", "SWEEP_PREFIX", "RunDir"]
 
@@ -63,9 +69,10 @@ class RunDir:
     SUMMARY = "summary.json"
     MODEL = "model.zip"
     CHECKPOINT = "checkpoint"
-    CHECKPOINT_MODEL = "model.zip"
-    CHECKPOINT_BUFFER = "replay_buffer.pkl"
-    CHECKPOINT_META = "meta.json"
+    CHECKPOINT_MODEL = CheckpointSet.MODEL
+    CHECKPOINT_BUFFER = CheckpointSet.BUFFER
+    CHECKPOINT_META = CheckpointSet.META
+    LOCK = LOCK_NAME
     REWARD_INITIAL = "reward_model_initial.pt"
     REWARD_FINAL = "reward_model_final.pt"
     SWEEP_STATUS = SWEEP_PREFIX + "status.json"
@@ -112,6 +119,10 @@ class RunDir:
         return self.path / self.CHECKPOINT
 
     @property
+    def checkpoint_set(self) -> CheckpointSet:
+        return CheckpointSet(self.checkpoint)
+
+    @property
     def checkpoint_model(self) -> Path:
         return self.checkpoint / self.CHECKPOINT_MODEL
 
@@ -151,7 +162,7 @@ class RunDir:
         """Everything in the directory that belongs to the run (not the sweep's bookkeeping)."""
         if not self.path.is_dir():
             return []
-        return [p for p in self.path.iterdir() if not p.name.startswith(SWEEP_PREFIX)]
+        return [p for p in self.path.iterdir() if not p.name.startswith(SWEEP_PREFIX) and p.name != self.LOCK]
 
     def clear_run_files(self) -> None:
         """Remove a run that cannot be resumed (keeps the sweep's bookkeeping)."""
@@ -195,32 +206,88 @@ class RunDir:
         return out
 
     def checkpoint_step(self) -> Optional[int]:
-        """The env step the checkpoint holds (``None`` without a readable ``meta.json``)."""
-        step = self.read_json(self.checkpoint_meta).get("num_timesteps")
-        return int(step) if isinstance(step, int) else None
+        """The env step the checkpoint holds (``None`` without a complete set)."""
+        return self.checkpoint_set.step()
+
+    def lock(self) -> RunLock:
+        """The run's write lock (not yet taken)."""
+        return RunLock(self.path)
 
     def live_writer(self) -> Optional[int]:
-        """The pid of a live process on this host that the sweep status names as this run's writer, else None."""
-        status = self.read_json(self.sweep_status)
-        pid = status.get("pid")
-        if status.get("state") != "running" or status.get("host") != platform.node() or not isinstance(pid, int):
+        """The pid of the live process holding the run's lock (``-1`` when held but the pid is unknown), else None.
+        Not for the holder itself (see :mod:`furl_wrappers.run_lock`)."""
+        holder = self.lock().holder()
+        if holder is None:
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # it exists, under another user
-        return pid
+        return holder["pid"] if isinstance(holder.get("pid"), int) else -1
 
-    def state(self) -> str:
-        """One of :data:`RUN_STATES` (see the module docstring)."""
+    # ---------------------------------------------------- writer-side helpers (call while holding the lock)
+    def tidy(self) -> Optional[int]:
+        """Recover the newest complete checkpoint set and remove temp files left by killed writes; returns the
+        checkpoint's step (``None``: none)."""
+        if self.path.is_dir():
+            for tmp in self.path.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        return self.checkpoint_set.recover()
+
+    def rewind_logs(self, step: int) -> None:
+        """Drop the log rows written after ``step`` (a resume continues from its checkpoint at ``step``): rows of
+        ``progress.csv`` and ``evaluations.csv`` past it go, every earlier row stays."""
+        for path, key in ((self.progress, "time/total_timesteps"), (self.evaluations, "step")):
+            try:
+                with open(path, newline="") as handle:
+                    rows = list(csv.reader(handle))
+            except OSError:
+                continue
+            if not rows or key not in rows[0]:
+                continue
+            column = rows[0].index(key)
+            kept = [rows[0]]
+            for row in rows[1:]:
+                try:
+                    if len(row) == len(rows[0]) and float(row[column]) <= step:
+                        kept.append(row)
+                except ValueError:
+                    pass  # a torn line of a killed write
+            if len(kept) != len(rows):
+                text = io.StringIO()
+                csv.writer(text, lineterminator="\n").writerows(kept)
+                atomic_write_text(path, text.getvalue())
+
+    def logger(self, formats: list[str]) -> Any:
+        """SB3's logger for this run: ``progress.csv`` appended to (never truncated, unlike SB3's own CSV format,
+        so a resumed run keeps its history), plus the other ``formats`` (e.g. ``"tensorboard"``)."""
+        from stable_baselines3.common.logger import Logger, make_output_format
+
+        outputs = [_appending_csv(str(self.progress)) if name == "csv" else make_output_format(name, str(self.path))
+                   for name in formats]
+        return Logger(str(self.path), outputs)
+
+    def state(self, holding_lock: bool = False) -> str:
+        """One of :data:`RUN_STATES` (see the module docstring); ``holding_lock``: asked by the run's own writer,
+        which must not probe its own lock (so never ``"running"``)."""
         if self.summary.is_file():
             return "finished"
-        if self.live_writer() is not None:
+        if not holding_lock and self.live_writer() is not None:
             return "running"
-        if self.checkpoint_model.is_file():
+        if self.checkpoint_set.exists():
             return "interrupted"
         if self.run_files():
             return "failed"
         return "new"
+
+
+
+def _appending_csv(filename: str) -> Any:
+    """SB3's CSV format continuing an existing file: its header's columns are kept, rows go after its last one
+    (SB3's own opens with ``"w+"``, which empties the file of a resumed run)."""
+    from stable_baselines3.common.logger import CSVOutputFormat
+
+    existing = os.path.isfile(filename) and os.path.getsize(filename) > 0
+    output = CSVOutputFormat.__new__(CSVOutputFormat)
+    output.file = open(filename, "r+" if existing else "w+", newline="")
+    output.keys, output.separator, output.quotechar = [], ",", '"'
+    if existing:
+        output.keys = next(csv.reader([output.file.readline()]), [])
+        output.file.seek(0, os.SEEK_END)
+    return output

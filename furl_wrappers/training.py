@@ -1,7 +1,10 @@
 """``furl train``: one training run of a paper method on one task, from the zoo YAML, into a run directory.
 
-The run directory's layout and states are :mod:`furl_wrappers.run_dir`'s. A run directory is never overwritten:
-an existing one needs ``resume=True`` (continues from its checkpoint) or another ``out``. When the YAML's VLM
+The run directory's layout and states are :mod:`furl_wrappers.run_dir`'s. One process writes a run directory
+at a time (:class:`~furl_wrappers.run_lock.RunLock`); a finished run is never written again; an interrupted one
+needs ``resume=True``, which continues exactly from its checkpoint set (:mod:`furl_wrappers.checkpoint_set`)
+after checking that task, goal, seed, method, encoder and hyperparameters are the run's, and keeps its logs up to
+the checkpoint's step; a run that failed before its first checkpoint is started over. When the YAML's VLM
 (LIV for the paper configs) cannot be had (offline machine) and no encoder was asked for, the run falls back to
 the offline VLM shipped with the package (``furl-mw-vlm``), or to ``random-clip`` if that cannot load either, on
 the fast image path, and says so plainly. Evaluation follows :mod:`furl_wrappers.protocol`.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,6 +27,7 @@ from furl_wrappers.envs import check_goal, env_id, make_metaworld_env
 from furl_wrappers.presets import get_preset
 from furl_wrappers.protocol import eval_episodes, eval_seed
 from furl_wrappers.run_dir import RunDir
+from furl_wrappers.run_lock import RunLockedError
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.validation import check_int
 from furl_wrappers.zoo import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
@@ -81,6 +85,7 @@ class RunSpec(RunSettings):
     device: str = "auto"
     resume: bool = False
     quiet: bool = False
+    trusted: bool = False
 
     def __post_init__(self) -> None:
         if not self.method or not self.task:
@@ -131,29 +136,71 @@ def _choose_encoder(spec: RunSpec, vec_spec: Any, preset: str, say: Callable[[st
     return make_encoder("random-clip", device=spec.device, **fast), "random-clip", True, "fast"
 
 
-def _check_run_dir(spec: RunSpec) -> RunDir:
-    """The run's directory, if it may be written (new, or resumable with ``resume``); nothing is created."""
-    run = spec.run_dir()
-    if run.run_files():
-        if not spec.resume:
-            raise RunExistsError(f"run directory {str(run.path)!r} already holds a run: pass --resume to continue it "
-                                 "or --out to write elsewhere (nothing was changed)")
-        if not run.checkpoint_model.exists():
-            raise RunExistsError(f"{str(run.path)!r} has no checkpoint to resume from ({run.checkpoint_model})")
-    elif spec.resume:
-        raise FileNotFoundError(f"--resume: run directory {str(run.path)!r} does not exist")
-    return run
+def _check_run_dir(spec: RunSpec, run: RunDir, holding_lock: bool = False) -> bool:
+    """Whether the run resumes from a checkpoint, if its directory may be written at all (a finished run never
+    is; an interrupted one only with ``resume``; a failed one starts over); nothing is written. Checked before
+    the encoder loads, and again once the run's lock is held."""
+    state = run.state(holding_lock)
+    if state == "finished":
+        raise RunExistsError(f"{str(run.path)!r} holds a finished run, which is never written again: pass --out to "
+                             "train another (nothing was changed)")
+    if state == "running":
+        raise RunLockedError(f"{str(run.path)!r} is being written by pid {run.live_writer()}: a second writer would "
+                             "corrupt it; wait for that run to end or stop it first")
+    if state == "interrupted" and not spec.resume:
+        raise RunExistsError(f"run directory {str(run.path)!r} already holds a run: pass --resume to continue it "
+                             "or --out to write elsewhere (nothing was changed)")
+    if state == "new" and spec.resume:
+        raise FileNotFoundError(f"--resume: {str(run.path)!r} holds no run to resume")
+    return state == "interrupted"
+
+
+#: what a resume must share with the run it continues (config.json key, RunSpec field)
+_RESUME_KEYS = (("method", "method"), ("task", "task"), ("goal", "goal"), ("seed", "seed"), ("n_envs", "n_envs"))
+
+
+def _check_resume(spec: RunSpec, run: RunDir, config: dict[str, Any]) -> dict[str, Any]:
+    """The run's recorded config.json, checked against this call (task, goal, seed, method, n_envs, encoder,
+    image preset, hyperparameters but ``n_timesteps``)."""
+    recorded = run.read_json(run.config)
+    if not recorded:
+        raise ConfigError(f"--resume: {str(run.config)!r} is missing or unreadable, so the run cannot be checked; "
+                          "start it over with another --out")
+    ours = {**asdict(spec), "task": canonical_task(spec.task)}
+    for key, field_name in _RESUME_KEYS:
+        if key in recorded and recorded[key] != ours[field_name]:
+            raise ConfigError(f"--resume: {str(run.path)!r} was made with {key}={recorded[key]!r}, this call has "
+                              f"{ours[field_name]!r}; pass --out to start a new run instead")
+    if spec.vlm is not None and recorded.get("encoder_spec") not in (None, spec.vlm):
+        raise ConfigError(f"--resume: {str(run.path)!r} was made with --vlm {recorded['encoder_spec']}, this call "
+                          f"has --vlm {spec.vlm}")
+    if spec.image_preset is not None and recorded.get("image_preset") not in (None, spec.image_preset):
+        raise ConfigError(f"--resume: {str(run.path)!r} was made with --image-preset {recorded['image_preset']}, "
+                          f"this call has {spec.image_preset}")
+    def comparable(hyperparams: dict[str, Any]) -> dict[str, Any]:  # the wrapper's vlm is the encoder, checked above
+        plain = json.loads(json.dumps({k: v for k, v in hyperparams.items() if k != "n_timesteps"}, default=str))
+        for kwargs in _wrapper_kwargs(plain.get("vec_env_wrapper")):
+            kwargs.pop("vlm", None)
+        return plain
+
+    before, now = comparable(recorded.get("hyperparams") or {}), comparable(config)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if before and changed:
+        raise ConfigError(f"--resume: {str(run.path)!r} was made with other hyperparameters ({', '.join(changed)}); "
+                          "pass --out to start a new run with them")
+    return recorded
 
 
 def train_run(spec: RunSpec, console: Any = None) -> Path:
     """Train, evaluate and summarise one run; returns its directory. See the module docstring."""
     import torch
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.logger import configure
 
+    from furl_wrappers.buffers import VLMReplayBuffer
     from furl_wrappers.callbacks import FuRLProgressCallback, PaperEvalCallback, ResumeCheckpointCallback
     from furl_wrappers.encoders import describe
     from furl_wrappers.relay import RelayPolicy
+    from furl_wrappers.serialization import save_model
 
     def say(text: str) -> None:
         if console is None:
@@ -179,110 +226,131 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
                           "(--seed)")
     if "vlm" in env_kwargs:
         raise ConfigError(f"env_kwargs may not set vlm ({env_kwargs['vlm']!r}): pass --vlm {env_kwargs['vlm']}")
-    run = _check_run_dir(spec)
+    run = spec.run_dir()
+    resume = _check_run_dir(spec, run)
+    recorded = _check_resume(spec, run, config) if resume else {}
+    if resume and recorded.get("encoder_spec") and spec.vlm is None:  # the encoder it was trained with, no fallback
+        spec = replace(spec, vlm=recorded["encoder_spec"])
+        if recorded.get("image_preset"):
+            preset = env_kwargs["image_preset"] = recorded["image_preset"]
 
-    encoder, encoder_spec, fell_back = None, None, False
+    encoder, encoder_spec, fell_back = None, None, bool(recorded.get("encoder_fallback", False))
     vec_wrapper = None
     if zoo.get("vec_env_wrapper"):
-        encoder, encoder_spec, fell_back, preset = _choose_encoder(spec, zoo["vec_env_wrapper"], preset, say)
+        encoder, encoder_spec, fell_back_now, preset = _choose_encoder(spec, zoo["vec_env_wrapper"], preset, say)
+        fell_back = fell_back or fell_back_now
         env_kwargs["image_preset"] = preset
         for kwargs in _wrapper_kwargs(zoo["vec_env_wrapper"]):  # config.json records the encoder actually used
             kwargs["vlm"] = encoder_spec
         if getattr(encoder, "pretrained", True) is False:
             say(NOT_PRETRAINED_NOTICE)
         vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
-    run.path.mkdir(parents=True, exist_ok=True)  # every input checked, the encoder loaded: the run starts here
-    # every env copy on the run's task instance (SB3's seed + i only reseeds episodes); see furl_wrappers.protocol
-    venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
-                        wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
-                        monitor_kwargs={"info_keywords": ("is_success",)})
-    if vec_wrapper is not None:
-        venv = vec_wrapper(venv)
-    vlm_reward = getattr(venv, "vlm_reward", None)  # the YAML's VLM reward wrapper is the outermost layer
-    cls = algo_class(zoo["_algo"])
-    if vlm_reward is not None and cls is RelayPolicy:
-        algo_kwargs["vlm_reward"] = vlm_reward
-
-    started = time.time()
-    if spec.resume:
-        model = cls.load(run.checkpoint_model, env=venv, device=spec.device,
-                         **({"vlm_reward": vlm_reward} if "vlm_reward" in algo_kwargs else {}))
-        model.load_replay_buffer(run.checkpoint_buffer)
-        started -= float(run.read_json(run.config).get("wall_time_s", 0.0))
-        say(f"[furl] resuming {run.path} at step {model.num_timesteps} of {total}")
-    else:
-        model = cls(env=venv, seed=spec.seed, device=spec.device, verbose=0, **algo_kwargs)
-    formats = ["csv"]
+    lock = run.lock().acquire()  # every input checked, the encoder loaded: the run starts here
     try:
-        import tensorboard  # noqa: F401
+        resume = _check_run_dir(spec, run, holding_lock=True)  # again, now that no other writer can change it
+        step = run.tidy()  # the newest complete checkpoint set in place, no temp files of killed writes
+        if not resume:
+            if run.run_files():
+                say(f"[furl] {run.path} holds a run that stopped before its first checkpoint: starting it over")
+            run.clear_run_files()
+        # every env copy on the run's task instance (SB3's seed + i only reseeds episodes); see furl_wrappers.protocol
+        venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
+                            wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
+                            monitor_kwargs={"info_keywords": ("is_success",)})
+        if vec_wrapper is not None:
+            venv = vec_wrapper(venv)
+        vlm_reward = getattr(venv, "vlm_reward", None)  # the YAML's VLM reward wrapper is the outermost layer
+        cls = algo_class(zoo["_algo"])
+        if vlm_reward is not None and cls is RelayPolicy:
+            algo_kwargs["vlm_reward"] = vlm_reward
+        buffer_class = algo_kwargs.get("replay_buffer_class") or (VLMReplayBuffer if cls is RelayPolicy else None)
+        if isinstance(buffer_class, type) and issubclass(buffer_class, VLMReplayBuffer):
+            # --seed seeds the alignment sampling too: same seed, same run
+            algo_kwargs["replay_buffer_kwargs"] = {"seed": spec.seed, **(algo_kwargs.get("replay_buffer_kwargs") or {})}
 
-        formats.append("tensorboard")
-    except ImportError:
-        pass
-    model.set_logger(configure(str(run.path), formats))
+        started = time.time()
+        if resume:
+            run.rewind_logs(step)  # rows past the checkpoint are redone; every earlier row stays
+            model = run.checkpoint_set.load(cls, venv, device=spec.device, trusted=spec.trusted,
+                                            **({"vlm_reward": vlm_reward} if "vlm_reward" in algo_kwargs else {}))
+            started -= float(recorded.get("wall_time_s", 0.0))
+            say(f"[furl] resuming {run.path} at step {model.num_timesteps} of {total}")
+        else:
+            model = cls(env=venv, seed=spec.seed, device=spec.device, verbose=0, **algo_kwargs)
+        formats = ["csv"]
+        try:
+            import tensorboard  # noqa: F401
 
-    reward_model = None if vlm_reward is None else vlm_reward.reward_model
-    if reward_model is not None and not spec.resume:
-        torch.save(reward_model.state_dict(), run.reward_initial)
-    info = {"method": spec.method, "task": task, "goal": spec.goal, "seed": spec.seed, "env_id": eid,
-            "steps": total, "n_envs": spec.n_envs, "algo": zoo["_algo"],
-            "encoder": None if encoder is None else getattr(encoder, "name", type(encoder).__name__),
-            "encoder_pretrained": None if encoder is None else getattr(encoder, "pretrained", None),
-            "encoder_description": None if encoder is None else describe(encoder),
-            "encoder_fallback": fell_back, "encoder_spec": encoder_spec,
-            "reward_mode": getattr(reward_model, "mode", None), "reward_alpha": getattr(reward_model, "alpha", 0.0),
-            "image_preset": preset, "instruction": None if vlm_reward is None else vlm_reward.text,
-            "env_kwargs": env_kwargs,
-            "hyperparams": config, "spec": asdict(spec)}
-    if encoder is not None:
-        say(f"[furl] encoder: {describe(encoder)}")
+            formats.append("tensorboard")
+        except ImportError:
+            pass
+        model.set_logger(run.logger(formats))
 
-    n_eval = spec.eval_episodes or eval_episodes(spec.goal)
-    eval_instance = eval_seed(spec.seed, spec.goal)
-    eval_env = make_metaworld_env(task, goal=spec.goal, seed=eval_instance, **env_kwargs)
-    info.update(train_instance_seed=spec.seed, eval_instance_seed=eval_instance,
-                train_goal=venv.get_attr("goal_position", indices=[0])[0],
-                eval_goal=eval_env.get_wrapper_attr("goal_position"), eval_episodes=n_eval,
-                success_criterion="final_step")
-    atomic_write_text(run.config, json.dumps({**info, "wall_time_s": 0.0}, indent=1, default=str))
-    eval_freq = spec.eval_freq or max(min(10_000, total // 10), 1)
-    evaluation = PaperEvalCallback(eval_env, eval_freq, n_eval, log_path=str(run.evaluations))
-    ckpt = ResumeCheckpointCallback(run.checkpoint, spec.checkpoint_freq or max(min(50_000, total // 4), 1))
-    progress = FuRLProgressCallback(total, evaluation, quiet=spec.quiet,
-                                    description=f"{spec.method} {short_task(task)} seed {spec.seed}")
-    remaining = max(total - model.num_timesteps, 0)
-    if remaining:
-        model.learn(remaining, callback=[evaluation, ckpt, progress], reset_num_timesteps=not spec.resume,
-                    log_interval=1)
-    else:
-        evaluation.init_callback(model)
-        evaluation.evaluate()
-    ckpt.init_callback(model)
-    ckpt.save()
-    model.save(run.model)
-    if reward_model is not None:
-        torch.save(reward_model.state_dict(), run.reward_final)
-    wall = time.time() - started
-    summary = {**{k: v for k, v in info.items() if k not in ("hyperparams", "spec")},
-               "timesteps_done": int(model.num_timesteps), "final_success": evaluation.last_success,
-               "final_success_any_step": evaluation.last_result.success_any_step,
-               "best_success": evaluation.best_success, "wall_time_s": round(wall, 1),
-               "positive_count": int(getattr(model.replay_buffer, "positive_count", 0))}
-    atomic_write_text(run.config, json.dumps({**info, "wall_time_s": round(wall, 1)}, indent=1, default=str))
-    atomic_write_text(run.summary, json.dumps(summary, indent=1, default=str))  # last: the run is finished
-    venv.close()
-    eval_env.close()
-    return run.path
+        reward_model = None if vlm_reward is None else vlm_reward.reward_model
+        if reward_model is not None and not resume:
+            torch.save(reward_model.state_dict(), run.reward_initial)
+        info = {"method": spec.method, "task": task, "goal": spec.goal, "seed": spec.seed, "env_id": eid,
+                "steps": total, "n_envs": spec.n_envs, "algo": zoo["_algo"],
+                "encoder": None if encoder is None else getattr(encoder, "name", type(encoder).__name__),
+                "encoder_pretrained": None if encoder is None else getattr(encoder, "pretrained", None),
+                "encoder_description": None if encoder is None else describe(encoder),
+                "encoder_fallback": fell_back, "encoder_spec": encoder_spec,
+                "reward_mode": getattr(reward_model, "mode", None), "reward_alpha": getattr(reward_model, "alpha", 0.0),
+                "image_preset": preset, "instruction": None if vlm_reward is None else vlm_reward.text,
+                "env_kwargs": env_kwargs,
+                "hyperparams": config, "spec": asdict(spec)}
+        if encoder is not None:
+            say(f"[furl] encoder: {describe(encoder)}")
 
+        n_eval = spec.eval_episodes or eval_episodes(spec.goal)
+        eval_instance = eval_seed(spec.seed, spec.goal)
+        eval_env = make_metaworld_env(task, goal=spec.goal, seed=eval_instance, **env_kwargs)
+        info.update(train_instance_seed=spec.seed, eval_instance_seed=eval_instance,
+                    train_goal=venv.get_attr("goal_position", indices=[0])[0],
+                    eval_goal=eval_env.get_wrapper_attr("goal_position"), eval_episodes=n_eval,
+                    success_criterion="final_step")
+        if not resume:
+            atomic_write_text(run.config, json.dumps({**info, "wall_time_s": 0.0}, indent=1, default=str))
+        eval_freq = spec.eval_freq or max(min(10_000, total // 10), 1)
+        evaluation = PaperEvalCallback(eval_env, eval_freq, n_eval, log_path=str(run.evaluations))
+        ckpt = ResumeCheckpointCallback(run.checkpoint, spec.checkpoint_freq or max(min(50_000, total // 4), 1))
+        progress = FuRLProgressCallback(total, evaluation, quiet=spec.quiet,
+                                        description=f"{spec.method} {short_task(task)} seed {spec.seed}")
+        remaining = max(total - model.num_timesteps, 0)
+        if remaining:
+            model.learn(remaining, callback=[evaluation, ckpt, progress], reset_num_timesteps=not resume,
+                        log_interval=1)
+        else:
+            evaluation.init_callback(model)
+            evaluation.evaluate()
+        save_model(model, run.model)
+        if reward_model is not None:
+            torch.save(reward_model.state_dict(), run.reward_final)
+        wall = time.time() - started
+        summary = {**{k: v for k, v in info.items() if k not in ("hyperparams", "spec")},
+                   "timesteps_done": int(model.num_timesteps), "final_success": evaluation.last_success,
+                   "final_success_any_step": evaluation.last_result.success_any_step,
+                   "best_success": evaluation.best_success, "wall_time_s": round(wall, 1),
+                   "positive_count": int(getattr(model.replay_buffer, "positive_count", 0))}
+        atomic_write_text(run.config, json.dumps({**info, "wall_time_s": round(wall, 1)}, indent=1, default=str))
+        atomic_write_text(run.summary, json.dumps(summary, indent=1, default=str))  # last: the run is finished
+        venv.close()
+        eval_env.close()
+        return run.path
+    finally:
+        lock.release()
 
 def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Optional[str] = None,
-                 seed: Optional[int] = None, device: str = "auto") -> dict[str, Any]:
+                 seed: Optional[int] = None, device: str = "auto", trusted: bool = False) -> dict[str, Any]:
     """Evaluate a finished run's final model with the paper's protocol (or ``episodes``); optionally save a GIF.
+    The model loads without unpickling anything; ``trusted=True`` also loads zips that need SB3's unpickling
+    (models saved by SB3 itself or an older furl_wrappers: they run code from the file).
 
     Returns:
         ``{"success_rate" (final step), "success_rate_any_step", "mean_task_return", "episodes", "seed"}``.
     """
     from furl_wrappers.callbacks import evaluate_policy_success
+    from furl_wrappers.serialization import load_model
 
     run = RunDir(run_dir)
     if not run.config.exists() or not run.model.exists():
@@ -290,7 +358,7 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
                                 f"{RunDir.MODEL})")
     config = json.loads(run.config.read_text())
     cls = algo_class(config["algo"])
-    model = cls.load(run.model, device=device, buffer_size=1)  # inference only: no full-size buffer
+    model = load_model(cls, run.model, device=device, trusted=trusted, buffer_size=1)  # inference: no big buffer
     goal = config.get("goal", "fixed")
     seed = eval_seed(config["seed"], goal) if seed is None else seed
     episodes = episodes or eval_episodes(goal)

@@ -69,6 +69,32 @@ def _detached() -> None:
     return None
 
 
+def encoder_name(encoder: Any) -> str:
+    """The encoder's ``name`` (its class name when it has none), for error messages."""
+    name = getattr(encoder, "name", None)
+    return name if isinstance(name, str) and name else type(encoder).__name__
+
+
+def nonfinite_kind(values: Any) -> str:
+    """``"NaN"``, ``"inf"`` or ``"NaN and inf"``: what a non-finite array holds (only called on the error path)."""
+    values = np.asarray(values, dtype=np.float64)
+    kinds = [name for name, bad in (("NaN", np.isnan(values).any()), ("inf", np.isinf(values).any())) if bad]
+    return " and ".join(kinds) or "no non-finite values"
+
+
+def _encoder_error(encoder: Any, what: str, values: Any) -> ValueError:
+    """One line naming the encoder and what it returned non-finite (``what``: "image embedding of env 0's frame")."""
+    return ValueError(f"encoder {encoder_name(encoder)!r}: {what} contains {nonfinite_kind(values)}; check the "
+                      f"encoder and its checkpoint (weights, input preprocessing, float16 overflow)")
+
+
+def _check_encoded(encoder: Any, embeddings: Any, what: str) -> None:
+    """``ValueError`` (:func:`_encoder_error`) unless the encoder's output ``embeddings`` is finite."""
+    values = np.asarray(torch.as_tensor(embeddings).detach().float().cpu())
+    if not np.isfinite(values).all():
+        raise _encoder_error(encoder, what, values)
+
+
 def _check_goal_image(goal_image: Any) -> None:
     if goal_image is None or callable(goal_image):
         return
@@ -176,6 +202,9 @@ class VLMReward:
         kwargs.update({k: v for k, v in (("half", half), ("pre_crop", pre_crop)) if v is not None})
         encoder = make_encoder(vlm, device=device, **kwargs)
         if reward_model is None:
+            for prompt in (text, baseline_text):  # cached by VLMEncoder: from_encoder does not encode again
+                if prompt is not None:
+                    _check_encoded(encoder, encoder.encode_text([prompt]), f"text embedding of {prompt!r}")
             reward_model = RewardModel.from_encoder(encoder, text, baseline_text=baseline_text, alpha=alpha,
                                                     mode=mode, seed=seed)
         if isinstance(goal_image, str):  # "auto"
@@ -209,9 +238,13 @@ class VLMReward:
         """Φ_I(goal image) float32 ``(D,)``; the goal image is rendered and encoded on first use."""
         if self._goal_embedding is None and self._goal_image is not None:
             frame = self._goal_image() if callable(self._goal_image) else self._goal_image
+            if frame is None:
+                raise ValueError("the goal_image function returned None, not a uint8 frame (H, W, 3): if it "
+                                 "renders an env, that env's render_mode must be \"rgb_array\"")
             _check_goal_image(frame)
             with torch.inference_mode():
                 embedding = self.encoder.encode_images(frame[None])[0]
+            _check_encoded(self.encoder, embedding, "goal-image embedding")
             self._goal_embedding = self._check_goal_embedding(embedding)
         return self._goal_embedding
 
@@ -220,7 +253,7 @@ class VLMReward:
         if goal.size != self.dim:
             raise ValueError(f"goal embedding has size {goal.size}, the reward's embeddings {self.dim}")
         if not np.isfinite(goal).all():
-            raise ValueError("goal embedding contains NaN or inf")
+            raise ValueError(f"goal embedding contains {nonfinite_kind(goal)}: pass a finite vector (D,)")
         return goal
 
     def describe(self) -> str:
@@ -261,8 +294,11 @@ class VLMReward:
             if embeddings.shape != (frames.shape[0], self.dim):
                 raise ValueError(f"the encoder returned embeddings of shape {tuple(embeddings.shape)}, expected "
                                  f"({frames.shape[0]}, {self.dim})")
-            if not torch.isfinite(embeddings).all():
-                raise ValueError("the encoder returned NaN or inf embeddings")
+            if not torch.isfinite(embeddings).all():  # one check on the batch; the details only on error
+                values = embeddings.float().cpu().numpy()
+                bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+                more = f" (and {len(bad) - 1} more env(s))" if len(bad) > 1 else ""
+                raise _encoder_error(self.encoder, f"image embedding of env {bad[0]}'s frame{more}", values[bad[0]])
             r_vlm = self.reward_model.reward(embeddings)
         return embeddings.float().cpu().numpy(), r_vlm.float().cpu().numpy()
 
@@ -279,6 +315,11 @@ class VLMReward:
         """
         embeddings, r_vlm = self.score(frames)
         task = np.array([float(info.get("task_reward", rewards[i])) for i, info in enumerate(infos)], np.float64)
+        if not np.isfinite(task).all():
+            i = int(np.flatnonzero(~np.isfinite(task))[0])
+            key = "info['task_reward']" if "task_reward" in infos[i] else "reward (returned by step())"
+            raise ValueError(f"env {i}'s {key} is {task[i]}, not a finite number: check the env's reward "
+                             "(the VLM reward adds to it, and the replay buffer would store it)")
         for i, info in enumerate(infos):
             info["vlm_reward"] = float(r_vlm[i])
             info["vlm_embedding"] = embeddings[i]

@@ -38,7 +38,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from furl_wrappers.envs import TaskInstance, check_furl_env, instance_of, make_metaworld_env, task_of
 from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.validation import check_int
-from furl_wrappers.vlm_reward import VLMReward
+from furl_wrappers.vlm_reward import VLMReward, nonfinite_kind
 
 __all__ = [
     "FuzzyVLMRewardWrapper",
@@ -58,6 +58,35 @@ def _reward(vlm_reward: Optional[VLMReward], build: dict[str, Any], who: str, **
             raise TypeError(f"{who}: vlm_reward must be a furl_wrappers.VLMReward, got {type(vlm_reward).__name__}")
         return vlm_reward
     return VLMReward.build(**context, **build)
+
+
+def _check_observations(who: str, obs: Any, batched: bool) -> None:
+    """``ValueError`` naming the env index (and the observation key) when a float observation holds NaN or inf.
+
+    One ``np.isfinite`` per array already in hand; the env index is worked out only on the error path.
+    """
+    for key, value in (obs.items() if isinstance(obs, dict) else [(None, obs)]):
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or np.isfinite(value).all():
+            continue
+        env = int(np.flatnonzero(~np.isfinite(value.reshape(len(value), -1)).all(axis=1))[0]) if batched else 0
+        name = "observation" if key is None else f"observation[{key!r}]"
+        bad = value[env] if batched else value
+        raise ValueError(f"{who}: env {env} returned an {name} that contains {nonfinite_kind(bad)}; check the env "
+                         "(its simulation state or an observation wrapper): it would be stored and trained on")
+
+
+def _no_frame(who: str, env: int, name: str, render_mode: Any) -> ValueError:
+    return ValueError(f"{who}: render() of env {env} ({name}) returned None, not an RGB frame: the env must have "
+                      f"render_mode=\"rgb_array\" (it reports {render_mode!r}; a wrapper overriding render() may "
+                      "drop the frame); build it with furl_wrappers.make_metaworld_env or furl_wrappers.as_furl_env")
+
+
+def _env_name(env: Any) -> str:
+    """The env's task (``"reach-v3"``), else its registered id, else its class (error messages only)."""
+    try:
+        return task_of(env)
+    except ValueError:
+        return getattr(getattr(env, "spec", None), "id", None) or type(getattr(env, "unwrapped", env)).__name__
 
 
 def _view(name: str) -> property:
@@ -103,12 +132,19 @@ class FuzzyVLMRewardWrapper(_HasVLMReward, gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        total = self.vlm_reward.annotate(self.env.render()[None], [info], [reward])
+        _check_observations("FuzzyVLMRewardWrapper", obs, batched=False)
+        frame = self.env.render()
+        if frame is None:
+            raise _no_frame("FuzzyVLMRewardWrapper", 0, _env_name(self.env), getattr(self.env, "render_mode", None))
+        total = self.vlm_reward.annotate(frame[None], [info], [reward])
         return obs, float(total[0]), terminated, truncated, info
 
 
 class FrameInInfo(gym.Wrapper):
     """Puts the frame rendered right after each step into ``info["frame"]`` (for :class:`VecFuzzyVLMReward`).
+
+    A ``None`` frame (an env not rendering ``"rgb_array"``) is passed on as it is: the vector wrapper, in the main
+    process, refuses it with the env's index (an exception inside a ``SubprocVecEnv`` worker would only kill it).
 
     ``task_instance`` (a :class:`~furl_wrappers.envs.TaskInstance`, or ``None``) tells the vector wrapper, across
     processes, which instance it renders.
@@ -156,13 +192,19 @@ class VecFuzzyVLMReward(_HasVLMReward, VecEnvWrapper):
 
     def step_wait(self) -> Any:
         obs, rewards, dones, infos = self.venv.step_wait()
+        _check_observations("VecFuzzyVLMReward", obs, batched=True)
         try:
-            frames = np.stack([info.pop("frame") for info in infos])
+            frames = [info.pop("frame") for info in infos]
         except KeyError as exc:
             raise KeyError(
                 "VecFuzzyVLMReward needs each env wrapped in FrameInInfo (info['frame'] is missing); "
                 "build the vector env with furl_wrappers.make_vlm_vec_env"
             ) from exc
+        for i, frame in enumerate(frames):
+            if frame is None:
+                task, mode = (self.venv.get_attr(name, indices=[i])[0] for name in ("task", "render_mode"))
+                raise _no_frame("VecFuzzyVLMReward", i, task, mode)
+        frames = np.stack(frames)
         return obs, self.vlm_reward.annotate(frames, infos, rewards).astype(np.float32), dones, infos
 
 

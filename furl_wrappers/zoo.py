@@ -31,6 +31,7 @@ import yaml
 
 from furl_wrappers.envs import RANDOM_GOAL_SUFFIX
 from furl_wrappers.protocol import eval_seed
+from furl_wrappers.safe_eval import safe_eval
 
 __all__ = [
     "METHODS",
@@ -216,22 +217,71 @@ def make_vec_wrapper(spec: Any, **override: Any) -> Optional[Callable]:
     return wrap
 
 
-def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(algorithm kwargs, zoo settings)``: evaluates ``policy_kwargs``/``replay_buffer_*`` strings as rl-zoo does."""
-    import numpy as np
-    import torch as th
-    from torch import nn
+# the legacy alignment_kwargs RelayPolicy still takes (and moves to the buffer / the VLM reward)
+_LEGACY_ALIGNMENT_KEYS = frozenset({"lag", "alignment_buffer_size", "seed", "goal_image"})
+# ReplayBuffer arguments SB3 fills in itself
+_BUFFER_INTERNAL_KEYS = {"buffer_size", "observation_space", "action_space", "device", "n_envs", "env"}
 
-    scope = {"importlib": importlib, "nn": nn, "th": th, "np": np}
+
+def _init_keys(cls: type) -> Optional[set[str]]:
+    """The keyword arguments ``cls(...)`` takes (following ``**kwargs`` up the MRO); ``None`` when unknowable."""
+    keys: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            return None
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters.values()
+            keys |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self"}
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                return keys
+    return None
+
+
+def _check_keys(what: str, given: Any, cls: type, drop: set[str], also: frozenset = frozenset()) -> None:
+    """Refuse a key of ``given`` (the ``**kwargs`` of ``cls``) that ``cls`` does not take: one line naming it."""
+    valid = _init_keys(cls)
+    if not isinstance(given, dict) or valid is None:
+        return  # the constructor reports a wrong type itself
+    valid -= drop
+    for key in given:
+        if key not in valid and key not in also:
+            close = difflib.get_close_matches(str(key), sorted(valid), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{what}: unknown key {key!r}{hint} (valid: {', '.join(sorted(valid))})")
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(algorithm kwargs, zoo settings)``: ``policy_kwargs``/``replay_buffer_*`` strings are evaluated as rl-zoo
+    does, in the restricted grammar of :mod:`furl_wrappers.safe_eval` (no ``eval``); the keys of
+    ``alignment_kwargs`` and ``replay_buffer_kwargs`` are checked against the classes that take them.
+
+    Raises:
+        ConfigError: an expression outside that grammar, or an unknown nested key (naming it and the valid ones).
+    """
     algo_kwargs, zoo = {}, {}
     for key, value in config.items():
         if key in ("n_timesteps", "env_wrapper", "vec_env_wrapper", "callback", "env_kwargs", "normalize",
                    "frame_stack", "monitor_kwargs", "n_envs", "_algo"):
             zoo[key] = value
         elif key in ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs") and isinstance(value, str):
-            algo_kwargs[key] = eval(value, scope)  # noqa: S307 - rl-zoo's own convention for these keys
+            algo_kwargs[key] = safe_eval(value, key, error=ConfigError)  # rl-zoo evals these strings
         else:
             algo_kwargs[key] = value
+    if "alignment_kwargs" in algo_kwargs:
+        from furl_wrappers.callbacks import RewardAlignmentCallback
+
+        _check_keys("alignment_kwargs", algo_kwargs["alignment_kwargs"], RewardAlignmentCallback, {"vlm_reward"},
+                    _LEGACY_ALIGNMENT_KEYS)
+    if algo_kwargs.get("replay_buffer_kwargs"):
+        buffer = algo_kwargs.get("replay_buffer_class")
+        if buffer is None:
+            from stable_baselines3.common.buffers import ReplayBuffer
+
+            from furl_wrappers.buffers import VLMReplayBuffer
+
+            buffer = VLMReplayBuffer if config.get("_algo") == "relay" else ReplayBuffer
+        if isinstance(buffer, type):
+            _check_keys("replay_buffer_kwargs", algo_kwargs["replay_buffer_kwargs"], buffer, _BUFFER_INTERNAL_KEYS)
     return algo_kwargs, zoo
 
 

@@ -268,3 +268,91 @@ def test_samples_are_sb3s_own_with_relabelled_rewards() -> None:
     assert sb3.rewards.unique().tolist() == [7.0]  # what the env returned at collection time
     expected = buf.vlm_reward.relabel(buf.embeddings[inds, envs], buf.task_rewards[inds, envs])
     np.testing.assert_array_equal(ours.rewards.squeeze(1).numpy(), expected)
+
+
+def test_float16_overflow_switches_to_float32_once() -> None:
+    buf = _buffer(vlm_reward=_reward(_model()))
+    _add(buf, [np.full(D, 0.5)])
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for scale in (1e5, 1e6, 2.0):
+            _add(buf, [np.full(D, scale)])
+    switched = [w for w in caught if "float16 to float32" in str(w.message)]
+    assert len(switched) == 1 and issubclass(switched[0].category, RuntimeWarning)
+    assert str(switched[0].message) == ("VLMReplayBuffer: embedding storage switched from float16 to float32 because "
+                                        "embedding values reached 1e+05 (float16 holds at most 65504); pass "
+                                        "embedding_dtype='float32' to start with it")
+    assert buf.embeddings.dtype == np.float32 and buf.embedding_dtype == np.float32
+    np.testing.assert_array_equal(buf.embeddings[:4, 0, 0], [0.5, 1e5, 1e6, 2.0])  # the earlier rows kept
+    rewards = buf.sample(16).rewards
+    assert torch.isfinite(rewards).all()
+
+
+def test_huge_finite_embeddings_keep_training_finite() -> None:
+    """Fault injection: a user encoder whose embeddings overflow float16 (~1e6). Before, the buffer stored inf,
+    relabelled rewards went NaN and the policy's weights followed."""
+    import warnings
+
+    import furl_wrappers
+    from furl_wrappers.encoders import VLMEncoder
+    from furl_wrappers.relay import RelayPolicy
+
+    class Huge(VLMEncoder):
+        name, pretrained, dim = "huge-test", False, D
+
+        def _encode_images(self, frames: torch.Tensor) -> torch.Tensor:
+            return frames.float().mean(dim=(1, 2)).repeat(1, 3)[:, :D] * 1e4 + 1e6
+
+        def _encode_text(self, texts: list[str]) -> torch.Tensor:
+            return torch.ones(len(texts), D)
+
+    venv = furl_wrappers.make_vlm_vec_env("reach", vlm=Huge("cpu"), device="cpu", goal_image=None,
+                                          env_kwargs={"image_size": 32, "max_episode_steps": 20})
+    model = RelayPolicy("MlpPolicy", venv, vlm_reward=venv.vlm_reward, learning_starts=50, buffer_size=300,
+                        batch_size=16, alignment_kwargs={"batch_size": 16}, device="cpu", seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.learn(150)
+    assert sum("switched from float16 to float32" in str(w.message) for w in caught) == 1
+    buf = model.replay_buffer
+    assert buf.embeddings.dtype == np.float32 and np.isfinite(buf.embeddings[: buf.pos]).all()
+    assert np.abs(buf.embeddings[: buf.pos]).max() > 1e6
+    assert torch.isfinite(buf.sample(64).rewards).all()
+    for agent in (model, model.sac_agent):
+        assert all(torch.isfinite(p).all() for p in agent.policy.parameters())
+
+
+def test_non_finite_inputs_name_their_source() -> None:
+    buf = _buffer(n_envs=2)
+    ok = [_info(np.ones(D)), _info(np.ones(D))]
+    z = np.zeros((2, 3))
+    bad_info = [_info(np.ones(D)), {**_info(np.ones(D)), "task_reward": float("nan")}]
+    with pytest.raises(ValueError, match=r"^VLMReplayBuffer.add: info\['task_reward'\] of env 1 contains NaN"):
+        buf.add(z, z, np.zeros((2, 2)), np.zeros(2), np.zeros(2), bad_info)
+    bad_emb = [{**_info(np.ones(D)), "vlm_embedding": np.full(D, np.inf)}, _info(np.ones(D))]
+    with pytest.raises(ValueError, match=r"^VLMReplayBuffer.add: info\['vlm_embedding'\] of env 0 contains inf.*"
+                                         "check the encoder"):
+        buf.add(z, z, np.zeros((2, 2)), np.zeros(2), np.zeros(2), bad_emb)
+    nan_row = np.array([[0.0, 0.0, 0.0], [0.0, np.nan, 0.0]])
+    for name, args in (("obs", (nan_row, z, np.zeros(2))), ("next_obs", (z, nan_row, np.zeros(2))),
+                       ("reward", (z, z, np.array([0.0, np.inf])))):
+        obs, next_obs, reward = args
+        with pytest.raises(ValueError, match=rf"^VLMReplayBuffer.add: {name} of env 1 contains (NaN|inf); check"):
+            buf.add(obs, next_obs, np.zeros((2, 2)), reward, np.zeros(2), ok)
+    assert buf.pos == 0  # nothing was stored
+
+
+def test_non_finite_goal_distance_and_relabelled_rewards_are_refused() -> None:
+    buf = _buffer(embedding_dtype="float32", vlm_reward=_reward(_model(), goal_embedding=np.zeros(D)))
+    with pytest.raises(ValueError, match=r"^VLMReplayBuffer.add: the goal distance of env 0's embedding is inf"):
+        _add(buf, [np.full(D, 3e38)])  # finite in float32, its distance is not
+    model = _model()
+    buf = _buffer(vlm_reward=_reward(model))
+    _fill(buf, 10, np.random.default_rng(0))
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match=r"^VLMReplayBuffer: 8 of 8 relabelled rewards are NaN or inf: the reward "
+                                           "model's heads are not finite"):
+        buf.sample(8)

@@ -200,3 +200,27 @@ def test_plain_replay_buffer_is_rejected() -> None:
     model = SAC("MlpPolicy", venv, learning_starts=5, buffer_size=100, device="cpu")
     with pytest.raises(TypeError, match="VLMReplayBuffer"):
         model.learn(10, callback=RewardAlignmentCallback())
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_non_finite_loss_raises_before_the_optimiser_step(stage: int) -> None:
+    rng = np.random.default_rng(0)
+    direction = np.eye(D)[0]
+    model = RewardModel(torch.ones(D), mode="learned", device="cpu", seed=0)
+    reward = _reward(model, goal_embedding=3.0 * direction)
+    buf = VLMReplayBuffer(5_000, OBS, ACT, device="cpu", lag=10, seed=0)
+    buf.attach(reward)
+    _fill(buf, rng, direction, n_success=int(stage == 2), n_fail=2)
+    callback = RewardAlignmentCallback(reward, batch_size=32, goal_margin=0.0)
+    callback.bind(buf, reward)
+    with torch.no_grad():
+        model.image_head[0].weight[0, 0] = float("nan")  # a NaN head weight: every score is NaN
+    before = [p.clone() for p in model.parameters()]
+    loss_names = {1: "loss_neg_neg=nan", 2: "loss_pos_neg=nan, loss_pos_pos=nan"}[stage]
+    with pytest.raises(RuntimeError) as err:
+        callback.align_once()
+    assert str(err.value).startswith(f"RewardAlignmentCallback: stage-{stage} alignment loss is not finite "
+                                     f"({loss_names}) at alignment step 0: the reward model's heads")
+    assert callback.alignment_steps == 0
+    for a, b in zip(before, model.parameters()):  # the optimiser did not step
+        torch.testing.assert_close(a, b, equal_nan=True)

@@ -62,8 +62,10 @@ def test_train_evaluate_report_commands(tmp_path, capsys: pytest.CaptureFixture[
     assert "done" in text and "NOT pretrained" in text
     config = json.loads((out / "config.json").read_text())  # the YAML's reference pipeline, at 32 px here
     assert config["image_preset"] == "reference" and config["instruction"] == "reach a goal position"
-    assert main(args) == 2  # the run directory exists: refused, one clear line
-    assert "--resume" in capsys.readouterr().err
+    assert main(args) == 2  # a finished run: refused, one clear line
+    assert "never written again" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 2
+    assert "never written again" in capsys.readouterr().err
     assert main(["evaluate", str(out), "--device", "cpu"]) == 0
     assert "success rate" in capsys.readouterr().out
     assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
@@ -83,6 +85,16 @@ def test_a_bad_vlm_is_one_line_and_leaves_nothing(vlm: str, tmp_path, capsys, mo
     if vlm.startswith("/"):
         assert "hub repo" not in err[0]  # a path is not called a hub repo
     assert not out.exists()
+
+
+def test_hyperparams_are_not_eval(tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "--method", "sac", "--task", "reach", "--out", str(out), "--quiet",
+                 "--hyperparams", "policy_kwargs=__import__('os').system('touch X')"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("furl: error: policy_kwargs: '__import__' is not allowed")
+    assert not (tmp_path / "X").exists() and not out.exists()  # refused before any run starts
 
 
 def test_numbers_in_any_notation() -> None:

@@ -269,6 +269,12 @@ def test_alignment_settings_that_moved_home_are_migrated() -> None:
     assert model.alignment_callback.batch_size == 8
 
 
+def test_a_mistyped_alignment_key_is_named_before_anything_is_built() -> None:
+    with pytest.raises(ValueError, match=r"^alignment_kwargs: unknown key 'goal_margn' \(valid: batch_size, "
+                                         r"goal_margin, lr, margin, "):
+        RelayPolicy("MlpPolicy", None, alignment_kwargs={"goal_margn": 0.1})
+
+
 @pytest.mark.parametrize("n_envs", [1, 2])
 def test_end_to_end_on_metaworld(n_envs: int, tmp_path) -> None:
     venv = furl_wrappers.make_vlm_vec_env("drawer-open", n_envs=n_envs, vlm="random-clip:tiny", device="cpu",

@@ -21,7 +21,7 @@ def test_layout() -> None:
     assert [p.name for p in (run.config, run.progress, run.evaluations, run.summary, run.model)] == [
         "config.json", "progress.csv", "evaluations.csv", "summary.json", "model.zip"]
     assert run.checkpoint_model == run.path / "checkpoint" / "model.zip"
-    assert run.checkpoint_buffer.name == "replay_buffer.pkl" and run.checkpoint_meta.name == "meta.json"
+    assert run.checkpoint_buffer.name == "replay_buffer.npz" and run.checkpoint_meta.name == "meta.json"
     assert run.sweep_failure(3).name == "sweep_failure_3.txt" and run.sweep_status.name == "sweep_status.json"
 
 
@@ -42,19 +42,60 @@ def test_states_in_order(tmp_path: Path) -> None:
     assert set(RUN_STATES) == {"new", "running", "interrupted", "finished", "failed"}
 
 
-def test_running_means_a_live_writer_on_this_host(tmp_path: Path) -> None:
+def test_running_means_a_live_lock_holder(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
     run.progress.write_text("x")
-    status = {"state": "running", "host": platform.node(), "pid": os.getpid()}
-    run.sweep_status.write_text(json.dumps(status))
-    assert run.state() == "running" and run.live_writer() == os.getpid()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    run.sweep_status.write_text(json.dumps({**status, "pid": dead.pid}))
+    # a sweep status naming a live pid is not a writer: only the lock is
+    run.sweep_status.write_text(json.dumps({"state": "running", "host": platform.node(), "pid": os.getpid()}))
     assert run.live_writer() is None and run.state() == "failed"
-    run.sweep_status.write_text(json.dumps({**status, "host": "another-host"}))
-    assert run.live_writer() is None
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from furl_wrappers.run_lock import RunLock; "
+                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+                               str(run.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run.state() == "running" and run.live_writer() == holder.pid
+        assert run.run_files() == [run.progress]  # the lock file is not part of the run
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run.live_writer() is None and run.state() == "failed"
+
+
+def test_tidy_recovers_the_newest_complete_checkpoint_and_removes_temp_files(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "r")
+    ckpt = run.checkpoint_set
+    # killed between the two renames of a checkpoint swap: the old set moved aside, the new one complete
+    ckpt.previous.mkdir(parents=True)
+    (ckpt.previous / "meta.json").write_text(json.dumps({"num_timesteps": 500}))
+    ckpt.staging.mkdir()
+    (ckpt.staging / "meta.json").write_text(json.dumps({"num_timesteps": 1000}))
+    (run.path / ".progress.csv.abc.tmp").write_text("half")
+    assert run.tidy() == 1000 and run.checkpoint_step() == 1000
+    assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint"]
+    # killed while writing the next set: the complete one stays
+    ckpt.staging.mkdir()
+    (ckpt.staging / "model.zip").write_bytes(b"half")
+    (run.checkpoint / ".model.zip.x.tmp").write_bytes(b"half")
+    assert run.tidy() == 1000 and sorted(p.name for p in run.checkpoint.iterdir()) == ["meta.json"]
+    assert not ckpt.staging.exists()
+
+
+def test_rewind_logs_keeps_rows_up_to_the_checkpoint(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    run.progress.write_text("time/total_timesteps,x\n100,1\n200,2\n300,3\n40")  # a torn last line
+    run.evaluations.write_text("step,success\n100,0.0\n200,1.0\n300,1.0\n")
+    run.rewind_logs(200)
+    assert run.progress.read_text() == "time/total_timesteps,x\n100,1\n200,2\n"
+    assert run.evaluations.read_text() == "step,success\n100,0.0\n200,1.0\n"
+    logger = run.logger(["csv"])  # appends under the same header, new columns added to every row
+    logger.record("time/total_timesteps", 300)
+    logger.record("y", 7)
+    logger.dump(300)
+    logger.close()
+    lines = run.progress.read_text().splitlines()
+    assert lines[0].split(",")[:2] == ["time/total_timesteps", "x"] and "y" in lines[0].split(",")
+    assert lines[1:3] == ["100,1,", "200,2,"] and lines[3].startswith("300,") and len(lines) == 4
 
 
 def test_clear_run_files_keeps_the_sweeps(tmp_path: Path) -> None:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from furl_wrappers.run_dir import RunDir
 from furl_wrappers.training import (
     NOT_PRETRAINED_NOTICE,
     OFFLINE_VLM_NOTICE,
@@ -56,23 +64,115 @@ def test_run_directory_contents(finished_run: Path) -> None:
 
 def test_existing_run_directory_is_not_clobbered(finished_run: Path) -> None:
     before = (finished_run / "summary.json").read_text()
-    with pytest.raises(RunExistsError, match="--resume"):
+    with pytest.raises(RunExistsError, match="never written again"):
         train_run(_spec(finished_run))
     assert (finished_run / "summary.json").read_text() == before
 
 
-def test_resume_continues_from_checkpoint(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    train_run(_spec(out, steps=100, checkpoint_freq=50))
-    first = json.loads((out / "summary.json").read_text())
-    assert first["timesteps_done"] == 100
-    run = train_run(_spec(out, steps=200, resume=True))
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["timesteps_done"] == 200
-    rows = list(csv.DictReader(open(out / "evaluations.csv")))
-    assert [int(r["step"]) for r in rows] == [100, 200]  # the schedule continued, nothing repeated
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+def _cli(out: Path, *extra: str, steps: int = 240) -> list[str]:
+    """``furl train`` of a small FuRL run as a subprocess command (its own process: same threads every time)."""
+    return [sys.executable, "-m", "furl_wrappers.cli", "train", "--method", "furl", "--task", "drawer-open",
+            "--seed", "1", "--steps", str(steps), "--vlm", "random-clip:tiny", "--out", str(out), "--device", "cpu",
+            "--eval-freq", "80", "--checkpoint-freq", "80", "--image-preset", "fast", "--quiet",
+            "--env-kwargs", "image_size=32", "max_episode_steps=40",
+            "--hyperparams", "learning_starts=60", "batch_size=32", "alignment_kwargs={batch_size: 32}", *extra]
+
+
+def _weights(run: Path) -> dict:
+    from furl_wrappers.relay import RelayPolicy
+    from furl_wrappers.serialization import load_model
+
+    model = load_model(RelayPolicy, run / "model.zip", device="cpu", buffer_size=1)
+    tensors = {f"vlm.{k}": v for k, v in model.policy.state_dict().items()}
+    tensors.update({f"sac.{k}": v for k, v in model.sac_agent.policy.state_dict().items()})
+    import torch
+
+    tensors.update({f"heads.{k}": v for k, v in torch.load(run / "reward_model_final.pt").items()})
+    return tensors
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not (wa[k] == wb[k]).all()]
+    assert not different, f"weights differ: {different[:5]}"
+    rows = [[r[:4] for r in csv.reader(open(run / "evaluations.csv"))] for run in (a, b)]
+    assert rows[0] == rows[1]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_kill_at_a_random_step_then_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(tmp_path / "whole"), check=True, env=env, capture_output=True)
+    subprocess.run(_cli(tmp_path / "again"), check=True, env=env, capture_output=True)
+    _assert_same_run(tmp_path / "whole", tmp_path / "again")  # same seed: bit-identical run on CPU
+    killed = tmp_path / "killed"
+    rng = random.Random(0)
+    for attempt in range(5):  # kill somewhere after the first checkpoint and before the run finishes
+        proc = subprocess.Popen(_cli(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not (killed / "checkpoint" / "meta.json").is_file():
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5) / (attempt + 1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not (killed / "summary.json").exists():
+            break
+        shutil.rmtree(killed)
+    else:
+        pytest.fail("the run always finished before it could be killed")
+    step = RunDir(killed).checkpoint_step()
+    assert step is not None and 0 < step < 240
+    pre_kill = [r for r in csv.reader(open(killed / "evaluations.csv"))][1:] if (killed / "evaluations.csv").exists() \
+        else []
+    result = subprocess.run(_cli(killed, "--resume"), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"at step {step} of 240" in " ".join(result.stdout.split())  # (rich wraps long lines)
+    _assert_same_run(tmp_path / "whole", killed)
+    # logs: each step once, the pre-kill rows kept as they were
+    rows = list(csv.reader(open(killed / "evaluations.csv")))[1:]
+    assert [int(r[0]) for r in rows] == [80, 160, 240]
+    assert all(row in rows for row in pre_kill if int(row[0]) <= step)
+    steps = [int(float(r["time/total_timesteps"])) for r in csv.DictReader(open(killed / "progress.csv"))]
+    assert steps == sorted(set(steps)) and steps[-1] == 240
+    whole = [int(float(r["time/total_timesteps"])) for r in csv.DictReader(open(tmp_path / "whole" / "progress.csv"))]
+    assert steps == whole
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["best_success"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["best_success"]
+
+
+def test_resume_checks_and_finished_runs_are_never_written(finished_run: Path, tmp_path: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    with pytest.raises(RunExistsError, match="finished run, which is never written again"):
+        train_run(_spec(finished_run, resume=True))
+    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
+    with pytest.raises(FileNotFoundError, match="holds no run to resume"):
         train_run(_spec(tmp_path / "never", resume=True))
+    # an interrupted run: every resume is checked against what it was made with
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    (out / "summary.json").unlink()
+    config = (out / "config.json").read_text()
+    for change, match in ((dict(goal="random"), "goal='fixed'"), (dict(task="reach"), "task='drawer-open-v3'"),
+                          (dict(seed=3), "seed=0"), (dict(method="vlm", hyperparams={"learning_starts": 60}), "method='furl'"),
+                          (dict(vlm="random-clip"), "--vlm random-clip:tiny"),
+                          (dict(hyperparams={**FAST, "learning_rate": 0.01}), "learning_rate")):
+        with pytest.raises(ConfigError, match=match):
+            train_run(_spec(out, resume=True, **change))
+    assert (out / "config.json").read_text() == config and not (out / "summary.json").exists()
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_is_started_over(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "progress.csv").write_text("time/total_timesteps\n10\n")
+    (out / ".model.zip.123.tmp").write_bytes(b"x" * 100)
+    run = train_run(_spec(out, method="sac", steps=40, eval_freq=40, hyperparams={"learning_starts": 20}))
+    assert "stopped before its first checkpoint: starting it over" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["timesteps_done"] == 40
+    assert not list(run.glob(".*.tmp"))
+    steps = [int(float(r["time/total_timesteps"])) for r in csv.DictReader(open(run / "progress.csv"))]
+    assert 10 not in steps
 
 
 def test_offline_fallback_to_the_shipped_vlm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

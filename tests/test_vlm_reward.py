@@ -87,7 +87,7 @@ def test_bad_inputs() -> None:
         VLMReward(None, model, text="x", goal_image=np.zeros((2, 2, 3), np.uint8), goal_embedding=np.zeros(D))
     with pytest.raises(ValueError, match="needs an encoder"):
         VLMReward(None, model, text="x", goal_image=np.zeros((2, 2, 3), np.uint8))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"goal embedding contains inf: pass a finite vector \(D,\)"):
         VLMReward(None, model, text="x", goal_embedding=np.full(D, np.inf))
     with pytest.raises(ValueError, match="non-empty string"):
         VLMReward(None, model, text=" ")
@@ -118,3 +118,49 @@ def test_never_pickled_so_sb3_zips_stay_small(tmp_path) -> None:
 
     loaded.learn(10, callback=RewardAlignmentCallback(batch_size=8), reset_num_timesteps=False)
     assert loaded.replay_buffer.vlm_reward is reward
+
+
+class _DuckEncoder:
+    """A user encoder (no base class, so none of VLMEncoder's own checks): NaN or inf where told."""
+
+    name, dim, device = "duck-test", D, torch.device("cpu")
+
+    def __init__(self, image: float = 1.0, text: float = 1.0, bad_frame: int = 0) -> None:
+        self.image, self.text, self.bad_frame = image, text, bad_frame
+
+    def encode_images(self, frames):
+        out = torch.ones(len(frames), D)
+        out[min(self.bad_frame, len(frames) - 1)] = self.image
+        return out
+
+    def encode_text(self, texts):
+        return torch.full((len(texts), D), self.text)
+
+
+def test_non_finite_encoder_output_names_the_encoder_and_what() -> None:
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    reward = VLMReward.build(text="reach", vlm=_DuckEncoder(image=float("nan"), bad_frame=1), device="cpu")
+    with pytest.raises(ValueError) as err:
+        reward.score(frames)
+    assert str(err.value) == ("encoder 'duck-test': image embedding of env 1's frame contains NaN; check the encoder "
+                              "and its checkpoint (weights, input preprocessing, float16 overflow)")
+    with pytest.raises(ValueError, match="encoder 'duck-test': text embedding of 'reach' contains inf; check"):
+        VLMReward.build(text="reach", vlm=_DuckEncoder(text=float("inf")), device="cpu")
+    goal = VLMReward.build(text="reach", vlm=_DuckEncoder(image=float("-inf")), device="cpu",
+                           goal_image=np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="encoder 'duck-test': goal-image embedding contains inf; check the encoder"):
+        _ = goal.goal_embedding
+    unnamed = type("MyEncoder", (_DuckEncoder,), {"name": None})(image=float("nan"))
+    with pytest.raises(ValueError, match="encoder 'MyEncoder': image embedding of env 0's frame contains NaN"):
+        VLMReward.build(text="reach", vlm=unnamed, device="cpu").score(frames)
+    with pytest.raises(ValueError, match=r"goal_image function returned None.*render_mode must be \"rgb_array\""):
+        _ = VLMReward.build(text="reach", vlm=_DuckEncoder(), device="cpu", goal_image=lambda: None).goal_embedding
+
+
+def test_non_finite_task_reward_names_the_env_and_key() -> None:
+    reward = VLMReward.build(text="reach", vlm=_DuckEncoder(), device="cpu")
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"^env 1's info\['task_reward'\] is nan, not a finite number"):
+        reward.annotate(frames, [{"task_reward": -1.0}, {"task_reward": float("nan")}], [0.0, 0.0])
+    with pytest.raises(ValueError, match=r"^env 0's reward \(returned by step\(\)\) is inf"):
+        reward.annotate(frames, [{}, {}], [float("inf"), 0.0])

@@ -12,7 +12,7 @@ import furl_wrappers
 from furl_wrappers import MT10_TASKS, make_metaworld_env
 from furl_wrappers.encoders import RandomCLIPEncoder, VLMEncoder
 from furl_wrappers.reward_model import RewardModel
-from furl_wrappers.wrappers import FuzzyVLMRewardWrapper, VecFuzzyVLMReward, make_vlm_vec_env
+from furl_wrappers.wrappers import FrameInInfo, FuzzyVLMRewardWrapper, VecFuzzyVLMReward, make_vlm_vec_env
 
 SIZE = 32
 
@@ -241,3 +241,87 @@ def test_wrong_embedding_size_is_rejected() -> None:
     env.reset()
     with pytest.raises(ValueError, match=r"\(N, 8\)"):
         env.step(np.zeros(4, np.float32))
+
+
+class _NoFrames(gym.Wrapper):
+    """A wrapper that drops the frame, as an env not rendering "rgb_array" does."""
+
+    def render(self):
+        return None
+
+
+class _Poison(gym.Wrapper):
+    """Writes NaN into the observation or info['task_reward'] from step ``at`` on."""
+
+    def __init__(self, env: gym.Env, what: str, at: int = 0) -> None:
+        super().__init__(env)
+        self.what, self.at, self.t = what, at, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.t += 1
+        if self.t > self.at:
+            if self.what == "obs":
+                obs = obs.copy()
+                obs[2] = np.nan
+            else:
+                info["task_reward"] = float("nan")
+        return obs, reward, terminated, truncated, info
+
+
+def test_render_returning_none_is_a_clear_error(encoder: RandomCLIPEncoder) -> None:
+    env = FuzzyVLMRewardWrapper(_NoFrames(make_metaworld_env("reach", image_size=SIZE)), vlm=encoder)
+    env.reset()
+    with pytest.raises(ValueError) as err:
+        env.step(np.zeros(4, np.float32))
+    message = str(err.value)
+    assert message.startswith("FuzzyVLMRewardWrapper: render() of env 0 (reach-v3) returned None, not an RGB "
+                              "frame: the env must have render_mode=\"rgb_array\"")
+    assert "\n" not in message and "NoneType" not in message
+    venv = DummyVecEnv([lambda: FrameInInfo(make_metaworld_env("reach", image_size=SIZE)),
+                        lambda: FrameInInfo(_NoFrames(make_metaworld_env("reach", image_size=SIZE)))])
+    wrapped = VecFuzzyVLMReward(venv, vlm_reward=env.vlm_reward)
+    wrapped.reset()
+    with pytest.raises(ValueError, match=r"^VecFuzzyVLMReward: render\(\) of env 1 \(reach-v3\) returned None.*"
+                                         r"render_mode=\"rgb_array\" \(it reports 'rgb_array'"):
+        wrapped.step(np.zeros((2, 4)))
+
+
+def test_non_finite_observation_or_task_reward_names_env_and_key(encoder: RandomCLIPEncoder) -> None:
+    env = FuzzyVLMRewardWrapper(_Poison(make_metaworld_env("reach", image_size=SIZE), "obs"), vlm=encoder)
+    env.reset()
+    with pytest.raises(ValueError, match=r"^FuzzyVLMRewardWrapper: env 0 returned an observation that contains NaN; "
+                                         "check the env"):
+        env.step(np.zeros(4, np.float32))
+    env = FuzzyVLMRewardWrapper(_Poison(make_metaworld_env("reach", image_size=SIZE), "task"), vlm=encoder)
+    env.reset()
+    with pytest.raises(ValueError, match=r"^env 0's info\['task_reward'\] is nan, not a finite number"):
+        env.step(np.zeros(4, np.float32))
+    for what, pattern in (("obs", r"^VecFuzzyVLMReward: env 1 returned an observation that contains NaN"),
+                          ("task", r"^env 1's info\['task_reward'\] is nan")):
+        venv = DummyVecEnv([lambda: FrameInInfo(make_metaworld_env("reach", image_size=SIZE)),
+                            lambda w=what: FrameInInfo(_Poison(make_metaworld_env("reach", image_size=SIZE), w, 1))])
+        wrapped = VecFuzzyVLMReward(venv, vlm_reward=env.vlm_reward)
+        wrapped.reset()
+        wrapped.step(np.zeros((2, 4)))  # finite at first
+        with pytest.raises(ValueError, match=pattern):
+            wrapped.step(np.zeros((2, 4)))
+
+
+def test_nan_from_a_user_encoder_names_it() -> None:
+    class NaNDuck(_DuckEncoder):
+        name = "my-duck"
+
+        def encode_images(self, frames):
+            return torch.full((len(frames), 3), float("nan"))
+
+    env = FuzzyVLMRewardWrapper(make_metaworld_env("reach", image_size=SIZE), vlm=NaNDuck(), mode="raw")
+    env.reset()
+    with pytest.raises(ValueError, match="^encoder 'my-duck': image embedding of env 0's frame contains NaN; check "
+                                         r"the encoder and its checkpoint"):
+        env.step(np.zeros(4, np.float32))
+    # VLMEncoder subclasses are checked by the encoder itself, naming it too
+    bad = FuzzyVLMRewardWrapper(make_metaworld_env("reach", image_size=SIZE), vlm=_BadEncoder(), mode="raw")
+    bad.reset()
+    with pytest.raises(ValueError, match="^bad image embeddings: 1 of 1 embeddings contain NaN or inf"):
+        bad.step(np.zeros(4, np.float32))

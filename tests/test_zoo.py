@@ -215,3 +215,130 @@ def test_launcher_with_a_relay_config(tmp_path: Path) -> None:
 def test_launcher_usage() -> None:
     out = _run(["-m", "furl_wrappers.zoo"], Path.cwd())
     assert out.returncode == 2 and "usage" in out.stderr
+
+
+# ---- policy_kwargs / replay_buffer_* strings: a restricted grammar, not eval --------------------------------------
+def _split(key: str, text: str, algo: str = "sac") -> dict:
+    algo_kwargs, _ = split_config({key: text, "_algo": algo})
+    return algo_kwargs[key]
+
+
+def test_config_strings_never_run_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^policy_kwargs: '__import__' is not allowed \(literals, dict\(\.\.\.\)"):
+        _split("policy_kwargs", "__import__('os').system('touch X')")
+    with pytest.raises(ConfigError, match="replay_buffer_kwargs: '__import__' is not allowed"):
+        _split("replay_buffer_kwargs", "dict(lag=__import__('os').system('touch X'))")
+    assert not (tmp_path / "X").exists()
+
+
+@pytest.mark.parametrize("key, text, piece", [
+    ("policy_kwargs", "nn.Module.__subclasses__()", "nn.Module.__subclasses__"),
+    ("policy_kwargs", "().__class__", "().__class__"),
+    ("policy_kwargs", "().__class__.__bases__[0].__subclasses__()", "().__class__.__bases__[0]"),
+    ("policy_kwargs", "dict(activation_fn=nn.ReLU.__init__.__globals__)", "nn.ReLU.__init__.__globals__"),
+    ("policy_kwargs", "th.load", "th.load"),
+    ("policy_kwargs", "dict(f=lambda: 0)", "lambda: 0"),
+    ("policy_kwargs", "[1, 2][0]", "[1, 2][0]"),
+    ("policy_kwargs", "[x for x in (1, 2)]", "[x for x in (1, 2)]"),
+    ("policy_kwargs", "dict(activation_fn=nn.ReLU())", "nn.ReLU()"),
+    ("policy_kwargs", "getattr(nn, 'ReLU')", "getattr"),
+    ("policy_kwargs", "open('x')", "open"),
+    ("policy_kwargs", "dict(n=2 ** 100)", "2 ** 100"),
+    ("policy_kwargs", "dict(**{'a': 1})", "**{'a': 1}"),
+    ("policy_kwargs", "np.float32", "np.float32"),
+    ("replay_buffer_kwargs", "dict(lag=importlib.import_module('os'))", "importlib.import_module"),
+    ("replay_buffer_class", "importlib.import_module('furl_wrappers.buffers').VLMReplayBuffer",
+     "importlib.import_module"),
+    ("replay_buffer_class", "nn.ReLU", "nn.ReLU"),
+    ("replay_buffer_class", "'HerReplayBuffer'", "'HerReplayBuffer'"),
+])
+def test_config_strings_outside_the_grammar_are_refused(key: str, text: str, piece: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _split(key, text)
+    message = str(info.value)
+    assert message.startswith(f"{key}: {piece!r} is not allowed") and "\n" not in message
+    assert ("HerReplayBuffer" if key == "replay_buffer_class" else "th.optim.<optimizer>") in message.split("(", 1)[1]
+
+
+def test_config_strings_that_are_not_expressions() -> None:
+    with pytest.raises(ConfigError, match="policy_kwargs: 'net_arch=\\[64\\]' is not a Python expression"):
+        _split("policy_kwargs", "net_arch=[64]")
+
+
+def test_config_strings_in_the_grammar_give_the_exact_objects() -> None:
+    from stable_baselines3 import HerReplayBuffer
+    from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+    from torch import nn, optim
+
+    from furl_wrappers.buffers import VLMReplayBuffer
+
+    assert _split("policy_kwargs", "dict(net_arch=[256, 256], activation_fn=nn.ReLU)") == {
+        "net_arch": [256, 256], "activation_fn": nn.ReLU}
+    got = _split("policy_kwargs", "dict(net_arch=dict(pi=[64, 64], qf=[400, 300]), activation_fn=th.nn.Tanh, "
+                                  "log_std_init=-3, use_sde=False, optimizer_class=torch.optim.AdamW, "
+                                  "optimizer_kwargs=dict(eps=1e-5, betas=(0.9, 0.999)), n_critics=+2, x=None)")
+    assert got == {"net_arch": {"pi": [64, 64], "qf": [400, 300]}, "activation_fn": nn.Tanh, "log_std_init": -3,
+                   "use_sde": False, "optimizer_class": optim.AdamW, "optimizer_kwargs": {"eps": 1e-5,
+                   "betas": (0.9, 0.999)}, "n_critics": 2, "x": None}
+    assert isinstance(got["optimizer_kwargs"]["betas"], tuple) and got["activation_fn"] is nn.Tanh
+    assert _split("policy_kwargs", "{'net_arch': [32], 'activation_fn': torch.nn.LeakyReLU}") == {
+        "net_arch": [32], "activation_fn": nn.LeakyReLU}
+    for name in ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid"):
+        for prefix in ("nn", "th.nn", "torch.nn"):
+            assert _split("policy_kwargs", f"dict(activation_fn={prefix}.{name})")["activation_fn"] is getattr(nn, name)
+    for name in ("Adam", "AdamW", "SGD", "RMSprop"):
+        for prefix in ("th.optim", "torch.optim"):
+            assert _split("policy_kwargs", f"dict(optimizer_class={prefix}.{name})")["optimizer_class"] is getattr(
+                optim, name)
+    assert _split("replay_buffer_kwargs", "dict(lag=5, alignment_buffer_size=100)", "relay") == {
+        "lag": 5, "alignment_buffer_size": 100}
+    for text, cls in [("HerReplayBuffer", HerReplayBuffer), ("ReplayBuffer", ReplayBuffer),
+                      ("DictReplayBuffer", DictReplayBuffer), ("VLMReplayBuffer", VLMReplayBuffer),
+                      ("stable_baselines3.HerReplayBuffer", HerReplayBuffer),
+                      ("furl_wrappers.buffers.VLMReplayBuffer", VLMReplayBuffer), ("None", None)]:
+        assert _split("replay_buffer_class", text) is cls
+    classes = split_config({"replay_buffer_class": VLMReplayBuffer, "_algo": "relay"})[0]  # a class stays a class
+    assert classes["replay_buffer_class"] is VLMReplayBuffer
+
+
+def test_every_zoo_config_parses_as_eval_did() -> None:
+    """Each block of every zoo_configs/*.yml gives the objects rl-zoo's eval gave, here without eval."""
+    import importlib
+
+    import numpy as np
+    import torch as th
+    from torch import nn
+
+    scope = {"importlib": importlib, "nn": nn, "th": th, "np": np}  # the scope split_config used to eval in
+    for method in METHODS:
+        for env in yaml.safe_load((CONFIG_DIR / f"{method}.yml").read_text()):
+            if env == "defaults":
+                continue
+            cfg = load_config(method, env)
+            algo_kwargs, zoo = split_config(cfg)
+            expected = {k: eval(v, scope) if k in ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs")  # noqa: S307
+                        and isinstance(v, str) else v for k, v in cfg.items() if k not in zoo}
+            assert algo_kwargs == expected, (method, env)
+            assert algo_kwargs["policy_kwargs"] == {"net_arch": [256, 256]}
+
+
+def test_nested_typos_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "typo.yml"
+    bad.write_text("furl/reach-v3:\n  relay_threshold: 10\n  alignment_kwargs: {goal_margn: 0.1}\n")
+    cfg = load_config(str(bad), "furl/reach-v3")
+    with pytest.raises(ConfigError, match=r"^alignment_kwargs: unknown key 'goal_margn'; did you mean 'goal_margin'\? "
+                                          r"\(valid: batch_size, goal_margin, lr, margin, "):
+        split_config(cfg)
+    with pytest.raises(ConfigError, match=r"replay_buffer_kwargs: unknown key 'lagg'.*valid: .*alignment_buffer_size"):
+        split_config(load_config("furl", "furl/reach-v3", {"replay_buffer_kwargs": {"lagg": 10}}))
+    with pytest.raises(ConfigError, match="replay_buffer_kwargs: unknown key 'buffer_size'"):  # SB3 sets it
+        split_config(load_config("furl", "furl/reach-v3", {"replay_buffer_kwargs": {"buffer_size": 10}}))
+    with pytest.raises(ConfigError, match="replay_buffer_kwargs: unknown key 'lag'"):  # SAC's plain ReplayBuffer
+        split_config(load_config("sac", "furl/reach-v3", {"replay_buffer_kwargs": "dict(lag=10)"}))
+    her = split_config(load_config("sac", "furl/reach-v3", {"replay_buffer_class": "HerReplayBuffer",
+                                                            "replay_buffer_kwargs": {"n_sampled_goal": 4}}))[0]
+    assert her["replay_buffer_kwargs"] == {"n_sampled_goal": 4}
+    legacy = {"margin": 0.1, "lag": 3, "alignment_buffer_size": 50, "seed": 1, "goal_image": None}
+    assert split_config(load_config("furl", "furl/reach-v3", {"alignment_kwargs": legacy}))[0]["alignment_kwargs"] \
+        == legacy  # keys RelayPolicy still moves to the buffer

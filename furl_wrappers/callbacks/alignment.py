@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -195,11 +196,17 @@ class RewardAlignmentCallback(BaseCallback):
             values = torch.stack([loss, scores.mean(), mask.sum()]).detach()
         else:
             return {}
+        stats = dict(zip(names, values.tolist()))  # one host transfer for all statistics
+        losses = {k: v for k, v in stats.items() if k.startswith("loss")}
+        if not all(math.isfinite(v) for v in losses.values()):  # before the step: never write NaN into the heads
+            raise RuntimeError(
+                f"RewardAlignmentCallback: stage-{self.stage} alignment loss is not finite "
+                f"({', '.join(f'{k}={v}' for k, v in losses.items())}) at alignment step {self.alignment_steps}: "
+                f"the reward model's heads or the stored embeddings hold NaN/inf (check the encoder, or lower lr)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.alignment_steps += 1
-        stats = dict(zip(names, values.tolist()))  # one host transfer for all statistics
         stats.update(loss=float(sum(v for k, v in stats.items() if k.startswith("loss"))), stage=float(self.stage),
                      positive_count=float(store.positive_count))
         if getattr(self, "model", None) is not None:

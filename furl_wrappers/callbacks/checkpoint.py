@@ -1,8 +1,11 @@
-"""ResumeCheckpointCallback: the model and its replay buffer, refreshed every ``save_freq`` env steps, for resume.
+"""ResumeCheckpointCallback: the model, its replay buffer and the step, as one consistent set, for exact resume.
 
-Writes into a run directory's checkpoint folder (names from :class:`~furl_wrappers.run_dir.RunDir`): the replay
-buffer first, then the model, then ``meta.json`` with the step (what ``furl sweep`` reads), each file through
-:func:`~furl_wrappers._atomic.atomic_write`, so an interrupted run resumes from the last complete checkpoint.
+Every ``save_freq`` env steps it writes a :class:`~furl_wrappers.checkpoint_set.CheckpointSet` (model, replay
+buffer, RNG states, how each env's episode started) into a run directory's checkpoint folder. It writes between
+two steps, after SB3 stored the last step's transition and trained on it, at the first point where every env has
+just started an episode, so a resumed run is the uninterrupted run (see :mod:`furl_wrappers.checkpoint_set`).
+An env that never lines up (episodes of different lengths in one vector env) gets a checkpoint anyway once
+another ``save_freq`` steps have passed, marked inexact.
 
 Example:
     >>> cb = ResumeCheckpointCallback("runs/furl/reach/seed0/checkpoint", save_freq=10_000)
@@ -12,22 +15,20 @@ Example:
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Union
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from furl_wrappers._atomic import atomic_write, atomic_write_text
-from furl_wrappers.run_dir import RunDir
+from furl_wrappers.checkpoint_set import CheckpointSet
 from furl_wrappers.validation import check_int
 
 __all__ = ["ResumeCheckpointCallback"]
 
 
 class ResumeCheckpointCallback(BaseCallback):
-    """Every ``save_freq`` env steps, write the model, its replay buffer and the step into ``path``.
+    """Every ``save_freq`` env steps (at the next episode start of all envs), write a checkpoint set to ``path``.
 
     Args:
         path: the checkpoint directory (a run directory's ``checkpoint/``).
@@ -36,25 +37,36 @@ class ResumeCheckpointCallback(BaseCallback):
 
     def __init__(self, path: Union[str, Path], save_freq: int, verbose: int = 0) -> None:
         super().__init__(verbose)
-        self.path = Path(path)
+        self.checkpoints = CheckpointSet(path)
+        self.path = self.checkpoints.path
         self.save_freq = check_int("save_freq", save_freq)
         self._last = 0
+        self._episode_start = True
 
     def _init_callback(self) -> None:
         self._last = self.model.num_timesteps
+        self._episode_start = True
 
     def _on_step(self) -> bool:
-        if self.num_timesteps - self._last >= self.save_freq:
-            self.save()
+        dones = self.locals.get("dones")
+        self._episode_start = dones is None or bool(np.all(dones))
         return True
 
-    def save(self) -> None:
-        """Write the checkpoint now."""
-        from stable_baselines3.common.save_util import save_to_pkl
+    def _on_rollout_start(self) -> None:
+        # between two steps: the last transition is stored and trained on (SB3 calls this before collecting more)
+        due = self.model.num_timesteps - self._last
+        if due >= self.save_freq and (self._episode_start or due >= 2 * self.save_freq):
+            self.save()
 
-        # the buffer first: a model checkpoint never points past the buffer it needs
-        atomic_write(self.path / RunDir.CHECKPOINT_BUFFER, lambda handle: save_to_pkl(handle, self.model.replay_buffer))
-        atomic_write(self.path / RunDir.CHECKPOINT_MODEL, self.model.save)
-        atomic_write_text(self.path / RunDir.CHECKPOINT_META,
-                          json.dumps({"num_timesteps": int(self.num_timesteps), "time": time.time()}))
-        self._last = self.num_timesteps
+    def _episode_starts(self) -> Optional[list[dict[str, Any]]]:
+        if not self._episode_start or self.training_env is None:
+            return None
+        try:
+            return list(self.training_env.env_method("episode_start"))
+        except AttributeError:
+            return None  # envs that cannot say how their episode started: the resume is inexact
+
+    def save(self) -> None:
+        """Write the checkpoint set now."""
+        self.checkpoints.write(self.model, episode_starts=self._episode_starts())
+        self._last = self.model.num_timesteps

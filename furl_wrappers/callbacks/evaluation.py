@@ -115,6 +115,7 @@ class PaperEvalCallback(BaseCallback):
     def _init_callback(self) -> None:
         if self.log_path is not None:
             self._upgrade_legacy_log()
+            self._read_earlier_rows()
         # continue the schedule after a resume
         steps = self.model.num_timesteps
         self._last_eval_step = steps - steps % self.eval_freq
@@ -127,6 +128,20 @@ class PaperEvalCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self._last_eval_step != self.num_timesteps:
             self.evaluate()
+
+    def _read_earlier_rows(self) -> None:
+        # a resumed run: its best and last success count the evaluations made before it was stopped
+        try:
+            with open(self.log_path, newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if row.get("success") not in (None, "")]
+        except OSError:
+            return
+        try:
+            successes = [float(row["success"]) for row in rows]
+        except ValueError:
+            return
+        if successes:
+            self.last_success, self.best_success = successes[-1], max(successes)
 
     def _upgrade_legacy_log(self) -> None:
         # a resumed run from before final-step success was logged: rewrite its rows in today's columns

@@ -3,8 +3,10 @@
 A cell's directory is a ``furl train`` run directory plus the sweep's bookkeeping (status, failure tracebacks,
 log; file names and states in :mod:`furl_wrappers.run_dir`). The decision is made from files alone, so it is the
 same on any node that can see the directory: a finished run is skipped, an interrupted one resumes from its
-checkpoint (exact resume, see :class:`~furl_wrappers.relay.RelayPolicy`), a failed one (files but no checkpoint:
-nothing in them can be resumed) is cleared, and a new one starts fresh.
+checkpoint (exact resume, see :mod:`furl_wrappers.checkpoint_set`), a failed one (files but no checkpoint:
+nothing in them can be resumed) starts over, and a new one starts fresh. ``furl train`` makes these moves while
+holding the run's lock, so a cell whose directory another live process writes (a second sweep on the same
+``--out``) is refused, reported as busy, and left alone.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Any, Optional
 from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers.run_dir import RunDir
 
-__all__ = ["RECORDED_FAILURE_EXIT", "read_status", "write_status", "record_failure", "cell_progress", "run_cell",
-           "cell_main"]
+__all__ = ["RECORDED_FAILURE_EXIT", "BUSY_EXIT", "read_status", "write_status", "record_failure", "cell_progress",
+           "run_cell", "cell_main"]
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
@@ -78,16 +80,19 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
             ``device``, ``threads``.
 
     Returns:
-        ``{"ok": True, "summary": ..., "resumed_from": step or None}`` or ``{"ok": False, "error": traceback}``.
+        ``{"ok": True, "summary": ..., "resumed_from": step or None}``, ``{"ok": False, "error": traceback}``, or
+        ``{"ok": False, "busy": message}`` when another live process writes the run (nothing was touched).
     """
+    from furl_wrappers.run_lock import RunLockedError
+
     run = RunDir(payload["run_dir"])
     attempt = int(payload.get("attempt", 1))
     state = run.state()
     if state == "finished":
         return {"ok": True, "summary": run.read_summary(), "resumed_from": None}
+    if state == "running":
+        return {"ok": False, "busy": f"being written by pid {run.live_writer()}"}
     run.path.mkdir(parents=True, exist_ok=True)
-    if state == "failed":  # nothing resumable: clear the leftovers, keep the sweep's own files
-        run.clear_run_files()
     resume = state == "interrupted"
     resumed_from = (run.checkpoint_step() or -1) if resume else None  # -1: resuming, step unknown
     write_status(run.path, state="running", attempt=attempt, pid=os.getpid(), host=platform.node(),
@@ -107,6 +112,10 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 train_run(spec)
+        except RunLockedError as exc:  # another writer took it since: not this cell's failure
+            log.write(f"{exc}\n")
+            write_status(run.path, state="busy", attempt=attempt)
+            return {"ok": False, "busy": str(exc)}
         except BaseException:  # noqa: BLE001 - every failure is recorded, then reported to the scheduler
             text = traceback.format_exc()
             log.write(text)
@@ -119,10 +128,12 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
 
 #: exit code of a local worker whose cell failed with the failure recorded in the cell's directory
 RECORDED_FAILURE_EXIT = 3
+#: exit code of a local worker whose cell another live process writes (nothing touched)
+BUSY_EXIT = 4
 
 
 def cell_main(payload: dict[str, Any]) -> None:
     """Entry point of a local worker process: exit code 0 when the cell finished, :data:`RECORDED_FAILURE_EXIT`
     when it failed and said why in its failure file; any other code means the worker died first."""
     result = run_cell(payload)
-    sys.exit(0 if result["ok"] else RECORDED_FAILURE_EXIT)
+    sys.exit(0 if result["ok"] else BUSY_EXIT if result.get("busy") else RECORDED_FAILURE_EXIT)

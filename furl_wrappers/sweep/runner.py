@@ -24,7 +24,14 @@ from typing import Any, Callable, Optional, Union
 
 from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers.run_dir import RunDir
-from furl_wrappers.sweep.cell import RECORDED_FAILURE_EXIT, cell_main, cell_progress, record_failure, run_cell
+from furl_wrappers.sweep.cell import (
+    BUSY_EXIT,
+    RECORDED_FAILURE_EXIT,
+    cell_main,
+    cell_progress,
+    record_failure,
+    run_cell,
+)
 from furl_wrappers.sweep.grid import Cell, GridError, SweepGrid
 
 __all__ = ["run_sweep", "LocalBackend", "RayBackend", "RAY_INSTALL_HINT"]
@@ -78,6 +85,8 @@ class LocalBackend:
             return {"ok": True}
         if handle.exitcode == RECORDED_FAILURE_EXIT:
             return {"ok": False, "recorded": True}
+        if handle.exitcode == BUSY_EXIT:
+            return {"ok": False, "busy": "another live process writes it"}
         return {"ok": False, "recorded": False,
                 "error": f"worker process {handle.pid} died with exit code {handle.exitcode} "
                          "(negative: killed by that signal) before it could record an error; if it died at "
@@ -250,6 +259,9 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
                 del running[name]
                 if result["ok"]:
                     event(name, "done")
+                    continue
+                if result.get("busy"):  # a second writer is refused, not retried: the live one owns the run
+                    event(name, "busy", f"left alone: {result['busy']}")
                     continue
                 if not result.get("recorded"):
                     record_failure(cell.run_dir, attempt, result.get("error", "unknown failure") + "\n")

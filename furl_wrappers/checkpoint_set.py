@@ -1,0 +1,222 @@
+"""CheckpointSet: the model, its replay buffer and the step, written together and read back only together.
+
+A run directory's ``checkpoint/`` holds one consistent set::
+
+    model.zip            the model (SB3's zip plus the entries that rebuild it without pickle)
+    replay_buffer.npz    the replay buffer: arrays + JSON, no pickle; records the step it was saved at
+    meta.json            the step, the RNG states (python, numpy, torch, the action space's) and, per env, how
+                         its current episode was started (see below); written last
+
+A new set is written whole into ``checkpoint.new/`` and then swapped in by renames (``checkpoint`` →
+``checkpoint.old``, ``checkpoint.new`` → ``checkpoint``, ``checkpoint.old`` removed), so a kill at any moment
+leaves one complete set that :meth:`CheckpointSet.recover` puts back in place; :meth:`CheckpointSet.load` refuses
+a set whose model, buffer and meta disagree on the step.
+
+Exact resume: sets are taken when every env has just started an episode (all ``dones`` at the last step), after
+SB3 stored the step's transition and trained on it. Meta-World envs built by :func:`~furl_wrappers.envs.
+make_metaworld_env` report how that episode was started (:meth:`~furl_wrappers.envs.MetaWorldGoal.episode_start`);
+on resume each env replays it, so the resumed run continues with the same episodes, batches and weights as an
+uninterrupted one (``meta.json``'s ``exact`` says whether that held; envs of other kinds resume inexactly).
+
+Example:
+    >>> import tempfile
+    >>> ckpt = CheckpointSet(tempfile.mkdtemp() + "/checkpoint")
+    >>> ckpt.model.name, ckpt.buffer.name, ckpt.step() is None
+    ('model.zip', 'replay_buffer.npz', True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from furl_wrappers._atomic import atomic_write_text
+
+__all__ = ["CheckpointSet", "CheckpointError", "capture_rng", "restore_rng"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint set that cannot be resumed from (incomplete, inconsistent, corrupt, or pickled)."""
+
+
+def capture_rng(model: Any) -> dict[str, Any]:
+    """Python's, numpy's and torch's global RNG states and the model's action-space RNG state, as JSON."""
+    import torch
+
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    space_rng = getattr(getattr(model, "action_space", None), "np_random", None)
+    return {
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state().tolist(),
+        "action_space": None if space_rng is None else space_rng.bit_generator.state,
+    }
+
+
+def restore_rng(model: Any, state: dict[str, Any]) -> None:
+    """Undo :func:`capture_rng` (SB3's load re-seeds every generator with the run's seed)."""
+    import torch
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state.get("action_space") is not None:
+        model.action_space.np_random.bit_generator.state = state["action_space"]
+
+
+class CheckpointSet:
+    """One checkpoint directory and its write/recover/load protocol (see the module docstring).
+
+    Args:
+        path: the checkpoint directory (a run directory's ``checkpoint/``).
+    """
+
+    MODEL = "model.zip"
+    BUFFER = "replay_buffer.npz"
+    META = "meta.json"
+    LEGACY_BUFFER = "replay_buffer.pkl"
+
+    def __init__(self, path: Union[str, os.PathLike]) -> None:
+        self.path = Path(path)
+        self.staging = self.path.with_name(self.path.name + ".new")
+        self.previous = self.path.with_name(self.path.name + ".old")
+
+    def __repr__(self) -> str:
+        return f"CheckpointSet({str(self.path)!r})"
+
+    @property
+    def model(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def buffer(self) -> Path:
+        return self.path / self.BUFFER
+
+    @property
+    def meta(self) -> Path:
+        return self.path / self.META
+
+    @staticmethod
+    def _read_meta(directory: Path) -> Optional[dict[str, Any]]:
+        try:
+            meta = json.loads((directory / CheckpointSet.META).read_text())
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) and isinstance(meta.get("num_timesteps"), int) else None
+
+    def read_meta(self) -> dict[str, Any]:
+        """``meta.json`` (``{}`` when missing or unreadable)."""
+        return self._read_meta(self.path) or {}
+
+    def step(self) -> Optional[int]:
+        """The env step the set holds (``None`` without a complete set)."""
+        meta = self._read_meta(self.path)
+        return None if meta is None else int(meta["num_timesteps"])
+
+    def exists(self) -> bool:
+        """A complete set is in place or can be put back by :meth:`recover` (a ``meta.json``, written last, is
+        readable)."""
+        return any(self._read_meta(d) is not None for d in (self.path, self.staging, self.previous))
+
+    # ------------------------------------------------------------------ write
+    def write(self, model: Any, *, episode_starts: Optional[list[dict[str, Any]]] = None) -> Path:
+        """Write the model, its replay buffer and ``meta.json`` as one set; returns the directory.
+
+        Args:
+            model: an SB3 off-policy model.
+            episode_starts: per env, how its current (just started) episode was started; ``None``: the resume
+                from this set will not be exact.
+        """
+        from furl_wrappers.buffer_file import save_buffer
+        from furl_wrappers.serialization import save_model
+
+        step = int(model.num_timesteps)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        try:
+            save_buffer(model.replay_buffer, self.staging / self.BUFFER, step=step)
+            save_model(model, self.staging / self.MODEL)
+            meta = {"num_timesteps": step, "time": time.time(), "rng": capture_rng(model),
+                    "episode_starts": episode_starts, "exact": episode_starts is not None}
+            atomic_write_text(self.staging / self.META, json.dumps(meta))
+        except BaseException:
+            shutil.rmtree(self.staging, ignore_errors=True)  # a full disk: the last complete set stays as it was
+            raise
+        self._swap_in()
+        return self.path
+
+    def _swap_in(self) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.previous, ignore_errors=True)
+            os.replace(self.path, self.previous)
+        os.replace(self.staging, self.path)
+        shutil.rmtree(self.previous, ignore_errors=True)
+
+    def recover(self) -> Optional[int]:
+        """After a kill: put the newest complete set in place and remove the rest; returns its step (or None).
+
+        Call only while holding the run's lock (:class:`~furl_wrappers.run_lock.RunLock`).
+        """
+        if not self._read_meta(self.path):
+            for candidate in (self.staging, self.previous):  # killed between the two renames of _swap_in
+                if self._read_meta(candidate):
+                    shutil.rmtree(self.path, ignore_errors=True)
+                    os.replace(candidate, self.path)
+                    break
+        for leftover in (self.staging, self.previous):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if self.path.is_dir():
+            for tmp in self.path.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        return self.step()
+
+    # ------------------------------------------------------------------- load
+    def load(self, cls: type, env: Any, *, device: str = "auto", trusted: bool = False, **kwargs: Any) -> Any:
+        """The model with its replay buffer and RNG states, checked to be one set; arms each env to replay the
+        start of the episode it was in (see the module docstring).
+
+        Raises:
+            CheckpointError: no complete set, a pickled buffer without ``trusted``, or parts that disagree.
+        """
+        from furl_wrappers.buffer_file import load_buffer
+        from furl_wrappers.serialization import load_model
+
+        meta = self._read_meta(self.path)
+        if meta is None:
+            raise CheckpointError(f"{str(self.path)!r} holds no complete checkpoint (no readable {self.META})")
+        step = int(meta["num_timesteps"])
+        legacy = self.path / self.LEGACY_BUFFER
+        model = load_model(cls, self.model, env=env, device=device, trusted=trusted, **kwargs)
+        if not self.buffer.is_file() and legacy.is_file():
+            if not trusted:
+                raise CheckpointError(f"{str(legacy)!r} was written by an older furl_wrappers with pickle, which can "
+                                      "run code when loaded: pass --trusted (trusted=True) if you made it yourself")
+            model.load_replay_buffer(legacy)
+            buffer_step = step
+        else:
+            buffer_step = load_buffer(self.buffer, model.replay_buffer)
+            if hasattr(model, "_connect_buffer"):
+                model._connect_buffer()  # a RelayPolicy re-attaches its VLM reward and the SAC agent's view
+        if not step == int(model.num_timesteps) == buffer_step:
+            raise CheckpointError(f"{str(self.path)!r} is inconsistent: meta.json at step {step}, model at "
+                                  f"{model.num_timesteps}, replay buffer at {buffer_step}; it cannot be resumed")
+        if "rng" in meta:
+            restore_rng(model, meta["rng"])
+        starts = meta.get("episode_starts")
+        if env is not None and starts is not None:
+            if len(starts) != env.num_envs:
+                raise CheckpointError(f"{str(self.path)!r} was made with {len(starts)} envs, the env has "
+                                      f"{env.num_envs}")
+            for i, record in enumerate(starts):
+                env.env_method("replay_episode_start", record, indices=[i])
+        return model

@@ -1,0 +1,143 @@
+"""A restricted evaluator for rl-zoo's Python-expression config strings (``policy_kwargs``, ``replay_buffer_*``).
+
+rl-zoo runs ``eval`` on these YAML strings; a YAML file or ``--hyperparams`` entry is not code, so here they are
+parsed (``ast.parse(text, mode="eval")``) and only this grammar is evaluated:
+
+- literals: numbers, strings, ``True``/``False``/``None``, lists, tuples, dicts, unary ``-``/``+`` on a number;
+- ``dict(key=value, ...)`` (keyword arguments only);
+- names from a fixed table: ``nn.<activation>`` (also ``th.nn.`` / ``torch.nn.``) for ReLU, Tanh, ELU, LeakyReLU,
+  GELU, SiLU, Sigmoid; ``th.optim.<optimizer>`` (also ``torch.optim.``) for Adam, AdamW, SGD, RMSprop.
+
+``replay_buffer_class`` is ``None`` or one class name: ``ReplayBuffer``, ``DictReplayBuffer``, ``HerReplayBuffer``
+(rl-zoo's spelling), ``VLMReplayBuffer``, or one of their dotted module paths (``stable_baselines3.HerReplayBuffer``,
+``furl_wrappers.buffers.VLMReplayBuffer``, ...).
+
+Anything else (other names or attributes, other calls, lambdas, subscripts, operators, comprehensions, ...) is
+refused with one line naming the key, the offending piece and what is allowed.
+
+Example:
+    >>> safe_eval("dict(net_arch=[256, 256], activation_fn=nn.ReLU)", "policy_kwargs")
+    {'net_arch': [256, 256], 'activation_fn': <class 'torch.nn.modules.activation.ReLU'>}
+    >>> safe_eval("__import__('os')", "policy_kwargs")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: policy_kwargs: '__import__' is not allowed (literals, dict(...), nn.<activation> (ReLU, ...)
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from typing import Any
+
+__all__ = ["safe_eval", "ACTIVATIONS", "OPTIMIZERS", "BUFFERS"]
+
+ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid")
+OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
+#: replay buffer class name → its module
+BUFFERS = {"ReplayBuffer": "stable_baselines3.common.buffers", "DictReplayBuffer": "stable_baselines3.common.buffers",
+           "HerReplayBuffer": "stable_baselines3", "VLMReplayBuffer": "furl_wrappers.buffers"}
+
+
+def _table(key: str) -> dict[str, tuple[str, str]]:
+    """Allowed dotted names for a key → ``(module, attribute)``."""
+    if key == "replay_buffer_class":
+        table = {name: (module, name) for name, module in BUFFERS.items()}
+        table.update({f"{module}.{name}": (module, name) for name, module in BUFFERS.items()})
+        table.update({"stable_baselines3.her.HerReplayBuffer": ("stable_baselines3", "HerReplayBuffer"),
+                      "furl_wrappers.VLMReplayBuffer": ("furl_wrappers.buffers", "VLMReplayBuffer")})
+        return table
+    table = {f"{prefix}.{name}": ("torch.nn", name) for prefix in ("nn", "th.nn", "torch.nn") for name in ACTIVATIONS}
+    table.update({f"{prefix}.{name}": ("torch.optim", name) for prefix in ("th.optim", "torch.optim")
+                  for name in OPTIMIZERS})
+    return table
+
+
+def _allowed(key: str) -> str:
+    if key == "replay_buffer_class":
+        return f"None, {', '.join(BUFFERS)}"
+    return (f"literals, dict(...), nn.<activation> ({', '.join(ACTIVATIONS)}), th.optim.<optimizer> "
+            f"({', '.join(OPTIMIZERS)})")
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``"a.b.c"`` for a chain of names and attributes, else ``None``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def safe_eval(text: str, key: str, error: type = ValueError) -> Any:
+    """The value of the config string ``text`` of ``key`` in the restricted grammar above.
+
+    Raises:
+        error (``ValueError`` unless given, e.g. ``ConfigError``): ``"<key>: '<piece>' is not allowed (<grammar>)"``.
+    """
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise error(f"{key}: {text!r} is not a Python expression ({exc.msg}); allowed: {_allowed(key)}") from None
+    table = _table(key)
+
+    def refuse(node: ast.AST, why: str = "") -> None:
+        piece = ast.get_source_segment(text.strip(), node) or type(node).__name__
+        piece = piece if len(piece) <= 60 else piece[:57] + "..."
+        raise error(f"{key}: {piece!r} is not allowed{why} ({_allowed(key)})")
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            if node.value is None or isinstance(node.value, (bool, int, float, str)):
+                return node.value
+            refuse(node)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [value(n) if not isinstance(n, ast.Starred) else refuse(n) for n in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.Dict):
+            out = {}
+            for k, v in zip(node.keys, node.values):
+                if k is None:  # {**x}
+                    refuse(v)
+                item = value(k)
+                try:
+                    out[item] = value(v)
+                except TypeError:  # an unhashable key
+                    refuse(k, " as a dict key")
+            return out
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            operand = node.operand
+            if (isinstance(operand, ast.Constant) and isinstance(operand.value, (int, float))
+                    and not isinstance(operand.value, bool)):
+                return -operand.value if isinstance(node.op, ast.USub) else operand.value
+            refuse(node)
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id == "dict":
+                if node.args:
+                    refuse(node.args[0], " in dict(...): use dict(key=value, ...)")
+                out = {}
+                for keyword in node.keywords:
+                    if keyword.arg is None:  # dict(**x)
+                        refuse(keyword)
+                    out[keyword.arg] = value(keyword.value)
+                return out
+            if _dotted(node.func) not in table:
+                value(node.func)  # names the offending name inside, e.g. '__import__'
+            refuse(node, ": no calls but dict(...)")
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            name = _dotted(node)
+            if name in table:
+                module, attribute = table[name]
+                return getattr(importlib.import_module(module), attribute)
+            if name is None and isinstance(node, ast.Attribute):
+                value(node.value)  # an offending piece inside comes first, e.g. '__import__' in __import__('os').x
+            refuse(node)
+        refuse(node)
+
+    body = tree.body
+    if key == "replay_buffer_class" and not (isinstance(body, (ast.Name, ast.Attribute))
+                                             or (isinstance(body, ast.Constant) and body.value is None)):
+        refuse(body)  # a class name or None, nothing else
+    return value(body)

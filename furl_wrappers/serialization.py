@@ -1,0 +1,345 @@
+"""Pickle-free model zips: loading a file never unpickles anything unless asked to.
+
+SB3 pickles (cloudpickle, in the zip's ``data`` entry) every model attribute JSON cannot hold; unpickling runs code.
+:func:`save_model` adds ``furl_safe_data.json``, a JSON description of each (:func:`safe_entry`); :func:`load_model`
+rebuilds them from it as SB3 ``custom_objects``, so SB3 unpickles nothing. A pickled attribute without a description
+(an old or foreign zip) raises :class:`UnsafeFileError` unless ``trusted=True``. Classes are resolved only inside
+stable_baselines3, sb3_contrib, furl_wrappers, torch.nn and torch.optim, and only if they subclass what the attribute
+needs (policy, replay buffer, torch module, optimiser). Replay buffers: :mod:`furl_wrappers.buffer_file`.
+
+Example:
+    >>> import tempfile, gymnasium as gym
+    >>> from stable_baselines3 import SAC
+    >>> folder = tempfile.mkdtemp()
+    >>> model = SAC("MlpPolicy", gym.make("Pendulum-v1"), buffer_size=100, device="cpu")
+    >>> path = save_model(model, f"{folder}/sac")
+    >>> sorted(safe_custom_objects(path))
+    ['action_space', 'lr_schedule', 'observation_space', 'policy_class', 'replay_buffer_class', 'train_freq']
+    >>> load_model(SAC, path, device="cpu").policy_class.__name__
+    'SACPolicy'
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import inspect
+import io
+import json
+import os
+import re
+import zipfile
+import zlib
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import IO, Any, Iterable, Optional, Union
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import is_json_serializable
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
+
+from furl_wrappers._atomic import atomic_write
+from furl_wrappers.vlm_reward import VLMReward
+
+__all__ = ["SAFE_ENTRY", "UnsafeFileError", "CorruptFileError", "safe_entry", "with_safe_entry", "save_model",
+           "read_model_zip", "safe_custom_objects", "load_model"]
+
+#: name of the safe description inside a model zip
+SAFE_ENTRY = "furl_safe_data.json"
+_FORMAT, _TAG = 1, "__type__"
+_ROOTS = ("stable_baselines3", "sb3_contrib", "furl_wrappers", "torch.nn", "torch.optim")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # no leading underscore: no __main__, no private modules
+_CLASS_BASES: dict[str, tuple[type, ...]] = {
+    "policy_class": (BasePolicy,), "replay_buffer_class": (ReplayBuffer,), "activation_fn": (torch.nn.Module,),
+    "optimizer_class": (torch.optim.Optimizer,), "features_extractor_class": (torch.nn.Module,)}
+_ANY_BASE = (torch.nn.Module, torch.optim.Optimizer)
+_SCHEDULES = {FloatSchedule: ("value_schedule",), ConstantSchedule: ("val",),
+              LinearSchedule: ("start", "end", "end_fraction")}
+_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete, spaces.Dict, spaces.Tuple)
+_SPACE_FIELDS = {"Box": ("low", "high", "shape", "dtype"), "Discrete": ("n", "start", "dtype"), "MultiBinary": ("n",),
+                 "MultiDiscrete": ("nvec", "start", "dtype")}
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+_CUT = (zipfile.BadZipFile, EOFError, zlib.error, KeyError, ValueError)  # ValueError: JSON, UTF-8, numpy headers
+_TRUST = "pass trusted=True to load it with SB3's unpickling if you trust the file"
+Source = Union[str, os.PathLike, bytes, IO[bytes]]
+
+
+class UnsafeFileError(ValueError):
+    """A model zip holds a pickled attribute with no usable safe description (load it with ``trusted=True``)."""
+
+
+class CorruptFileError(ValueError):
+    """A model zip or buffer file is truncated or corrupt."""
+
+
+# ------------------------------------------------------------------------------------------------------ codec
+def _dtype(name: Any) -> np.dtype:
+    dtype = np.dtype(str(name))
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        raise TypeError(f"arrays of dtype {dtype} have no pickle-free encoding")
+    return dtype
+
+
+def _encode(obj: Any) -> Any:
+    """JSON for ``obj``: plain for None/bool/int/float/str/list, else ``{"__type__": ..., ...}`` (dicts too)."""
+    kind = type(obj)
+    if obj is None or kind in (bool, int, float, str):
+        return obj
+    if isinstance(obj, (np.ndarray, np.generic)):
+        a = np.asarray(obj)
+        return {_TAG: "ndarray" if kind is np.ndarray else "scalar", "dtype": _dtype(a.dtype.str).str,
+                "shape": list(a.shape), "data": base64.b64encode(a.tobytes(order="C")).decode()}
+    if kind in _SPACES:
+        fields = _SPACE_FIELDS.get(kind.__name__, ("spaces",))  # Dict, Tuple: their children, in order
+        node = {_TAG: "space", "space": kind.__name__, **{f: _encode(getattr(obj, f)) for f in fields}}
+        return {**node, "rng": _encode(obj._np_random.bit_generator.state)} if obj._np_random else node
+    if isinstance(obj, type):
+        return {_TAG: "class", "path": f"{obj.__module__}:{obj.__qualname__}"}
+    if kind is TrainFreq:
+        return {_TAG: "train_freq", "frequency": _encode(obj.frequency), "unit": TrainFrequencyUnit(obj.unit).value}
+    if kind is deque:
+        return {_TAG: "deque", "maxlen": obj.maxlen, "items": [_encode(x) for x in obj]}
+    if kind in _SCHEDULES:
+        return {_TAG: "schedule", "class": kind.__name__, **{f: _encode(getattr(obj, f)) for f in _SCHEDULES[kind]}}
+    if kind is torch.device or isinstance(obj, np.dtype):
+        return {_TAG: "device", "value": str(obj)} if kind is torch.device else {_TAG: "dtype", "value": obj.str}
+    if isinstance(obj, VLMReward):
+        return None  # never saved: it pickles to None as well (it holds the encoder); loaders re-attach it
+    if kind in (dict, OrderedDict) and all(type(k) is str for k in obj):
+        return {_TAG: "dict", "items": [[k, _encode(v)] for k, v in obj.items()]}
+    if kind in (list, tuple):
+        items = [_encode(x) for x in obj]
+        return items if kind is list else {_TAG: "tuple", "items": items}
+    raise TypeError(f"{kind.__module__}.{kind.__qualname__} has no pickle-free encoding")
+
+
+def _decode_space(node: dict[str, Any]) -> spaces.Space:
+    kind = node["space"]
+    if kind not in _SPACE_FIELDS and kind not in ("Dict", "Tuple"):
+        raise ValueError(f"space {kind!r} is not allowed")
+    fields = {f: _decode(node[f]) for f in _SPACE_FIELDS.get(kind, ("spaces",))}
+    space = getattr(spaces, kind)(**(fields if kind != "Dict" else {"spaces": OrderedDict(fields["spaces"])}))
+    if "rng" in node:
+        state = _decode(node["rng"])
+        if state.get("bit_generator") not in _BIT_GENERATORS:
+            raise ValueError(f"bit generator {state.get('bit_generator')!r} is not allowed")
+        space._np_random = np.random.Generator(getattr(np.random, state["bit_generator"])())
+        space._np_random.bit_generator.state = state
+    return space
+
+
+def _resolve_class(path: str, bases: tuple[type, ...]) -> type:
+    """The class at ``"module:qualname"``: a module under :data:`_ROOTS` is imported (nothing else is), and the
+    class is returned only if it is defined there and subclasses one of ``bases``."""
+    module, _, qualname = str(path).partition(":")
+    if not any(module == r or module.startswith(r + ".") for r in _ROOTS):
+        raise ValueError(f"class {path!r} is outside {', '.join(_ROOTS)}")
+    if not all(map(_NAME.fullmatch, module.split(".") + qualname.split("."))):
+        raise ValueError(f"{path!r} is not a public class")
+    obj: Any = importlib.import_module(module)
+    for name in qualname.split("."):
+        obj = getattr(obj, name, None)
+    if not (isinstance(obj, type) and issubclass(obj, bases) and (obj.__module__, obj.__qualname__) == (module,
+                                                                                                        qualname)):
+        raise ValueError(f"{path!r} is not a subclass of {' or '.join(b.__name__ for b in bases)}")
+    return obj
+
+
+def _decode(node: Any, bases: tuple[type, ...] = _ANY_BASE) -> Any:
+    """Undo :func:`_encode`; nothing is imported or called but the codec's own constructors (and allowed classes'
+    modules, see :func:`_resolve_class`)."""
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    if isinstance(node, list):
+        return [_decode(x, bases) for x in node]
+    tag = node.get(_TAG) if isinstance(node, dict) else None
+    if tag in ("ndarray", "scalar"):
+        dtype, shape = _dtype(node["dtype"]), tuple(int(n) for n in node["shape"])
+        a = np.frombuffer(base64.b64decode(node["data"], validate=True), dtype=dtype).reshape(shape).copy()
+        return a if tag == "ndarray" else a[()]
+    if tag == "space":
+        return _decode_space(node)
+    if tag == "class":
+        return _resolve_class(node["path"], bases)
+    if tag == "train_freq":
+        return TrainFreq(int(node["frequency"]), TrainFrequencyUnit(node["unit"]))
+    if tag == "deque":
+        return deque([_decode(x) for x in node["items"]], maxlen=None if node["maxlen"] is None else
+                     int(node["maxlen"]))
+    if tag == "schedule":
+        cls = {c.__name__: c for c in _SCHEDULES}[node["class"]]
+        fields = [_decode(node[f]) for f in _SCHEDULES[cls]]
+        ok = (type(fields[0]) in (ConstantSchedule, LinearSchedule) if cls is FloatSchedule else
+              all(isinstance(f, (int, float, np.number)) and not isinstance(f, bool) for f in fields))
+        if not ok:
+            raise ValueError(f"{cls.__name__} fields {fields!r} are not allowed")
+        return cls(*fields)
+    if tag in ("device", "dtype"):
+        return torch.device(str(node["value"])) if tag == "device" else _dtype(node["value"])
+    if tag == "dict":
+        return {str(k): _decode(v, _CLASS_BASES.get(k, _ANY_BASE)) for k, v in node["items"]}
+    if tag == "tuple":
+        return tuple(_decode(x, bases) for x in node["items"])
+    raise ValueError(f"unknown JSON node {str(node)[:60]!r}")
+
+
+# ------------------------------------------------------------------------------------------------ model zips
+def safe_entry(model: Any, keys: Optional[Iterable[str]] = None) -> dict[str, Any]:
+    """The JSON description of the attributes SB3's ``save`` pickles for ``model`` (or of ``keys``).
+
+    Returns:
+        ``{"format": 1, "data": {key: encoding}, "skipped": {key: why}}``; a skipped key (e.g. a lambda schedule)
+        makes an untrusted load refuse the file.
+    """
+    if keys is None:  # SB3's own selection: __dict__ less the excluded names and torch state
+        exclude = set(model._excluded_save_params())
+        state_dicts, torch_vars = model._get_torch_save_params()
+        exclude.update(name.split(".")[0] for name in state_dicts + torch_vars)
+        keys = [k for k, v in model.__dict__.items() if k not in exclude and not is_json_serializable(v)]
+    entry: dict[str, Any] = {"format": _FORMAT, "data": {}, "skipped": {}}
+    for key in keys:
+        try:
+            entry["data"][key] = _encode(model.__dict__[key])
+        except (TypeError, ValueError, KeyError) as err:
+            entry["skipped"][key] = str(err)
+    return entry
+
+
+def with_safe_entry(zip_bytes: bytes, model: Any) -> bytes:
+    """``zip_bytes`` (the model's SB3 zip) with :data:`SAFE_ENTRY` appended (unchanged if it has one)."""
+    buffer = io.BytesIO(zip_bytes)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        if SAFE_ENTRY in archive.namelist():
+            return zip_bytes
+        data = json.loads(archive.read("data")) if "data" in archive.namelist() else {}
+        keys = [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
+        archive.writestr(SAFE_ENTRY, json.dumps(safe_entry(model, keys)))
+    return buffer.getvalue()
+
+
+def _write(path: Union[str, os.PathLike, IO[bytes]], suffix: str, write: Any) -> Optional[Path]:
+    if not isinstance(path, (str, os.PathLike)):
+        write(path)
+        return None
+    path = Path(path)
+    return atomic_write(path if path.suffix == suffix else path.with_name(path.name + suffix), write)
+
+
+def save_model(model: Any, path: Union[str, os.PathLike, IO[bytes]]) -> Optional[Path]:
+    """``model.save`` plus the safe entry; a path gets ``.zip`` when it has none and is written atomically.
+
+    Returns:
+        The path written (``None`` for a binary handle).
+    """
+    raw = io.BytesIO()
+    model.save(raw)
+    data = with_safe_entry(raw.getvalue(), model)
+    return _write(path, ".zip", lambda handle: handle.write(data))
+
+
+def _resolve(path: Union[str, os.PathLike], suffix: str) -> Path:
+    """``path``, or ``path`` + ``suffix`` when only that exists (as SB3 finds ``.zip`` files)."""
+    path, alt = Path(path), Path(f"{os.fspath(path)}{suffix}")
+    return alt if not path.exists() and alt.exists() else path
+
+
+def _read(source: Source) -> tuple[bytes, str]:
+    if isinstance(source, bytes):
+        return source, "<bytes>"
+    if hasattr(source, "read"):
+        return source.read(), str(getattr(source, "name", "<stream>"))
+    path = _resolve(source, ".zip")
+    return path.read_bytes(), str(path)
+
+
+def _check_zip(handle: IO[bytes], label: str, what: str, required: str) -> None:
+    """A cut zip can still open, as a zip stored inside it (SB3's ``.pth`` entries are zips): so the end record must
+    end the file, every entry's CRC must match and ``required`` must be there."""
+    size = handle.seek(0, 2)
+    handle.seek(max(0, size - 22 - 65535))
+    tail = handle.read()
+    end, why = tail.rfind(b"PK\x05\x06"), None
+    if end < 0 or end + 22 + int.from_bytes(tail[end + 20:end + 22], "little") != len(tail):
+        why = "its end-of-archive record is missing"
+    else:
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                bad, names = archive.testzip(), archive.namelist()
+            why = f"entry {bad!r} is damaged" if bad else None if required in names else f"no {required!r} entry"
+        except _CUT as err:
+            why = f"{type(err).__name__}: {err}"
+    if why:
+        raise CorruptFileError(f"{label!r} is not a complete {what} (truncated or corrupt): {why}")
+
+
+def read_model_zip(source: Source, name: Optional[str] = None) -> tuple[bytes, str]:
+    """``(bytes, name)`` of a model zip (a path gains ``.zip`` when only that exists), checked to be complete.
+
+    Raises:
+        CorruptFileError: the zip is truncated or corrupt.
+    """
+    raw, label = _read(source)
+    _check_zip(io.BytesIO(raw), name or label, "model zip", "data")
+    return raw, name or label
+
+
+def safe_custom_objects(source: Source, name: Optional[str] = None) -> dict[str, Any]:
+    """SB3 ``custom_objects`` rebuilding, without pickle, every attribute the zip's ``data`` pickled.
+
+    Args:
+        source: the zip (path, bytes or binary handle).
+        name: how errors name it (default: the path).
+
+    Raises:
+        UnsafeFileError: a pickled attribute has no safe description, or one naming a disallowed class.
+        CorruptFileError: the zip is truncated or corrupt.
+    """
+    raw, label = read_model_zip(source, name)
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        try:
+            data, entry = json.loads(archive.read("data")), {"format": _FORMAT, "data": {}}
+            entry = json.loads(archive.read(SAFE_ENTRY)) if SAFE_ENTRY in archive.namelist() else entry
+        except ValueError as err:
+            raise CorruptFileError(f"{label!r} is not a complete model zip (truncated or corrupt): {err}") from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{label!r} is not a complete model zip (truncated or corrupt): 'data' is no dict")
+    if not (isinstance(entry, dict) and entry.get("format") == _FORMAT and isinstance(entry.get("data"), dict)):
+        raise UnsafeFileError(f"{label!r}: its {SAFE_ENTRY} is not one this furl_wrappers reads (update it), or "
+                              f"{_TRUST}")
+    custom: dict[str, Any] = {}
+    for key in [k for k, item in data.items() if isinstance(item, dict) and ":serialized:" in item]:
+        if key not in entry["data"]:
+            skipped = entry.get("skipped")
+            why = skipped.get(key, "an old or foreign zip") if isinstance(skipped, dict) else "an old or foreign zip"
+            raise UnsafeFileError(f"{label!r}: {key!r} is stored only as a pickle ({why}), so it is not loaded; "
+                                  f"re-save it with furl_wrappers.serialization.save_model, or {_TRUST}")
+        try:
+            custom[key] = _decode(entry["data"][key], _CLASS_BASES.get(key, _ANY_BASE))
+        except Exception as err:  # whatever fails, nothing was unpickled: refuse the description, naming it
+            raise UnsafeFileError(f"{label!r}: the safe description of {key!r} is refused ({type(err).__name__}: "
+                                  f"{err}); {_TRUST}") from None
+    return custom
+
+
+def load_model(cls: type, path: Source, env: Any = None, *, trusted: bool = False,
+               custom_objects: Optional[dict[str, Any]] = None, **kwargs: Any) -> Any:
+    """``cls.load`` without unpickling (``trusted=True``: SB3's own load, unpickling included).
+
+    Classes whose ``load`` takes ``trusted`` (``RelayPolicy``) do this themselves and get the call as it is.
+
+    Raises:
+        UnsafeFileError, CorruptFileError: see :func:`safe_custom_objects`.
+    """
+    if "trusted" in inspect.signature(cls.load).parameters:
+        return cls.load(path, env=env, trusted=trusted, custom_objects=custom_objects, **kwargs)
+    raw, label = read_model_zip(path)
+    custom = {} if trusted else safe_custom_objects(raw, label)
+    return cls.load(io.BytesIO(raw), env=env, custom_objects={**custom, **(custom_objects or {})}, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ buffers
