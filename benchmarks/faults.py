@@ -21,8 +21,9 @@ the same seed:
 - ``policy_kwargs injection``: ``--hyperparams policy_kwargs="__import__('os').system(...)"``: refused (exit 2)
   without running it.
 
-"Steps redone" is the env steps between the last checkpoint and the kill (work lost to the fault); "bytes left"
-the size of temp files left in the run directory after the fault's recovery.
+"Env steps redone" is the training between the last checkpoint and the kill (work lost to the fault); "log bytes
+lost" the bytes of log rows written before the fault (up to its checkpoint) that are missing after recovery; "temp
+bytes left" the size of temp files and partial checkpoints left in the run directory after recovery.
 
     python benchmarks/faults.py [--kills 5] [--out /tmp/furl-faults]
 """
@@ -87,6 +88,37 @@ def same_run(a: Path, b: Path) -> bool:
     evals = [[r[:4] for r in csv.reader(open(d / "evaluations.csv"))] for d in (a, b)]
     steps = [[r["time/total_timesteps"] for r in csv.DictReader(open(d / "progress.csv"))] for d in (a, b)]
     return evals[0] == evals[1] and steps[0] == steps[1] and len(set(steps[1])) == len(steps[1])
+
+
+def kept_rows(out: Path, step: Optional[int]) -> list[str]:
+    """The log lines (progress.csv, evaluations.csv) at steps up to ``step``: what a resume must keep."""
+    lines = []
+    for name, key in (("progress.csv", "time/total_timesteps"), ("evaluations.csv", "step")):
+        try:
+            rows = list(csv.reader(open(out / name)))
+        except OSError:
+            continue
+        if not rows or key not in rows[0]:
+            continue
+        column = rows[0].index(key)
+        for row in rows[1:]:
+            try:
+                if step is not None and len(row) == len(rows[0]) and float(row[column]) <= step:
+                    lines.append(",".join(row[: len(rows[0])]))
+            except ValueError:
+                pass
+    return lines
+
+
+def lost_bytes(out: Path, before: list[str]) -> int:
+    """Bytes of the pre-fault log lines that are no longer in the logs (column order may have grown)."""
+    now = set()
+    for name in ("progress.csv", "evaluations.csv"):
+        try:
+            now.update(",".join(r) for r in csv.reader(open(out / name)))
+        except OSError:
+            pass
+    return sum(len(line) for line in before if not any(n.startswith(line) for n in now))
 
 
 def temp_bytes(out: Path) -> int:
@@ -163,17 +195,17 @@ def main() -> None:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     rng = random.Random(0)
-    rows: list[tuple[str, int, int, str, int]] = []
+    rows: list[tuple[str, int, int, str, int, int]] = []
     started = time.time()
 
     reference = root / "reference"
     assert run(reference).returncode == 0
     again = root / "again"
     assert run(again).returncode == 0
-    rows.append(("same seed twice (no fault)", 1, int(same_run(reference, again)), "0", 0))
+    rows.append(("same seed twice (no fault)", 1, int(same_run(reference, again)), "0", 0, 0))
 
     # kill -9 at a random step after the first checkpoint, then --resume
-    ok, redone, left = 0, [], 0
+    ok, redone, left, lost = 0, [], 0, 0
     for i in range(args.kills):
         out = root / f"kill{i}"
         killed, step = kill_when(out, lambda o: (o / "checkpoint" / "meta.json").is_file(), rng.uniform(0, 1.0))
@@ -181,13 +213,15 @@ def main() -> None:
             shutil.rmtree(out)
             killed, step = kill_when(out, lambda o: (o / "checkpoint" / "meta.json").is_file(), 0.0)
         redone.append(max(progress_step(out) - (step or 0), 0))
+        before = kept_rows(out, step)
         result = run(out, "--resume")
         left += temp_bytes(out)
+        lost += lost_bytes(out, before)
         ok += int(result.returncode == 0 and same_run(reference, out))
-    rows.append(("kill -9 at a random step, --resume", args.kills, ok, f"{min(redone)}-{max(redone)}", left))
+    rows.append(("kill -9 at a random step, --resume", args.kills, ok, f"{min(redone)}-{max(redone)}", lost, left))
 
     # kill -9 while a checkpoint set is being written
-    ok, redone, left, tried = 0, [], 0, 0
+    ok, redone, left, tried, lost = 0, [], 0, 0, 0
     for i in range(3):
         out = root / f"killckpt{i}"
         killed, step = kill_when(out, lambda o: (o / "checkpoint.new").exists(), rng.uniform(0, 0.01))
@@ -195,11 +229,15 @@ def main() -> None:
             continue
         tried += 1
         redone.append(max(progress_step(out) - (step or 0), 0))
+        before = kept_rows(out, step)
+        left_after_kill = temp_bytes(out)
         result = run(out, "--resume") if step is not None else run(out)
         left += temp_bytes(out)
+        lost += lost_bytes(out, before)
         ok += int(result.returncode == 0 and same_run(reference, out))
+        print(f"killed while checkpointing at step {step}: {left_after_kill} bytes of partial checkpoint cleaned")
     rows.append(("kill -9 while checkpointing, rerun", tried, ok,
-                 f"{min(redone)}-{max(redone)}" if redone else "-", left))
+                 f"{min(redone)}-{max(redone)}" if redone else "-", lost, left))
 
     # a second writer on a live run
     out = root / "second"
@@ -209,7 +247,8 @@ def main() -> None:
     second = run(out, "--resume")
     proc.wait()
     refused = second.returncode == 2 and "second writer" in second.stderr
-    rows.append(("second writer on a live run", 1, int(refused and same_run(reference, out)), "0", temp_bytes(out)))
+    rows.append(("second writer on a live run", 1, int(refused and same_run(reference, out)), "0", 0,
+                 temp_bytes(out)))
 
     # truncated checkpoint files
     base = root / "interrupted"
@@ -227,7 +266,7 @@ def main() -> None:
         clean = (result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr
                  and (name in lines[0] or "checkpoint" in lines[0]))
         after = sorted((p.name, p.stat().st_size) for p in out.rglob("*") if p.is_file())
-        rows.append((f"truncated {name}, --resume", 1, int(clean and before == after), "-", temp_bytes(out)))
+        rows.append((f"truncated {name}, --resume", 1, int(clean and before == after), "-", 0, temp_bytes(out)))
 
     # hostile pickles
     marker = root / "PWNED"
@@ -244,7 +283,7 @@ def main() -> None:
         evaluate = subprocess.run([sys.executable, "-m", "furl_wrappers.cli", "evaluate", str(final), "--device",
                                    "cpu"], env=ENV, capture_output=True, text=True)
         rows.append((f"hostile pickle in {label}", 2, 2 * int(not marker.exists()) if evaluate.returncode in (0, 2)
-                     and result.returncode in (0, 2) else 0, "-", 0))
+                     and result.returncode in (0, 2) else 0, "-", 0, 0))
         marker.unlink(missing_ok=True)
 
     # full disk: writes beyond 300 KB fail (EFBIG) as they would on a full disk
@@ -261,21 +300,21 @@ def main() -> None:
     left = temp_bytes(out)
     again = run(out, "--resume") if RunDir(out).checkpoint_step() is not None else run(out)
     rows.append(("full disk (300 KB file limit), rerun", 1, int(one_line and left == 0 and again.returncode == 0
-                                                               and same_run(reference, out)), "-", left))
+                                                               and same_run(reference, out)), "-", 0, left))
 
     # policy_kwargs injection
     out = root / "inject"
     marker2 = root / "INJECTED"
     result = run(out, "--hyperparams", f"policy_kwargs=__import__('os').system('touch {marker2}')")
     rows.append(("policy_kwargs injection", 1, int(result.returncode == 2 and not marker2.exists()
-                                                   and not out.exists()), "-", 0))
+                                                   and not out.exists()), "-", 0, 0))
 
     print(f"\nfault injection, {platform.node()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}, "
           f"{time.time() - started:.0f} s\n")
-    print("| fault | runs tried | ended consistent | env steps redone | temp bytes left |")
-    print("|---|---|---|---|---|")
-    for fault, tried, consistent, lost, left in rows:
-        print(f"| {fault} | {tried} | {consistent} | {lost} | {left} |")
+    print("| fault | runs tried | ended consistent | env steps redone | log bytes lost | temp bytes left |")
+    print("|---|---|---|---|---|---|")
+    for fault, tried, consistent, redone, lost, left in rows:
+        print(f"| {fault} | {tried} | {consistent} | {redone} | {lost} | {left} |")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ _LAZY = {
     "VLMReplayBuffer": "furl_wrappers.buffers",
     "RewardAlignmentCallback": "furl_wrappers.callbacks",
     "RelayPolicy": "furl_wrappers.relay",
+    "load_model": "furl_wrappers.serialization",
+    "save_model": "furl_wrappers.serialization",
+    "UnsafeFileError": "furl_wrappers.serialization",
+    "CorruptFileError": "furl_wrappers.serialization",
+    "RunLockedError": "furl_wrappers.run_lock",
 }
 
 

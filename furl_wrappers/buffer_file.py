@@ -61,8 +61,9 @@ def save_buffer(buffer: ReplayBuffer, path: Union[str, os.PathLike], *, step: in
     arrays = {k: (v[:rows] if v.ndim and v.shape[0] == buffer.buffer_size else v)
               for k, v in _buffer_arrays(buffer).items()}
     meta: dict[str, Any] = {"rows": rows, "format": _FORMAT,
-                            "class": f"{type(buffer).__module__}:{type(buffer).__qualname__}", "step": int(step), "buffer_size": buffer.buffer_size, "n_envs": buffer.n_envs,
-                            "pos": int(buffer.pos), "full": bool(buffer.full)}
+                            "class": f"{type(buffer).__module__}:{type(buffer).__qualname__}", "step": int(step),
+                            "buffer_size": buffer.buffer_size, "n_envs": buffer.n_envs, "pos": int(buffer.pos),
+                            "full": bool(buffer.full)}
     if isinstance(buffer, VLMReplayBuffer):
         vlm = meta["vlm"] = {"embedding_dim": buffer.embedding_dim, "embedding_dtype": buffer.embedding_dtype.str,
                              "batches_sampled": buffer.batches_sampled}

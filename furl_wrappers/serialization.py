@@ -65,7 +65,8 @@ _SPACE_FIELDS = {"Box": ("low", "high", "shape", "dtype"), "Discrete": ("n", "st
                  "MultiDiscrete": ("nvec", "start", "dtype")}
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 _CUT = (zipfile.BadZipFile, EOFError, zlib.error, KeyError, ValueError)  # ValueError: JSON, UTF-8, numpy headers
-_TRUST = "pass trusted=True to load it with SB3's unpickling if you trust the file"
+_TRUST = ("pass trusted=True (furl: --trusted) to load it with SB3's unpickling, which runs code from the file, if "
+          "you made it yourself")
 Source = Union[str, os.PathLike, bytes, IO[bytes]]
 
 

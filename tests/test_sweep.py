@@ -51,16 +51,27 @@ def test_local_grid_completes_reports_and_reruns_skip(tmp_path: Path, capsys) ->
 
 
 def test_a_cell_running_in_a_live_process_is_left_alone(tmp_path: Path) -> None:
-    import platform
-
-    from furl_wrappers.sweep.cell import write_status
+    from furl_wrappers.run_lock import RunLock
 
     out = tmp_path / "sweep"
-    # as if an orphaned worker of a killed sweep were still training this cell (this test's own pid: alive)
-    write_status(out / "sac" / "reach" / "seed0", state="running", pid=os.getpid(), host=platform.node())
-    result = run_sweep(_grid(methods=["sac"], seeds=[0, 1]), out, workers=2, quiet=True, plots=False, poll_s=0.2)
+    # as if another sweep (or an orphaned worker of a killed one) were training this cell: it holds the lock
+    with RunLock(out / "sac" / "reach" / "seed0"):
+        result = run_sweep(_grid(methods=["sac"], seeds=[0, 1]), out, workers=2, quiet=True, plots=False, poll_s=0.2)
     assert result["busy"] == ["sac/reach/seed0"] and result["done"] == ["sac/reach/seed1"]
     assert not (out / "sac" / "reach" / "seed0" / "summary.json").exists()
+
+
+def test_a_cell_taken_by_another_writer_after_the_sweep_started_is_refused_not_retried(tmp_path: Path) -> None:
+    from furl_wrappers.run_lock import RunLock
+    from furl_wrappers.sweep.cell import run_cell
+
+    cell = tmp_path / "sac" / "reach" / "seed0"
+    payload = {"method": "sac", "task": "reach", "seed": 0, "run_dir": str(cell), "attempt": 1,
+               "spec": _grid(methods=["sac"], seeds=[0]).run_settings(), "device": "cpu"}
+    with RunLock(cell):  # the other writer appeared between the sweep's check and the cell's start
+        result = run_cell(payload)
+    assert result == {"ok": False, "busy": result["busy"]} and "being written by pid" in result["busy"]
+    assert not list(cell.glob("sweep_failure_*")) and RunDir(cell).run_files() == []
 
 
 def test_failing_cell_is_retried_then_failed_with_traceback(tmp_path: Path) -> None:

@@ -153,7 +153,8 @@ def test_resume_checks_and_finished_runs_are_never_written(finished_run: Path, t
     (out / "summary.json").unlink()
     config = (out / "config.json").read_text()
     for change, match in ((dict(goal="random"), "goal='fixed'"), (dict(task="reach"), "task='drawer-open-v3'"),
-                          (dict(seed=3), "seed=0"), (dict(method="vlm", hyperparams={"learning_starts": 60}), "method='furl'"),
+                          (dict(seed=3), "seed=0"),
+                          (dict(method="vlm", hyperparams={"learning_starts": 60}), "method='furl'"),
                           (dict(vlm="random-clip"), "--vlm random-clip:tiny"),
                           (dict(hyperparams={**FAST, "learning_rate": 0.01}), "learning_rate")):
         with pytest.raises(ConfigError, match=match):

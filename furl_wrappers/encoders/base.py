@@ -82,8 +82,9 @@ def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Ten
     if embeddings.ndim != 2 or embeddings.shape[1] != dim:
         raise ValueError(f"{what} must have shape (N, {dim}), got {tuple(embeddings.shape)}")
     if not torch.isfinite(embeddings).all():
-        bad = int((~torch.isfinite(embeddings)).any(dim=1).sum())
-        raise ValueError(f"{what}: {bad} of {embeddings.shape[0]} embeddings contain NaN or inf")
+        rows = (~torch.isfinite(embeddings)).any(dim=1)
+        raise ValueError(f"{what}: {int(rows.sum())} of {embeddings.shape[0]} embeddings contain NaN or inf (first: "
+                         f"row {int(rows.nonzero()[0, 0])}); check the encoder's weights and input preprocessing")
     return embeddings
 
 

@@ -1,0 +1,102 @@
+"""CheckpointSet: written whole then swapped in; recovered after a kill; read back only as one consistent set."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import SAC
+
+from furl_wrappers.checkpoint_set import CheckpointError, CheckpointSet, capture_rng, restore_rng
+from tests._scripted_env import ScriptedSuccessEnv
+
+
+def _model(steps: int = 8) -> SAC:
+    model = SAC("MlpPolicy", ScriptedSuccessEnv(), learning_starts=4, buffer_size=50, batch_size=4, device="cpu",
+                seed=0)
+    model.learn(steps)
+    return model
+
+
+def test_write_swaps_a_whole_set_in(tmp_path: Path) -> None:
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    model = _model()
+    ckpt.write(model)
+    assert ckpt.step() == 8 and ckpt.exists()
+    assert sorted(p.name for p in ckpt.path.iterdir()) == ["meta.json", "model.zip", "replay_buffer.npz"]
+    model.learn(4, reset_num_timesteps=False)
+    ckpt.write(model, episode_starts=[{"seed": 3}])
+    meta = ckpt.read_meta()
+    assert (meta["num_timesteps"], meta["exact"], meta["episode_starts"]) == (12, True, [{"seed": 3}])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no staging or old set left
+
+
+def test_a_failed_write_keeps_the_last_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    model = _model()
+    ckpt.write(model)
+    before = {p.name: p.read_bytes() for p in ckpt.path.iterdir()}
+    model.learn(4, reset_num_timesteps=False)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("furl_wrappers.serialization.save_model", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.write(model)
+    assert {p.name: p.read_bytes() for p in ckpt.path.iterdir()} == before and not ckpt.staging.exists()
+
+
+def test_recover_after_a_kill_between_the_renames(tmp_path: Path) -> None:
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    ckpt.write(_model())
+    ckpt.path.rename(ckpt.staging)  # as if killed after moving the old set aside, before the new one moved in
+    assert ckpt.exists() and ckpt.step() is None
+    assert ckpt.recover() == 8 and ckpt.step() == 8 and not ckpt.staging.exists()
+    assert CheckpointSet(tmp_path / "none").recover() is None
+
+
+def test_load_restores_the_rng_and_refuses_mixed_sets(tmp_path: Path) -> None:
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    model = _model()
+    ckpt.write(model)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item(), model.action_space.sample().tolist())
+    loaded = ckpt.load(SAC, None, device="cpu")  # SB3's load re-seeds every generator: the set puts them back
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), loaded.action_space.sample().tolist()) == expected
+    meta = json.loads(ckpt.meta.read_text())
+    ckpt.meta.write_text(json.dumps({**meta, "num_timesteps": 12}))  # as if the buffer were from another step
+    with pytest.raises(CheckpointError, match="inconsistent: meta.json at step 12, model at 8, replay buffer at 8"):
+        ckpt.load(SAC, None, device="cpu")
+    ckpt.meta.unlink()
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        ckpt.load(SAC, None, device="cpu")
+
+
+def test_a_pickled_buffer_of_an_older_version_needs_trusted(tmp_path: Path) -> None:
+    from furl_wrappers.serialization import save_model
+
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    model = _model()
+    ckpt.path.mkdir()
+    save_model(model, ckpt.model)
+    model.save_replay_buffer(ckpt.path / CheckpointSet.LEGACY_BUFFER)
+    ckpt.meta.write_text(json.dumps({"num_timesteps": 8}))
+    with pytest.raises(CheckpointError, match="older furl_wrappers with pickle.*--trusted"):
+        ckpt.load(SAC, None, device="cpu")
+    assert ckpt.load(SAC, None, device="cpu", trusted=True).replay_buffer.size() == 8
+
+
+def test_rng_state_round_trips_through_json() -> None:
+    class Holder:
+        action_space = ScriptedSuccessEnv().action_space
+
+    holder = Holder()
+    holder.action_space.seed(5)
+    state = json.loads(json.dumps(capture_rng(holder)))
+    first = (random.random(), np.random.rand(), torch.rand(1).item(), holder.action_space.sample().tolist())
+    restore_rng(holder, state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), holder.action_space.sample().tolist()) == first
