@@ -21,7 +21,8 @@ the same seed:
 - ``policy_kwargs injection``: ``--hyperparams policy_kwargs="__import__('os').system(...)"``: refused (exit 2)
   without running it.
 
-"Env steps redone" is the training between the last checkpoint and the kill (work lost to the fault); "log bytes
+"Env steps redone" is the training between the last checkpoint and the kill (work lost to the fault; read from
+the last ``progress.csv`` row before the kill, so a lower bound: rows are written at episode ends); "log bytes
 lost" the bytes of log rows written before the fault (up to its checkpoint) that are missing after recovery; "temp
 bytes left" the size of temp files and partial checkpoints left in the run directory after recovery.
 
@@ -208,10 +209,12 @@ def main() -> None:
     ok, redone, left, lost = 0, [], 0, 0
     for i in range(args.kills):
         out = root / f"kill{i}"
-        killed, step = kill_when(out, lambda o: (o / "checkpoint" / "meta.json").is_file(), rng.uniform(0, 1.0))
-        if not killed:
+        delay = rng.uniform(0, 8.0)
+        killed, step = kill_when(out, lambda o: (o / "checkpoint" / "meta.json").is_file(), delay)
+        while not killed:  # finished first: kill earlier
             shutil.rmtree(out)
-            killed, step = kill_when(out, lambda o: (o / "checkpoint" / "meta.json").is_file(), 0.0)
+            delay /= 3
+            killed, step = kill_when(out, lambda o: (o / "checkpoint" / "meta.json").is_file(), delay)
         redone.append(max(progress_step(out) - (step or 0), 0))
         before = kept_rows(out, step)
         result = run(out, "--resume")
@@ -222,9 +225,11 @@ def main() -> None:
 
     # kill -9 while a checkpoint set is being written
     ok, redone, left, tried, lost = 0, [], 0, 0, 0
-    for i in range(3):
+    for i in range(3):  # the first checkpoint's write, then a later one's (a complete set already in place)
         out = root / f"killckpt{i}"
-        killed, step = kill_when(out, lambda o: (o / "checkpoint.new").exists(), rng.uniform(0, 0.01))
+        ready = ((lambda o: (o / "checkpoint.new").exists()) if i == 0 else
+                 (lambda o: (o / "checkpoint.new").exists() and (o / "checkpoint" / "meta.json").is_file()))
+        killed, step = kill_when(out, ready, rng.uniform(0, 0.01))
         if not killed:
             continue
         tried += 1

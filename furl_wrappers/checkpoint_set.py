@@ -124,9 +124,11 @@ class CheckpointSet:
         return None if meta is None else int(meta["num_timesteps"])
 
     def exists(self) -> bool:
-        """A complete set is in place or can be put back by :meth:`recover` (a ``meta.json``, written last, is
-        readable)."""
-        return any(self._read_meta(d) is not None for d in (self.path, self.staging, self.previous))
+        """A set is in place or can be put back by :meth:`recover`: a complete one (its ``meta.json``, written
+        last, is readable), or a damaged ``checkpoint/`` that :meth:`load` refuses, naming it (never dropped)."""
+        return (any(self._read_meta(d) is not None for d in (self.path, self.staging, self.previous))
+                or (self.path.is_dir() and any(p.suffix in (".zip", ".npz", ".pkl", ".json")
+                                               for p in self.path.iterdir())))
 
     # ------------------------------------------------------------------ write
     def write(self, model: Any, *, episode_starts: Optional[list[dict[str, Any]]] = None) -> Path:
@@ -167,7 +169,7 @@ class CheckpointSet:
 
         Call only while holding the run's lock (:class:`~furl_wrappers.run_lock.RunLock`).
         """
-        if not self._read_meta(self.path):
+        if not self._read_meta(self.path) and not self.path.exists():
             for candidate in (self.staging, self.previous):  # killed between the two renames of _swap_in
                 if self._read_meta(candidate):
                     shutil.rmtree(self.path, ignore_errors=True)
@@ -193,7 +195,8 @@ class CheckpointSet:
 
         meta = self._read_meta(self.path)
         if meta is None:
-            raise CheckpointError(f"{str(self.path)!r} holds no complete checkpoint (no readable {self.META})")
+            raise CheckpointError(f"{str(self.path)!r} holds no complete checkpoint ({self.META} is missing or "
+                                  "unreadable): restore it, or delete that folder to start the run over")
         step = int(meta["num_timesteps"])
         legacy = self.path / self.LEGACY_BUFFER
         model = load_model(cls, self.model, env=env, device=device, trusted=trusted, **kwargs)

@@ -248,7 +248,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     lock = run.lock().acquire()  # every input checked, the encoder loaded: the run starts here
     try:
         resume = _check_run_dir(spec, run, holding_lock=True)  # again, now that no other writer can change it
-        step = run.tidy()  # the newest complete checkpoint set in place, no temp files of killed writes
+        run.tidy()  # the newest complete checkpoint set in place, no temp files of killed writes
         if not resume:
             if run.run_files():
                 say(f"[furl] {run.path} holds a run that stopped before its first checkpoint: starting it over")
@@ -270,9 +270,9 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
 
         started = time.time()
         if resume:
-            run.rewind_logs(step)  # rows past the checkpoint are redone; every earlier row stays
             model = run.checkpoint_set.load(cls, venv, device=spec.device, trusted=spec.trusted,
                                             **({"vlm_reward": vlm_reward} if "vlm_reward" in algo_kwargs else {}))
+            run.rewind_logs(model.num_timesteps)  # rows past the checkpoint are redone; every earlier row stays
             started -= float(recorded.get("wall_time_s", 0.0))
             say(f"[furl] resuming {run.path} at step {model.num_timesteps} of {total}")
         else:

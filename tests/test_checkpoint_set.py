@@ -100,3 +100,13 @@ def test_rng_state_round_trips_through_json() -> None:
     first = (random.random(), np.random.rand(), torch.rand(1).item(), holder.action_space.sample().tolist())
     restore_rng(holder, state)
     assert (random.random(), np.random.rand(), torch.rand(1).item(), holder.action_space.sample().tolist()) == first
+
+
+def test_a_damaged_set_is_kept_and_refused_not_dropped(tmp_path: Path) -> None:
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    ckpt.write(_model())
+    ckpt.meta.write_text('{"num_timest')  # damaged on disk: the run must not be started over silently
+    assert ckpt.exists() and ckpt.step() is None
+    assert ckpt.recover() is None and ckpt.model.is_file() and ckpt.buffer.is_file()
+    with pytest.raises(CheckpointError, match=r"\(meta.json is missing or unreadable\): restore it, or delete that folder"):
+        ckpt.load(SAC, None, device="cpu")
