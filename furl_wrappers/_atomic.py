@@ -29,6 +29,8 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> 
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename: a crash of the machine keeps old or new, whole
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException as exc:

@@ -48,7 +48,9 @@ def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
 def _rows(buffer: ReplayBuffer) -> int:
     """Rows in use: a buffer that has not wrapped around yet is saved up to ``pos`` only (a 1e6-row buffer
     early in a run is mostly zeros)."""
-    return buffer.buffer_size if buffer.full else int(buffer.pos)
+    if buffer.full or buffer.optimize_memory_usage:  # (that layout keeps the last next_obs in row pos)
+        return buffer.buffer_size
+    return int(buffer.pos)
 
 
 def save_buffer(buffer: ReplayBuffer, path: Union[str, os.PathLike], *, step: int) -> Path:
@@ -94,7 +96,7 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
     path = _resolve(path, ".npz")
     label = str(path)
     try:
-        with open(path, "rb") as handle:  # streamed: the buffer is not held twice in memory
+        with open(path, "rb") as handle:  # read once, then copied into the model's own arrays
             _check_zip(handle, label, "replay buffer file", "meta.npy")
             handle.seek(0)
             with np.load(handle, allow_pickle=False) as npz:

@@ -265,7 +265,7 @@ class VLMReplayBuffer(ReplayBuffer):
                                           self.task_rewards[batch_inds, env_indices])
         if not np.isfinite(rewards).all():  # never hand the critic NaN targets
             bad = int((~np.isfinite(rewards)).sum())
-            raise RuntimeError(f"VLMReplayBuffer: {bad} of {len(rewards)} relabelled rewards are NaN or inf: the "
+            raise ValueError(f"VLMReplayBuffer: {bad} of {len(rewards)} relabelled rewards are NaN or inf: the "
                                "reward model's heads are not finite (check the alignment callback's losses)")
         return self.with_rewards(samples, rewards, env)
 

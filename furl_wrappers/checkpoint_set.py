@@ -140,8 +140,12 @@ class CheckpointSet:
                 from this set will not be exact.
         """
         from furl_wrappers.buffer_file import save_buffer
-        from furl_wrappers.serialization import save_model
+        from furl_wrappers.serialization import safe_entry, save_model
 
+        skipped = safe_entry(model)["skipped"]
+        if skipped:  # found now, not at resume: such a set could only be loaded by unpickling it
+            raise CheckpointError(f"cannot checkpoint {type(model).__name__}: {', '.join(sorted(skipped))} cannot be "
+                                  "stored without pickle (e.g. a lambda schedule: use a number or an SB3 schedule)")
         step = int(model.num_timesteps)
         shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)

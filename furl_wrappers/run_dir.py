@@ -3,7 +3,8 @@
 ``furl train`` writes one run into a directory (default ``runs/<method>/<task>[-random-goal]/seed<seed>``)::
 
     config.json            the resolved hyperparameters, task, seed, encoder
-    progress.csv           SB3's logger (train/*, rollout/*, furl/*, eval/*); tb/ for TensorBoard when installed
+    progress.csv           SB3's logger (train/*, rollout/*, furl/*, eval/*); events.out.tfevents.* for
+                           TensorBoard when installed
     evaluations.csv        step, success rate, mean task return (paper protocol)
     checkpoint/            model.zip + replay_buffer.npz + meta.json, one consistent set refreshed
                            periodically (for --resume; see furl_wrappers.checkpoint_set)
@@ -158,11 +159,27 @@ class RunDir:
         """The failure files written so far, by attempt."""
         return sorted(self.path.glob(f"{SWEEP_PREFIX}failure_*.txt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
 
+    def _is_run_file(self, name: str) -> bool:
+        ckpt = CheckpointSet(self.checkpoint)
+        return (name in (self.CONFIG, self.PROGRESS, self.EVALUATIONS, self.SUMMARY, self.MODEL, self.CHECKPOINT,
+                         ckpt.staging.name, ckpt.previous.name, self.REWARD_INITIAL, self.REWARD_FINAL)
+                or name.startswith("events.out.tfevents.")  # SB3's TensorBoard output
+                or (name.startswith(".") and name.endswith(".tmp")))  # a killed atomic write
+
     def run_files(self) -> list[Path]:
-        """Everything in the directory that belongs to the run (not the sweep's bookkeeping)."""
+        """The files of the run in the directory (names it writes; not the sweep's bookkeeping, not the lock)."""
         if not self.path.is_dir():
             return []
-        return [p for p in self.path.iterdir() if not p.name.startswith(SWEEP_PREFIX) and p.name != self.LOCK]
+        return [p for p in self.path.iterdir() if self._is_run_file(p.name)]
+
+    def foreign_files(self) -> list[Path]:
+        """Files that are neither the run's, the sweep's nor the lock: a directory holding them is not a run's
+        (``furl train`` refuses to write there, and never deletes them)."""
+        if not self.path.is_dir():
+            return []
+        return [p for p in self.path.iterdir() if not (self._is_run_file(p.name) or p.name == self.LOCK
+                                                        or p.name.startswith(SWEEP_PREFIX)
+                                                        or p.name.startswith(f".{SWEEP_PREFIX}"))]
 
     def clear_run_files(self) -> None:
         """Remove a run that cannot be resumed (keeps the sweep's bookkeeping)."""

@@ -114,7 +114,7 @@ class RunLock:
         try:
             if fcntl is not None:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self._flock_briefly(fd)
                 except OSError as exc:
                     if exc.errno not in _NO_LOCKS:
                         self._refuse(self._read_info())
@@ -135,6 +135,10 @@ class RunLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # where the filesystem has no locks, the holder file alone decides: clear it
+        except OSError:
+            pass
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -149,6 +153,20 @@ class RunLock:
         self.release()
 
     # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _flock_briefly(fd: int, patience: float = 1.0) -> None:
+        """``LOCK_EX`` within ``patience`` seconds (another process's :meth:`holder` probe holds a shared lock
+        for an instant), else the last ``OSError``."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno in _NO_LOCKS or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.05)
+
     def _read_info(self) -> dict[str, Any]:
         try:
             info = json.loads(self.path.read_text() or "{}")

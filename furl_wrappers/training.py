@@ -27,7 +27,7 @@ from furl_wrappers.envs import check_goal, env_id, make_metaworld_env
 from furl_wrappers.presets import get_preset
 from furl_wrappers.protocol import eval_episodes, eval_seed
 from furl_wrappers.run_dir import RunDir
-from furl_wrappers.run_lock import RunLockedError
+from furl_wrappers.run_lock import RunLock, RunLockedError
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.validation import check_int
 from furl_wrappers.zoo import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
@@ -140,6 +140,11 @@ def _check_run_dir(spec: RunSpec, run: RunDir, holding_lock: bool = False) -> bo
     """Whether the run resumes from a checkpoint, if its directory may be written at all (a finished run never
     is; an interrupted one only with ``resume``; a failed one starts over); nothing is written. Checked before
     the encoder loads, and again once the run's lock is held."""
+    foreign = run.foreign_files()
+    if foreign:
+        names = sorted(p.name for p in foreign)
+        raise RunExistsError(f"{str(run.path)!r} holds files that are not a furl run's ({', '.join(names[:3])}"
+                             f"{', ...' if len(names) > 3 else ''}): pass a new or empty --out (nothing was changed)")
     state = run.state(holding_lock)
     if state == "finished":
         raise RunExistsError(f"{str(run.path)!r} holds a finished run, which is never written again: pass --out to "
@@ -191,10 +196,16 @@ def _check_resume(spec: RunSpec, run: RunDir, config: dict[str, Any]) -> dict[st
     return recorded
 
 
-def train_run(spec: RunSpec, console: Any = None) -> Path:
-    """Train, evaluate and summarise one run; returns its directory. See the module docstring."""
+def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None) -> Path:
+    """Train, evaluate and summarise one run; returns its directory. See the module docstring.
+
+    Args:
+        lock: the run directory's lock, already held by the caller (a sweep cell takes it before writing its
+            status); by default the run takes and releases it itself.
+    """
     import torch
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecCheckNan
 
     from furl_wrappers.buffers import VLMReplayBuffer
     from furl_wrappers.callbacks import FuRLProgressCallback, PaperEvalCallback, ResumeCheckpointCallback
@@ -227,12 +238,19 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
     if "vlm" in env_kwargs:
         raise ConfigError(f"env_kwargs may not set vlm ({env_kwargs['vlm']!r}): pass --vlm {env_kwargs['vlm']}")
     run = spec.run_dir()
-    resume = _check_run_dir(spec, run)
+    resume = _check_run_dir(spec, run, holding_lock=lock is not None)
     recorded = _check_resume(spec, run, config) if resume else {}
-    if resume and recorded.get("encoder_spec") and spec.vlm is None:  # the encoder it was trained with, no fallback
-        spec = replace(spec, vlm=recorded["encoder_spec"])
+    if resume:  # the env, image path and encoder it was trained with (no fallback)
+        made_with = recorded.get("env_kwargs") or {}
+        changed = sorted(k for k, v in spec.env_kwargs.items() if made_with and made_with.get(k) != v)
+        if changed:
+            raise ConfigError(f"--resume: {str(run.path)!r} was made with other --env-kwargs ({', '.join(changed)}: "
+                              f"{', '.join(f'{k}={made_with.get(k)!r}' for k in changed)}); pass --out for a new run")
+        env_kwargs = {**env_kwargs, **made_with}
         if recorded.get("image_preset"):
             preset = env_kwargs["image_preset"] = recorded["image_preset"]
+        if recorded.get("encoder_spec") and spec.vlm is None:
+            spec = replace(spec, vlm=recorded["encoder_spec"])
 
     encoder, encoder_spec, fell_back = None, None, bool(recorded.get("encoder_fallback", False))
     vec_wrapper = None
@@ -245,9 +263,12 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
         if getattr(encoder, "pretrained", True) is False:
             say(NOT_PRETRAINED_NOTICE)
         vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
-    lock = run.lock().acquire()  # every input checked, the encoder loaded: the run starts here
+    own_lock = lock is None
+    lock = run.lock().acquire() if own_lock else lock  # every input checked, the encoder loaded: the run starts here
     try:
-        resume = _check_run_dir(spec, run, holding_lock=True)  # again, now that no other writer can change it
+        if _check_run_dir(spec, run, holding_lock=True) != resume:  # again, now that no other writer can change it
+            raise RunExistsError(f"{str(run.path)!r} changed while this run was starting (another process wrote "
+                                 "it): run the command again")
         run.tidy()  # the newest complete checkpoint set in place, no temp files of killed writes
         if not resume:
             if run.run_files():
@@ -257,6 +278,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
         venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                             wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
                             monitor_kwargs={"info_keywords": ("is_success",)})
+        venv = VecCheckNan(venv, raise_exception=True)  # every method: a NaN observation or reward stops the run
         if vec_wrapper is not None:
             venv = vec_wrapper(venv)
         vlm_reward = getattr(venv, "vlm_reward", None)  # the YAML's VLM reward wrapper is the outermost layer
@@ -273,6 +295,9 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
             model = run.checkpoint_set.load(cls, venv, device=spec.device, trusted=spec.trusted,
                                             **({"vlm_reward": vlm_reward} if "vlm_reward" in algo_kwargs else {}))
             run.rewind_logs(model.num_timesteps)  # rows past the checkpoint are redone; every earlier row stays
+            if not run.checkpoint_set.read_meta().get("exact", False):
+                say("[furl] note: this checkpoint was not taken when every env had just started an episode (or its "
+                    "envs cannot replay one): the run continues from it, but not bit for bit as an uninterrupted run")
             started -= float(recorded.get("wall_time_s", 0.0))
             say(f"[furl] resuming {run.path} at step {model.num_timesteps} of {total}")
         else:
@@ -288,7 +313,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
 
         reward_model = None if vlm_reward is None else vlm_reward.reward_model
         if reward_model is not None and not resume:
-            torch.save(reward_model.state_dict(), run.reward_initial)
+            atomic_write(run.reward_initial, lambda handle: torch.save(reward_model.state_dict(), handle))
         info = {"method": spec.method, "task": task, "goal": spec.goal, "seed": spec.seed, "env_id": eid,
                 "steps": total, "n_envs": spec.n_envs, "algo": zoo["_algo"],
                 "encoder": None if encoder is None else getattr(encoder, "name", type(encoder).__name__),
@@ -325,7 +350,7 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
             evaluation.evaluate()
         save_model(model, run.model)
         if reward_model is not None:
-            torch.save(reward_model.state_dict(), run.reward_final)
+            atomic_write(run.reward_final, lambda handle: torch.save(reward_model.state_dict(), handle))
         wall = time.time() - started
         summary = {**{k: v for k, v in info.items() if k not in ("hyperparams", "spec")},
                    "timesteps_done": int(model.num_timesteps), "final_success": evaluation.last_success,
@@ -338,7 +363,8 @@ def train_run(spec: RunSpec, console: Any = None) -> Path:
         eval_env.close()
         return run.path
     finally:
-        lock.release()
+        if own_lock:
+            lock.release()
 
 def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Optional[str] = None,
                  seed: Optional[int] = None, device: str = "auto", trusted: bool = False) -> dict[str, Any]:

@@ -353,6 +353,6 @@ def test_non_finite_goal_distance_and_relabelled_rewards_are_refused() -> None:
     _fill(buf, 10, np.random.default_rng(0))
     with torch.no_grad():
         next(model.parameters())[0, 0] = float("nan")
-    with pytest.raises(RuntimeError, match=r"^VLMReplayBuffer: 8 of 8 relabelled rewards are NaN or inf: the reward "
+    with pytest.raises(ValueError, match=r"^VLMReplayBuffer: 8 of 8 relabelled rewards are NaN or inf: the reward "
                                            "model's heads are not finite"):
         buf.sample(8)

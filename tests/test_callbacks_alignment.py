@@ -217,7 +217,7 @@ def test_non_finite_loss_raises_before_the_optimiser_step(stage: int) -> None:
         model.image_head[0].weight[0, 0] = float("nan")  # a NaN head weight: every score is NaN
     before = [p.clone() for p in model.parameters()]
     loss_names = {1: "loss_neg_neg=nan", 2: "loss_pos_neg=nan, loss_pos_pos=nan"}[stage]
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(ValueError) as err:
         callback.align_once()
     assert str(err.value).startswith(f"RewardAlignmentCallback: stage-{stage} alignment loss is not finite "
                                      f"({loss_names}) at alignment step 0: the reward model's heads")

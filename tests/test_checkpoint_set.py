@@ -108,5 +108,5 @@ def test_a_damaged_set_is_kept_and_refused_not_dropped(tmp_path: Path) -> None:
     ckpt.meta.write_text('{"num_timest')  # damaged on disk: the run must not be started over silently
     assert ckpt.exists() and ckpt.step() is None
     assert ckpt.recover() is None and ckpt.model.is_file() and ckpt.buffer.is_file()
-    with pytest.raises(CheckpointError, match=r"\(meta.json is missing or unreadable\): restore it, or delete that folder"):
+    with pytest.raises(CheckpointError, match=r"\(meta.json is missing or unreadable\): restore it, or delete"):
         ckpt.load(SAC, None, device="cpu")

@@ -156,10 +156,19 @@ def test_resume_checks_and_finished_runs_are_never_written(finished_run: Path, t
                           (dict(seed=3), "seed=0"),
                           (dict(method="vlm", hyperparams={"learning_starts": 60}), "method='furl'"),
                           (dict(vlm="random-clip"), "--vlm random-clip:tiny"),
-                          (dict(hyperparams={**FAST, "learning_rate": 0.01}), "learning_rate")):
+                          (dict(hyperparams={**FAST, "learning_rate": 0.01}), "learning_rate"),
+                          (dict(env_kwargs={**TINY, "max_episode_steps": 20}), "max_episode_steps=40")):
         with pytest.raises(ConfigError, match=match):
             train_run(_spec(out, resume=True, **change))
     assert (out / "config.json").read_text() == config and not (out / "summary.json").exists()
+
+
+def test_a_folder_that_is_not_a_run_is_never_written_or_cleared(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "progress.csv").write_text("time/total_timesteps\n10\n")  # looks like a failed run, beside mine
+    with pytest.raises(RunExistsError, match=r"holds files that are not a furl run's \(notes.txt\)"):
+        train_run(_spec(tmp_path, method="sac", steps=40, hyperparams={"learning_starts": 20}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "progress.csv"]
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_is_started_over(tmp_path: Path, capsys) -> None:

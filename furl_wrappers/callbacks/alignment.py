@@ -199,7 +199,7 @@ class RewardAlignmentCallback(BaseCallback):
         stats = dict(zip(names, values.tolist()))  # one host transfer for all statistics
         losses = {k: v for k, v in stats.items() if k.startswith("loss")}
         if not all(math.isfinite(v) for v in losses.values()):  # before the step: never write NaN into the heads
-            raise RuntimeError(
+            raise ValueError(
                 f"RewardAlignmentCallback: stage-{self.stage} alignment loss is not finite "
                 f"({', '.join(f'{k}={v}' for k, v in losses.items())}) at alignment step {self.alignment_steps}: "
                 f"the reward model's heads or the stored embeddings hold NaN/inf (check the encoder, or lower lr)")

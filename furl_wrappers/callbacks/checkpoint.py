@@ -59,12 +59,10 @@ class ResumeCheckpointCallback(BaseCallback):
             self.save()
 
     def _episode_starts(self) -> Optional[list[dict[str, Any]]]:
-        if not self._episode_start or self.training_env is None:
-            return None
-        try:
-            return list(self.training_env.env_method("episode_start"))
-        except AttributeError:
+        env = self.training_env
+        if not self._episode_start or env is None or not env.has_attr("episode_start"):
             return None  # envs that cannot say how their episode started: the resume is inexact
+        return list(env.env_method("episode_start"))
 
     def save(self) -> None:
         """Write the checkpoint set now."""

@@ -92,7 +92,21 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "summary": run.read_summary(), "resumed_from": None}
     if state == "running":
         return {"ok": False, "busy": f"being written by pid {run.live_writer()}"}
-    run.path.mkdir(parents=True, exist_ok=True)
+    lock = run.lock()
+    try:  # before the cell writes anything into the directory: a live writer's files are never touched
+        lock.acquire()
+    except RunLockedError as exc:
+        return {"ok": False, "busy": str(exc)}
+    try:
+        return _run_locked(payload, run, attempt, lock)
+    finally:
+        lock.release()
+
+
+def _run_locked(payload: dict[str, Any], run: RunDir, attempt: int, lock: Any) -> dict[str, Any]:
+    state = run.state(holding_lock=True)
+    if state == "finished":
+        return {"ok": True, "summary": run.read_summary(), "resumed_from": None}
     resume = state == "interrupted"
     resumed_from = (run.checkpoint_step() or -1) if resume else None  # -1: resuming, step unknown
     write_status(run.path, state="running", attempt=attempt, pid=os.getpid(), host=platform.node(),
@@ -111,11 +125,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
                   f"({'resume' if spec.resume else 'fresh'}) ===\n")
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                train_run(spec)
-        except RunLockedError as exc:  # another writer took it since: not this cell's failure
-            log.write(f"{exc}\n")
-            write_status(run.path, state="busy", attempt=attempt)
-            return {"ok": False, "busy": str(exc)}
+                train_run(spec, lock=lock)
         except BaseException:  # noqa: BLE001 - every failure is recorded, then reported to the scheduler
             text = traceback.format_exc()
             log.write(text)
