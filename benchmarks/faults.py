@@ -259,18 +259,19 @@ def main() -> None:
     base = root / "interrupted"
     kill_when(base, lambda o: (o / "checkpoint" / "meta.json").is_file(), 0.0)
     from furl_wrappers.run_dir import RunDir
+    from furl_wrappers.run_lock import LOCK_NAME  # its holder info changes hands: not the run's data
 
     for name in ("model.zip", "replay_buffer.npz", "meta.json"):
         out = root / f"trunc-{name}"
         shutil.copytree(base, out)
         target = RunDir(out).checkpoint / name
         target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
-        before = sorted((p.name, p.stat().st_size) for p in out.rglob("*") if p.is_file())
+        before = sorted((p.name, p.stat().st_size) for p in out.rglob("*") if p.is_file() and p.name != LOCK_NAME)
         result = run(out, "--resume")
         lines = result.stderr.strip().splitlines()
         clean = (result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr
                  and (name in lines[0] or "checkpoint" in lines[0]))
-        after = sorted((p.name, p.stat().st_size) for p in out.rglob("*") if p.is_file())
+        after = sorted((p.name, p.stat().st_size) for p in out.rglob("*") if p.is_file() and p.name != LOCK_NAME)
         rows.append((f"truncated {name}, --resume", 1, int(clean and before == after), "-", 0, temp_bytes(out)))
 
     # hostile pickles
