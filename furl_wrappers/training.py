@@ -337,7 +337,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
         if not resume:
             atomic_write_text(run.config, json.dumps({**info, "wall_time_s": 0.0}, indent=1, default=str))
         eval_freq = spec.eval_freq or max(min(10_000, total // 10), 1)
-        evaluation = PaperEvalCallback(eval_env, eval_freq, n_eval, log_path=str(run.evaluations))
+        evaluation = PaperEvalCallback(eval_env, eval_freq, n_eval, log_path=str(run.evaluations), seed=eval_instance)
         ckpt = ResumeCheckpointCallback(run.checkpoint, spec.checkpoint_freq or max(min(50_000, total // 4), 1))
         progress = FuRLProgressCallback(total, evaluation, quiet=spec.quiet,
                                         description=f"{spec.method} {short_task(task)} seed {spec.seed}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from stable_baselines3 import SAC
+from stable_baselines3.common.logger import configure
 
 from furl_wrappers.callbacks import PaperEvalCallback, evaluate_policy_success
 from tests._scripted_env import ScriptedSuccessEnv
@@ -67,3 +68,33 @@ def test_bad_inputs() -> None:
         PaperEvalCallback(ScriptedSuccessEnv(), eval_freq=0, n_episodes=1)
     with pytest.raises(ValueError, match="n_episodes must be an integer >= 1"):
         PaperEvalCallback(ScriptedSuccessEnv(), eval_freq=10, n_episodes=1.5)
+
+
+def test_seeded_evaluations_depend_on_the_step_only() -> None:
+    from furl_wrappers.envs import make_metaworld_env
+
+    def goals_of_evaluation_at(step: int, warm_up: int) -> list:
+        env = make_metaworld_env("reach", goal="random", seed=102, image_size=32, max_episode_steps=3)
+        for _ in range(warm_up):  # a run that was interrupted and resumed has drawn fewer goals before
+            env.reset()
+        model = SAC("MlpPolicy", env, learning_starts=100, buffer_size=10, device="cpu", seed=0)
+        model.set_logger(configure(None, []))
+        callback = PaperEvalCallback(env, eval_freq=10, n_episodes=2, seed=102)
+        callback.init_callback(model)
+        callback.num_timesteps = step
+        seen = []
+        original = env.reset
+
+        def reset(**kwargs):
+            out = original(**kwargs)
+            seen.append(env.get_wrapper_attr("goal_position"))
+            return out
+
+        env.reset = reset
+        callback.evaluate()
+        return seen[1:]  # the episodes' goals (after the reseed)
+
+    assert goals_of_evaluation_at(20, warm_up=0) == goals_of_evaluation_at(20, warm_up=5)
+    assert goals_of_evaluation_at(20, warm_up=0) != goals_of_evaluation_at(30, warm_up=0)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        PaperEvalCallback(ScriptedSuccessEnv(), eval_freq=10, n_episodes=1, seed=-1)

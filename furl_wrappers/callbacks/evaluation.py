@@ -97,15 +97,19 @@ class PaperEvalCallback(BaseCallback):
         eval_freq: env steps between evaluations (also evaluated at the end of training).
         n_episodes: 1 for a fixed goal, 10 for random goals.
         log_path: where ``evaluations.csv`` is appended (``None``: no file).
+        seed: when given, the evaluation at step N first resets ``eval_env`` with a seed drawn from ``(seed, N)``,
+            so its episodes (random goals) depend on the step only: a resumed run evaluates as an uninterrupted
+            one (fixed goals do not move on a reseed).
     """
 
     def __init__(self, eval_env: gym.Env, eval_freq: int, n_episodes: int, log_path: Optional[str] = None,
-                 verbose: int = 0) -> None:
+                 verbose: int = 0, seed: Optional[int] = None) -> None:
         super().__init__(verbose)
         self.eval_env = eval_env
         self.eval_freq = check_int("eval_freq", eval_freq)
         self.n_episodes = check_int("n_episodes", n_episodes)
         self.log_path = None if log_path is None else Path(log_path)
+        self.seed = None if seed is None else check_int("seed", seed, 0)
         self.last_result: Optional[EvalResult] = None
         self.last_success: Optional[float] = None
         self.best_success: Optional[float] = None
@@ -155,6 +159,8 @@ class PaperEvalCallback(BaseCallback):
 
     def evaluate(self) -> float:
         """Run the evaluation now; returns the (final-step) success rate."""
+        if self.seed is not None:
+            self.eval_env.reset(seed=int(np.random.SeedSequence([self.seed, self.num_timesteps]).generate_state(1)[0]))
         result = evaluate_policy_success(self.model, self.eval_env, self.n_episodes)
         self._last_eval_step = self.num_timesteps
         self.last_result = result
