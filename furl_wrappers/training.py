@@ -294,6 +294,9 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
         if resume:
             model = run.checkpoint_set.load(cls, venv, device=spec.device, trusted=spec.trusted,
                                             **({"vlm_reward": vlm_reward} if "vlm_reward" in algo_kwargs else {}))
+            if model.num_timesteps > total:
+                raise ConfigError(f"--steps {total} is below the step of {str(run.path)!r}'s checkpoint "
+                                  f"({model.num_timesteps}): pass --steps {model.num_timesteps} or more")
             run.rewind_logs(model.num_timesteps)  # rows past the checkpoint are redone; every earlier row stays
             if not run.checkpoint_set.read_meta().get("exact", False):
                 say("[furl] note: this checkpoint was not taken when every env had just started an episode (or its "

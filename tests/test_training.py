@@ -157,7 +157,8 @@ def test_resume_checks_and_finished_runs_are_never_written(finished_run: Path, t
                           (dict(method="vlm", hyperparams={"learning_starts": 60}), "method='furl'"),
                           (dict(vlm="random-clip"), "--vlm random-clip:tiny"),
                           (dict(hyperparams={**FAST, "learning_rate": 0.01}), "learning_rate"),
-                          (dict(env_kwargs={**TINY, "max_episode_steps": 20}), "max_episode_steps=40")):
+                          (dict(env_kwargs={**TINY, "max_episode_steps": 20}), "max_episode_steps=40"),
+                          (dict(steps=100), "--steps 100 is below the step of .* checkpoint \\(120\\)")):
         with pytest.raises(ConfigError, match=match):
             train_run(_spec(out, resume=True, **change))
     assert (out / "config.json").read_text() == config and not (out / "summary.json").exists()
