@@ -68,6 +68,18 @@ def test_train_evaluate_report_commands(tmp_path, capsys: pytest.CaptureFixture[
     assert "never written again" in capsys.readouterr().err
     assert main(["evaluate", str(out), "--device", "cpu"]) == 0
     assert "success rate" in capsys.readouterr().out
+    # a model.zip saved by SB3 itself (pickled attributes, no safe description): refused unless --trusted
+    import shutil
+
+    from stable_baselines3 import SAC
+
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    SAC.load(old / "model.zip", device="cpu", custom_objects=None).save(old / "model.zip")
+    assert main(["evaluate", str(old), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stored only as a pickle" in err and "--trusted" in err
+    assert main(["evaluate", str(old), "--device", "cpu", "--trusted"]) == 0
     assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
     assert "| vlm_proj |" in capsys.readouterr().out
     assert main(["train", "--method", "vlm_proj", "--task", "reach", "--hyperparams", "oops"]) == 2
