@@ -58,6 +58,8 @@ _LAZY = {
     "VLMReplayBuffer": "furl_wrappers.buffers",
     "RewardAlignmentCallback": "furl_wrappers.callbacks",
     "RelayPolicy": "furl_wrappers.relay",
+    "RelayTQC": "furl_wrappers.backbones",
+    "RelayCrossQ": "furl_wrappers.backbones",
     "load_model": "furl_wrappers.serialization",
     "save_model": "furl_wrappers.serialization",
     "UnsafeFileError": "furl_wrappers.serialization",

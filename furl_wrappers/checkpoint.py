@@ -2,7 +2,8 @@
 
 Entries added to SB3's zip:
 
-- ``relay_sac.zip``: the relay's plain SAC agent, in SB3's format;
+- ``relay_sac.zip``: the relay's plain second agent (SAC, or the relay's other backbone: TQC, CrossQ), in SB3's
+  format (the name kept for every backbone);
 - ``furl_safe_data.json`` (in the outer zip and in ``relay_sac.zip``): the JSON description of what SB3 pickles,
   written by :mod:`furl_wrappers.serialization`;
 - ``furl_state.json``: the format version, the identity the checkpoint was made for (:func:`identity`), the relay
@@ -41,8 +42,8 @@ import torch
 
 from furl_wrappers._atomic import atomic_write
 
-__all__ = ["FORMAT", "CheckpointMismatchError", "identity", "check_identity", "write_checkpoint", "read_checkpoint",
-           "global_rng_state", "restore_global_rng_state"]
+__all__ = ["FORMAT", "CheckpointMismatchError", "identity", "env_identity", "check_identity", "write_checkpoint",
+           "read_checkpoint", "global_rng_state", "restore_global_rng_state", "relay_state", "restore_relay_state"]
 
 #: version of ``furl_state.json``
 FORMAT = 1
@@ -66,6 +67,15 @@ def identity(observation_space: Any, action_space: Any, vlm_reward: Any = None, 
             ident["encoder"] = getattr(encoder, "name", type(encoder).__name__)
         ident["reward_model"] = {"dim": vlm_reward.reward_model.dim, "mode": vlm_reward.reward_model.mode}
     return ident
+
+
+def env_identity(env: Any, vlm_reward: Any) -> dict[str, Any]:
+    """The identity of a (vector) env with its VLM reward, in the form a checkpoint records."""
+    try:
+        task = env.get_attr("task", indices=[0])[0]
+    except AttributeError:
+        task = None
+    return identity(env.observation_space, env.action_space, vlm_reward, task)
 
 
 def check_identity(saved: dict[str, Any], probe: dict[str, Any]) -> None:
@@ -142,3 +152,39 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[Path, dict[str, Any]
         tensors = torch.load(io.BytesIO(archive.read(_TENSORS)), weights_only=True)
         sac_bytes = archive.read(_SAC) if _SAC in names else None
     return path, state, tensors, sac_bytes
+
+
+def relay_state(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A relay agent's ``(state, tensors)`` beside SB3's own format: global RNGs, identity, relay schedule, positive
+    count, alignment state, reward heads."""
+    state, tensors = global_rng_state()
+    ident = (env_identity(model.env, model.vlm_reward) if model.env is not None else
+             identity(model.observation_space, model.action_space, model.vlm_reward))
+    state.update(identity=ident, relay={
+        "active": bool(model.relay_active), "ep_step": model._ep_step.tolist(),
+        "start_with_sac": model._start_with_sac.tolist(), "relay_length": model._relay_length.tolist(),
+        "vlm_steps": model.vlm_steps, "sac_steps": model.sac_steps, "rng": model._relay_rng.bit_generator.state})
+    state["positive_count"] = int(model.replay_buffer.positive_count) if model.replay_buffer is not None else 0
+    if model.alignment_callback is not None:
+        state["alignment"], alignment_tensors = model.alignment_callback.state()
+        tensors.update(alignment_tensors)
+    if model.vlm_reward is not None:
+        tensors["reward_model"] = model.vlm_reward.reward_model.state_dict()
+    return state, tensors
+
+
+def restore_relay_state(model: Any, state: dict[str, Any], tensors: dict[str, Any]) -> None:
+    """Undo :func:`relay_state` on a loaded relay agent."""
+    relay = state["relay"]
+    model.relay_active = bool(relay["active"])
+    if len(relay["ep_step"]) == model.n_envs:
+        model._ep_step = np.array(relay["ep_step"], dtype=np.int64)
+        model._start_with_sac = np.array(relay["start_with_sac"], dtype=bool)
+        model._relay_length = np.array(relay["relay_length"], dtype=np.int64)
+    model.vlm_steps, model.sac_steps = int(relay["vlm_steps"]), int(relay["sac_steps"])
+    model._relay_rng.bit_generator.state = relay["rng"]
+    if model.vlm_reward is not None and "reward_model" in tensors:
+        model.vlm_reward.reward_model.load_state_dict(tensors["reward_model"])
+    if model.alignment_callback is not None and "alignment" in state:
+        model.alignment_callback.load_state(state["alignment"], tensors)
+    restore_global_rng_state(state, tensors)

@@ -1,5 +1,9 @@
 """RelayPolicy: FuRL's relay RL — two SB3 SAC agents taking turns within episodes, one shared replay buffer.
 
+The relay itself is the mixin ``_Relay`` (hooks that call ``super()``); ``RelayPolicy`` is ``_Relay`` over SAC (the
+paper's), :mod:`furl_wrappers.backbones` puts it over sb3-contrib's TQC and CrossQ. Its class attribute ``backbone``
+names the plain algorithm of the second agent ("the SAC agent" below: SAC, TQC or CrossQ).
+
 ``RelayPolicy`` *is* the VLM agent (an SB3 ``SAC`` subclass: ``predict``, ``learn``, ``EvalCallback``,
 ``CheckpointCallback`` and the logger work unchanged) and holds a second, plain ``SAC`` agent:
 
@@ -41,11 +45,12 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import warnings
 from types import SimpleNamespace
-from typing import IO, Any, Optional, Sequence, Union
+from typing import IO, Any, ClassVar, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -61,7 +66,7 @@ from furl_wrappers.checkpoint import CheckpointMismatchError
 from furl_wrappers.validation import check_int, check_number
 from furl_wrappers.vlm_reward import VLMReward
 
-__all__ = ["RelayPolicy", "CheckpointMismatchError"]
+__all__ = ["RelayPolicy", "CheckpointMismatchError", "is_relay"]
 
 
 class _PrefixLogger(Logger):
@@ -81,22 +86,25 @@ class _PrefixLogger(Logger):
         pass
 
 
-class RelayPolicy(SAC):
-    """FuRL's relay RL over SB3 SAC. Arguments not listed are SAC's, with the paper's defaults.
+def is_relay(cls_or_model: Any) -> bool:
+    """Whether a class (or model) is a relay agent: RelayPolicy, or the relay over another backbone."""
+    cls = cls_or_model if isinstance(cls_or_model, type) else type(cls_or_model)
+    return issubclass(cls, _Relay)
 
-    Args:
-        policy, env: as for ``SAC`` (env: a vector env with the VLM reward, e.g. ``make_vlm_vec_env``).
-        vlm_reward: the :class:`~furl_wrappers.VLMReward` the env scores with (default: taken from ``env``).
-        relay: use the relay SAC agent (``False``: plain SAC on the VLM reward).
-        relay_threshold: positive frames after which relay ends for good (2,500).
-        relay_lengths: relay lengths drawn at each episode start ({50, 100, 150, 200}; any sequence, e.g. a range).
-        relay_noise: std of the Gaussian noise on the SAC agent's actions, as a fraction of max_action (0.2).
-        align: run :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn``.
-        alignment_kwargs: its arguments (margin, goal_margin, lr, batch_size, ...); the window k and the alignment
-            store's capacity are the buffer's (``replay_buffer_kwargs``), the goal image is the VLM reward's.
-        learning_rate: 1e-4; buffer_size: 1e6; learning_starts: 10,000 (uniform random steps); batch_size: 256;
-            tau: 0.01; gamma: 0.99; target_entropy: ``"paper"`` = −|A|/2.
-    """
+
+# settings of the VLM agent the second agent does not share: its own buffer (it reads the shared one's task-reward
+# view), seed (it would reseed the global RNGs), logging; everything else its backbone takes, it gets
+_NOT_SHARED = frozenset({"self", "policy", "env", "buffer_size", "replay_buffer_class", "replay_buffer_kwargs",
+                         "optimize_memory_usage", "n_steps", "action_noise", "stats_window_size", "tensorboard_log",
+                         "verbose", "seed", "_init_setup_model", "use_sde", "sde_sample_freq", "use_sde_at_warmup"})
+
+
+class _Relay:
+    """The relay over an SB3 off-policy algorithm: mix in before it (``class R(_Relay, SAC)``) and name the plain
+    algorithm of the second agent in ``backbone``. Arguments: the relay's (see :class:`RelayPolicy`), the rest go to
+    the algorithm; ``target_entropy="paper"`` is −|A|/2."""
+
+    backbone: ClassVar[type]
 
     def __init__(
         self,
@@ -110,17 +118,7 @@ class RelayPolicy(SAC):
         relay_noise: float = 0.2,
         align: bool = True,
         alignment_kwargs: Optional[dict[str, Any]] = None,
-        learning_rate: float = 1e-4,
-        buffer_size: int = 1_000_000,
-        learning_starts: int = 10_000,
-        batch_size: int = 256,
-        tau: float = 0.01,
-        gamma: float = 0.99,
-        target_entropy: Union[str, float] = "paper",
         replay_buffer_class: Optional[type] = None,
-        replay_buffer_kwargs: Optional[dict[str, Any]] = None,
-        seed: Optional[int] = None,
-        device: Union[torch.device, str] = "auto",
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -133,7 +131,8 @@ class RelayPolicy(SAC):
         relay_noise = check_number("relay_noise", relay_noise, low=0.0, hint="0.2 in the paper")
         replay_buffer_class = replay_buffer_class or VLMReplayBuffer
         if not issubclass(replay_buffer_class, VLMReplayBuffer):
-            raise ValueError(f"RelayPolicy needs a VLMReplayBuffer (or subclass), got {replay_buffer_class.__name__}")
+            raise ValueError(f"{type(self).__name__} needs a VLMReplayBuffer (or subclass), got "
+                             f"{replay_buffer_class.__name__}")
         if vlm_reward is not None and not isinstance(vlm_reward, VLMReward):
             raise TypeError(f"vlm_reward must be a furl_wrappers.VLMReward, got {type(vlm_reward).__name__}")
         self.vlm_reward = vlm_reward
@@ -143,21 +142,15 @@ class RelayPolicy(SAC):
         self.relay_noise = relay_noise
         self.align = bool(align)
         self.alignment_kwargs = dict(alignment_kwargs or {})
-        import inspect  # a mistyped alignment key fails here, naming it, not deep inside learn()
-
+        # a mistyped alignment key fails here, naming it, not deep inside learn()
         valid = set(inspect.signature(RewardAlignmentCallback.__init__).parameters) - {"self", "vlm_reward"}
         legacy = {"lag", "alignment_buffer_size", "seed", "goal_image"}  # see _move_legacy_alignment_kwargs
         for key in self.alignment_kwargs:
             if key not in valid | legacy:
                 raise ValueError(f"alignment_kwargs: unknown key {key!r} (valid: {', '.join(sorted(valid))})")
-        self.sac_agent: Optional[SAC] = None
+        self.sac_agent: Optional[Any] = None
         self.alignment_callback: Optional[RewardAlignmentCallback] = None
-        super().__init__(
-            policy, env, learning_rate=learning_rate, buffer_size=buffer_size, learning_starts=learning_starts,
-            batch_size=batch_size, tau=tau, gamma=gamma, target_entropy=target_entropy,
-            replay_buffer_class=replay_buffer_class, replay_buffer_kwargs=replay_buffer_kwargs, seed=seed,
-            device=device, _init_setup_model=False, **kwargs,
-        )
+        super().__init__(policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs)
         if _init_setup_model:
             self._setup_model()
 
@@ -204,16 +197,16 @@ class RelayPolicy(SAC):
                           DeprecationWarning)
 
     def _build_sac_agent(self) -> None:
+        """The second agent: a plain ``backbone`` with the VLM agent's settings that it takes, and no buffer of its
+        own (``buffer_size=1``: it trains on the shared buffer's task-reward view)."""
         if not self.relay:
             self.sac_agent = None
             return
-        agent = SAC(
-            self.policy_class, self.env, learning_rate=self.learning_rate, buffer_size=1,
-            learning_starts=self.learning_starts, batch_size=self.batch_size, tau=self.tau, gamma=self.gamma,
-            train_freq=self.train_freq, gradient_steps=self.gradient_steps, ent_coef=self.ent_coef,
-            target_update_interval=self.target_update_interval, target_entropy=self.target_entropy,
-            policy_kwargs=self.policy_kwargs, device=self.device, _init_setup_model=False,
-        )
+        accepted = set(inspect.signature(self.backbone.__init__).parameters) - _NOT_SHARED
+        shared = {name: getattr(self, name) for name in accepted if hasattr(self, name)}
+        if isinstance(shared.get("policy_kwargs"), dict):
+            shared["policy_kwargs"] = dict(shared["policy_kwargs"])  # the backbone adds keys: not to ours
+        agent = self.backbone(self.policy_class, self.env, buffer_size=1, _init_setup_model=False, **shared)
         if self.env is None:
             agent.observation_space, agent.action_space = self.observation_space, self.action_space
             agent.n_envs = self.n_envs
@@ -235,7 +228,8 @@ class RelayPolicy(SAC):
                 callbacks += list(callback) if isinstance(callback, list) else [callback]
             callback = CallbackList(callbacks)
         if self.vlm_reward is None:
-            raise ValueError("RelayPolicy has no VLM reward to train with: pass vlm_reward=..., or an env built with "
+            raise ValueError(f"{type(self).__name__} has no VLM reward to train with: pass vlm_reward=..., or an env "
+                             "built with "
                              "furl_wrappers.make_vlm_vec_env (FrameInInfo + VecFuzzyVLMReward)")
         total, callback = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
                                                progress_bar)
@@ -250,7 +244,7 @@ class RelayPolicy(SAC):
         if buffer is None:
             return
         if not isinstance(buffer, VLMReplayBuffer):
-            raise TypeError(f"RelayPolicy needs a VLMReplayBuffer, got {type(buffer).__name__}")
+            raise TypeError(f"{type(self).__name__} needs a VLMReplayBuffer, got {type(buffer).__name__}")
         if self.vlm_reward is not None and buffer.vlm_reward is not self.vlm_reward:
             buffer.attach(self.vlm_reward)
         if self.sac_agent is not None:
@@ -317,38 +311,17 @@ class RelayPolicy(SAC):
                 self.sac_agent.train(1, batch_size)
 
     # -------------------------------------------------------------- save/load
-    @staticmethod
-    def _env_identity(env: Any, vlm_reward: Optional[VLMReward]) -> dict[str, Any]:
-        """The identity of a (vector) env with its VLM reward, in the form a checkpoint records."""
-        try:
-            task = env.get_attr("task", indices=[0])[0]
-        except AttributeError:
-            task = None
-        return checkpoint.identity(env.observation_space, env.action_space, vlm_reward, task)
-
     def save(self, path: Union[str, os.PathLike, IO[bytes]], exclude: Any = None, include: Any = None) -> None:
         """Save the VLM agent (SB3 format), the SAC agent, reward heads + optimiser and relay state in one zip.
 
         A path is written atomically (an interrupted save leaves the previous checkpoint intact) and gets a
         ``.zip`` suffix when it has none (as in SB3); a binary handle is written directly.
         """
-        state, tensors = checkpoint.global_rng_state()
-        ident = (self._env_identity(self.env, self.vlm_reward) if self.env is not None else
-                 checkpoint.identity(self.observation_space, self.action_space, self.vlm_reward))
-        state.update(identity=ident, relay={
-            "active": bool(self.relay_active), "ep_step": self._ep_step.tolist(),
-            "start_with_sac": self._start_with_sac.tolist(), "relay_length": self._relay_length.tolist(),
-            "vlm_steps": self.vlm_steps, "sac_steps": self.sac_steps, "rng": self._relay_rng.bit_generator.state})
-        state["positive_count"] = int(self.replay_buffer.positive_count) if self.replay_buffer is not None else 0
-        if self.alignment_callback is not None:
-            state["alignment"], alignment_tensors = self.alignment_callback.state()
-            tensors.update(alignment_tensors)
-        if self.vlm_reward is not None:
-            tensors["reward_model"] = self.vlm_reward.reward_model.state_dict()
+        state, tensors = checkpoint.relay_state(self)
 
         def save_sb3(handle: IO[bytes]) -> None:  # SB3's zip of the VLM agent + its pickle-free description
             raw = io.BytesIO()
-            super(RelayPolicy, self).save(raw, exclude, include)
+            super(_Relay, self).save(raw, exclude, include)
             handle.write(serialization.with_safe_entry(raw.getvalue(), self))
 
         sac = (None if self.sac_agent is None else  # the relay SAC agent's zip gets its description too
@@ -358,7 +331,7 @@ class RelayPolicy(SAC):
     @classmethod
     def load(cls, path: Union[str, os.PathLike], env: Any = None, device: Union[torch.device, str] = "auto",
              custom_objects: Optional[dict[str, Any]] = None, print_system_info: bool = False,
-             force_reset: bool = True, trusted: bool = False, **kwargs: Any) -> "RelayPolicy":
+             force_reset: bool = True, trusted: bool = False, **kwargs: Any) -> Any:
         """Load a :meth:`save` checkpoint; with ``env``, check it was made for the same task, encoder and spaces,
         restore the reward heads into the env's VLM reward (or ``vlm_reward=``), and restore RNG states so that
         ``learn(..., reset_num_timesteps=False)`` continues exactly (with ``load_replay_buffer`` for the buffer).
@@ -385,27 +358,67 @@ class RelayPolicy(SAC):
                     kwargs["vlm_reward"] = vlm_reward_of(env)  # the env arrived without its reward: look once
                 except ValueError:
                     kwargs.pop("vlm_reward", None)  # no VLM reward on this env: checked without one
-            checkpoint.check_identity(state["identity"], cls._env_identity(env, kwargs.get("vlm_reward")))
+            checkpoint.check_identity(state["identity"], checkpoint.env_identity(env, kwargs.get("vlm_reward")))
         model = super().load(io.BytesIO(raw), env=env, device=device, custom_objects={**safe, **(custom_objects or {})},
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
         if sac_bytes is not None and model.sac_agent is not None:
-            model.sac_agent = SAC.load(io.BytesIO(sac_bytes), env=env, device=device, buffer_size=1,
-                                       custom_objects=sac_safe)
+            model.sac_agent = cls.backbone.load(io.BytesIO(sac_bytes), env=env, device=device, buffer_size=1,
+                                                custom_objects=sac_safe)
             model._connect_buffer()
-        model._restore_state(state, tensors)
+        checkpoint.restore_relay_state(model, state, tensors)
         return model
 
-    def _restore_state(self, state: dict[str, Any], tensors: dict[str, Any]) -> None:
-        relay = state["relay"]
-        self.relay_active = bool(relay["active"])
-        if len(relay["ep_step"]) == self.n_envs:
-            self._ep_step = np.array(relay["ep_step"], dtype=np.int64)
-            self._start_with_sac = np.array(relay["start_with_sac"], dtype=bool)
-            self._relay_length = np.array(relay["relay_length"], dtype=np.int64)
-        self.vlm_steps, self.sac_steps = int(relay["vlm_steps"]), int(relay["sac_steps"])
-        self._relay_rng.bit_generator.state = relay["rng"]
-        if self.vlm_reward is not None and "reward_model" in tensors:
-            self.vlm_reward.reward_model.load_state_dict(tensors["reward_model"])
-        if self.alignment_callback is not None and "alignment" in state:
-            self.alignment_callback.load_state(state["alignment"], tensors)
-        checkpoint.restore_global_rng_state(state, tensors)
+
+class RelayPolicy(_Relay, SAC):
+    """FuRL's relay RL over SB3 SAC (the paper's). Arguments not listed are SAC's, with the paper's defaults.
+
+    Args:
+        policy, env: as for ``SAC`` (env: a vector env with the VLM reward, e.g. ``make_vlm_vec_env``).
+        vlm_reward: the :class:`~furl_wrappers.VLMReward` the env scores with (default: taken from ``env``).
+        relay: use the relay SAC agent (``False``: plain SAC on the VLM reward).
+        relay_threshold: positive frames after which relay ends for good (2,500).
+        relay_lengths: relay lengths drawn at each episode start ({50, 100, 150, 200}; any sequence, e.g. a range).
+        relay_noise: std of the Gaussian noise on the SAC agent's actions, as a fraction of max_action (0.2).
+        align: run :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn``.
+        alignment_kwargs: its arguments (margin, goal_margin, lr, batch_size, ...); the window k and the alignment
+            store's capacity are the buffer's (``replay_buffer_kwargs``), the goal image is the VLM reward's.
+        learning_rate: 1e-4; buffer_size: 1e6; learning_starts: 10,000 (uniform random steps); batch_size: 256;
+            tau: 0.01; gamma: 0.99; target_entropy: ``"paper"`` = −|A|/2.
+    """
+
+    backbone = SAC
+
+    def __init__(
+        self,
+        policy: Any,
+        env: Any,
+        *,
+        vlm_reward: Optional[VLMReward] = None,
+        relay: bool = True,
+        relay_threshold: int = 2500,
+        relay_lengths: Sequence[int] = (50, 100, 150, 200),
+        relay_noise: float = 0.2,
+        align: bool = True,
+        alignment_kwargs: Optional[dict[str, Any]] = None,
+        learning_rate: float = 1e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 10_000,
+        batch_size: int = 256,
+        tau: float = 0.01,
+        gamma: float = 0.99,
+        target_entropy: Union[str, float] = "paper",
+        replay_buffer_class: Optional[type] = None,
+        replay_buffer_kwargs: Optional[dict[str, Any]] = None,
+        seed: Optional[int] = None,
+        device: Union[torch.device, str] = "auto",
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            policy, env, vlm_reward=vlm_reward, relay=relay, relay_threshold=relay_threshold,
+            relay_lengths=relay_lengths, relay_noise=relay_noise, align=align, alignment_kwargs=alignment_kwargs,
+            learning_rate=learning_rate, buffer_size=buffer_size, learning_starts=learning_starts,
+            batch_size=batch_size, tau=tau, gamma=gamma, target_entropy=target_entropy,
+            replay_buffer_class=replay_buffer_class, replay_buffer_kwargs=replay_buffer_kwargs, seed=seed,
+            device=device, _init_setup_model=_init_setup_model, **kwargs,
+        )

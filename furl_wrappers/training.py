@@ -210,7 +210,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
     from furl_wrappers.buffers import VLMReplayBuffer
     from furl_wrappers.callbacks import FuRLProgressCallback, PaperEvalCallback, ResumeCheckpointCallback
     from furl_wrappers.encoders import describe
-    from furl_wrappers.relay import RelayPolicy
+    from furl_wrappers.relay import is_relay
     from furl_wrappers.serialization import save_model
 
     def say(text: str) -> None:
@@ -283,9 +283,9 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
             venv = vec_wrapper(venv)
         vlm_reward = getattr(venv, "vlm_reward", None)  # the YAML's VLM reward wrapper is the outermost layer
         cls = algo_class(zoo["_algo"])
-        if vlm_reward is not None and cls is RelayPolicy:
+        if vlm_reward is not None and is_relay(cls):
             algo_kwargs["vlm_reward"] = vlm_reward
-        buffer_class = algo_kwargs.get("replay_buffer_class") or (VLMReplayBuffer if cls is RelayPolicy else None)
+        buffer_class = algo_kwargs.get("replay_buffer_class") or (VLMReplayBuffer if is_relay(cls) else None)
         if isinstance(buffer_class, type) and issubclass(buffer_class, VLMReplayBuffer):
             # --seed seeds the alignment sampling too: same seed, same run
             algo_kwargs["replay_buffer_kwargs"] = {"seed": spec.seed, **(algo_kwargs.get("replay_buffer_kwargs") or {})}

@@ -1,9 +1,10 @@
 """rl-zoo-style YAML configs: loading and validation, building envs and models, and the rl-zoo launcher.
 
 ``zoo_configs/<method>.yml`` hold one block per env id (``furl/<task>-v3`` and ``furl/<task>-v3-random-goal``) in
-rl-zoo's format. Methods whose algorithm is SB3's SAC run with rl-zoo directly; the relay methods need
-``RelayPolicy``, which rl-zoo cannot import by name, so this module is also a launcher that adds it to
-``rl_zoo3.utils.ALGOS`` as ``"relay"`` and hands over to rl-zoo's own ``train``/``enjoy``::
+rl-zoo's format. Methods whose algorithm is SAC (or sb3-contrib's TQC, CrossQ) run with rl-zoo directly; the relay
+methods need ``RelayPolicy`` (or ``RelayTQC``, ``RelayCrossQ``), which rl-zoo cannot import by name, so this module
+is also a launcher that adds them to ``rl_zoo3.utils.ALGOS`` as ``"relay"`` (``"relay_tqc"``, ``"relay_crossq"``)
+and hands over to rl-zoo's own ``train``/``enjoy``::
 
     python -m furl_wrappers.zoo train --algo relay --env furl/drawer-open-v3 --gym-packages furl_wrappers \\
         --conf-file zoo_configs/furl.yml
@@ -35,6 +36,8 @@ from furl_wrappers.safe_eval import safe_eval
 
 __all__ = [
     "METHODS",
+    "ALGOS",
+    "RELAY_ALGOS",
     "CONFIG_DIR",
     "ConfigError",
     "config_path",
@@ -58,7 +61,23 @@ METHODS: dict[str, dict[str, str]] = {
     "furl": {"algo": "relay", "row": "FuRL"},
     "vlm_clip": {"algo": "sac", "row": "CLIP reward (Table 3)"},
     "furl_clip": {"algo": "relay", "row": "CLIP-FuRL (Table 3)"},
+    # beyond the paper: the same methods over sb3-contrib's TQC and CrossQ (both relay agents of that algorithm)
+    "tqc": {"algo": "tqc", "row": "TQC"},
+    "furl_tqc": {"algo": "relay_tqc", "row": "FuRL (TQC)"},
+    "crossq": {"algo": "crossq", "row": "CrossQ"},
+    "furl_crossq": {"algo": "relay_crossq", "row": "FuRL (CrossQ)"},
 }
+
+#: ``_algo`` names → (module, class); the ``relay*`` ones are FuRL's relay agents (rl-zoo does not know them)
+ALGOS: dict[str, tuple[str, str]] = {
+    "sac": ("stable_baselines3", "SAC"),
+    "tqc": ("sb3_contrib", "TQC"),
+    "crossq": ("sb3_contrib", "CrossQ"),
+    "relay": ("furl_wrappers.relay", "RelayPolicy"),
+    "relay_tqc": ("furl_wrappers.backbones", "RelayTQC"),
+    "relay_crossq": ("furl_wrappers.backbones", "RelayCrossQ"),
+}
+RELAY_ALGOS = tuple(name for name in ALGOS if name.startswith("relay"))
 
 def _config_dir() -> Path:
     """The zoo configs: inside the package in an installed wheel, at the top of the repository in a checkout."""
@@ -78,6 +97,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "gradient_steps": (int,), "target_entropy": (int, float, str), "policy": (str,), "policy_kwargs": (str, dict),
     "relay_threshold": (int,), "relay_lengths": (list,), "relay_noise": (int, float), "align": (bool,),
     "alignment_kwargs": (dict,), "n_envs": (int,), "env_kwargs": (dict,), "ent_coef": (str, int, float),
+    "policy_delay": (int,), "top_quantiles_to_drop_per_net": (int,),
 }
 
 
@@ -100,24 +120,22 @@ def config_path(method: str) -> Path:
 
 
 def algo_class(name: str) -> type:
-    """``"sac"`` → SB3 ``SAC``; ``"relay"`` → :class:`~furl_wrappers.relay.RelayPolicy`."""
-    if name == "sac":
-        from stable_baselines3 import SAC
-
-        return SAC
-    if name == "relay":
-        from furl_wrappers.relay import RelayPolicy
-
-        return RelayPolicy
-    raise ConfigError(f"unknown algorithm {name!r}; valid: sac, relay")
+    """``"sac"`` → SB3 ``SAC``; ``"relay"`` → :class:`~furl_wrappers.relay.RelayPolicy`; ``"tqc"``, ``"crossq"``
+    → sb3-contrib's; ``"relay_tqc"``, ``"relay_crossq"`` → :mod:`furl_wrappers.backbones`' relay agents."""
+    if name not in ALGOS:
+        raise ConfigError(f"unknown algorithm {name!r}; valid: {', '.join(ALGOS)}")
+    module, attr = ALGOS[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 def _valid_keys(algo: str) -> set[str]:
     cls = algo_class(algo)
-    keys = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            keys |= set(inspect.signature(klass.__init__).parameters)
+    keys = _init_keys(cls)  # the constructor's own keywords (CrossQ takes no tau, though its base class does)
+    if keys is None:
+        keys = set()
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                keys |= set(inspect.signature(klass.__init__).parameters)
     return (keys | _ZOO_KEYS) - {"self", "env", "args", "kwargs", "_init_setup_model"}
 
 
@@ -279,7 +297,7 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
             from furl_wrappers.buffers import VLMReplayBuffer
 
-            buffer = VLMReplayBuffer if config.get("_algo") == "relay" else ReplayBuffer
+            buffer = VLMReplayBuffer if config.get("_algo") in RELAY_ALGOS else ReplayBuffer
         if isinstance(buffer, type):
             _check_keys("replay_buffer_kwargs", algo_kwargs["replay_buffer_kwargs"], buffer, _BUFFER_INTERNAL_KEYS)
     return algo_kwargs, zoo
@@ -358,7 +376,8 @@ def launcher_args(argv: list[str]) -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy) added to ALGOS, and
+    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy), ``relay_tqc`` and
+    ``relay_crossq`` added to ALGOS, and
     ``--seed`` selecting the task instance and the YAML's ``env_kwargs`` kept (:func:`launcher_args`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("train", "enjoy"):
@@ -368,9 +387,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         import rl_zoo3.utils
     except ImportError as exc:
         raise SystemExit("rl-zoo3 is not installed: pip install 'furl_wrappers[zoo]'") from exc
-    from furl_wrappers.relay import RelayPolicy
-
-    rl_zoo3.utils.ALGOS["relay"] = RelayPolicy
+    for name in RELAY_ALGOS:  # relay, relay_tqc, relay_crossq
+        rl_zoo3.utils.ALGOS[name] = algo_class(name)
     command = argv.pop(0)
     sys.argv = [f"rl_zoo3.{command}", *(launcher_args(argv) if command == "train" else argv)]
     if command == "train":

@@ -14,6 +14,7 @@ import furl_wrappers
 from furl_wrappers.zoo import (
     CONFIG_DIR,
     METHODS,
+    RELAY_ALGOS,
     ConfigError,
     algo_class,
     load_config,
@@ -38,16 +39,22 @@ def test_one_file_per_method_with_all_mt10_ids() -> None:
 def test_paper_hyperparameters(method: str) -> None:
     cfg = load_config(method, "furl/drawer-open-v3")
     assert cfg["_algo"] == METHODS[method]["algo"]
+    if "crossq" in cfg["_algo"]:  # CrossQ's own: lr 1e-3, no target network (no tau), policy_delay 3
+        assert (cfg["learning_rate"], "tau" in cfg, cfg["policy_delay"]) == (1e-3, False, 3)
+        cfg = {**cfg, "learning_rate": 1e-4, "tau": 0.01}
+    if "tqc" in cfg["_algo"]:
+        assert cfg["top_quantiles_to_drop_per_net"] == 2
     assert (cfg["learning_rate"], cfg["batch_size"], cfg["tau"], cfg["gamma"]) == (1e-4, 256, 0.01, 0.99)
     assert (cfg["learning_starts"], cfg["n_timesteps"], cfg["target_entropy"]) == (10_000, 1_000_000, -2.0)
     assert cfg["buffer_size"] == 1_000_000 and cfg["gradient_steps"] == 1
-    if method == "sac":
+    if method in ("sac", "tqc", "crossq"):
         assert "vec_env_wrapper" not in cfg
         return
     (wrapper, kwargs), = cfg["vec_env_wrapper"][0].items()
     assert wrapper == "furl_wrappers.wrappers.VecFuzzyVLMReward"
     expected_mode = {"vlm": "raw", "vlm_rm": "raw", "vlm_rm_gb": "raw", "vlm_proj": "frozen", "relay": "raw",
-                     "furl_no_goal": "learned", "furl": "learned", "vlm_clip": "raw", "furl_clip": "learned"}[method]
+                     "furl_no_goal": "learned", "furl": "learned", "vlm_clip": "raw", "furl_clip": "learned",
+                     "furl_tqc": "learned", "furl_crossq": "learned"}[method]
     # Table 1 rows: LIV through the reference image pipeline; Table 3 rows: CLIP through the same crop
     clip = method.endswith("_clip") or method.startswith("vlm_rm")  # VLM-RMs is a CLIP reward
     assert kwargs["vlm"] == ("openai/clip-vit-base-patch32" if clip else "liv")
@@ -56,13 +63,13 @@ def test_paper_hyperparameters(method: str) -> None:
     assert kwargs["rho"] == (1.0 if method.startswith("vlm_rm") else 0.05)
     if method.startswith("vlm_rm"):
         assert kwargs["include_task_reward"] is False
-    if METHODS[method]["algo"] == "relay":
+    if METHODS[method]["algo"] in RELAY_ALGOS:
         assert (cfg["relay_threshold"], cfg["relay_lengths"], cfg["relay_noise"]) == (2500, [50, 100, 150, 200], 0.2)
     if method.startswith("furl"):
         align, store = cfg["alignment_kwargs"], cfg["replay_buffer_kwargs"]
         assert (align["margin"], align["goal_margin"], align["lr"], align["batch_size"]) == (0.1, 0.25, 1e-4, 256)
         assert (store["lag"], store["alignment_buffer_size"]) == (10, 20_000)
-        assert kwargs["goal_image"] == ("auto" if method in ("furl", "furl_clip") else None)
+        assert kwargs["goal_image"] == (None if method == "furl_no_goal" else "auto")
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -77,8 +84,9 @@ def test_every_config_builds_its_model(method: str) -> None:
     if wrap is not None:
         venv = wrap(venv)
     model = algo_class(zoo["_algo"])(env=venv, device="cpu", **algo_kwargs)
-    assert model.learning_rate == 1e-4 and model.target_entropy == -2.0
-    assert type(model).__name__ == ("RelayPolicy" if METHODS[method]["algo"] == "relay" else "SAC")
+    assert model.learning_rate == (1e-3 if "crossq" in zoo["_algo"] else 1e-4) and model.target_entropy == -2.0
+    assert type(model).__name__ == {"relay": "RelayPolicy", "sac": "SAC", "tqc": "TQC", "crossq": "CrossQ",
+                                    "relay_tqc": "RelayTQC", "relay_crossq": "RelayCrossQ"}[METHODS[method]["algo"]]
     venv.close()
 
 
@@ -286,7 +294,10 @@ def test_every_zoo_config_parses_as_eval_did() -> None:
             expected = {k: eval(v, scope) if k in ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs")  # noqa: S307
                         and isinstance(v, str) else v for k, v in cfg.items() if k not in zoo}
             assert algo_kwargs == expected, (method, env)
-            assert algo_kwargs["policy_kwargs"] == {"net_arch": [256, 256]}
+            assert algo_kwargs["policy_kwargs"] == {
+                "tqc": {"net_arch": [256, 256], "n_quantiles": 25, "n_critics": 2},
+                "crossq": {"net_arch": {"pi": [256, 256], "qf": [1024, 1024]}},
+            }.get(cfg["_algo"].removeprefix("relay_"), {"net_arch": [256, 256]})
 
 
 def test_nested_typos_name_the_key(tmp_path: Path) -> None:

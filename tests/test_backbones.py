@@ -1,0 +1,214 @@
+"""The relay over SAC (RelayPolicy), TQC and CrossQ: schedule, threshold, shared batch, save/load, exact resume, furl
+train — the same behaviour whatever the algorithm of the two relay agents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sb3_contrib import TQC, CrossQ
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
+
+import furl_wrappers
+from furl_wrappers.backbones import RelayCrossQ, RelayTQC
+from furl_wrappers.relay import RelayPolicy, is_relay
+from furl_wrappers.serialization import load_model
+
+SIZE = 32
+CLASSES = [RelayPolicy, RelayTQC, RelayCrossQ]
+ids = [c.__name__ for c in CLASSES]
+
+
+def _venv(n_envs: int = 1, steps: int = 10, seed: int = 0):
+    return furl_wrappers.make_vlm_vec_env("reach", n_envs=n_envs, seed=seed, vlm="random-clip:tiny", device="cpu",
+                                          env_kwargs={"image_size": SIZE, "max_episode_steps": steps})
+
+
+def _model(cls, venv, **kwargs):
+    defaults = dict(learning_starts=0, buffer_size=2000, batch_size=8, seed=0, device="cpu",
+                    alignment_kwargs={"batch_size": 8}, policy_kwargs={"net_arch": [32, 32]})
+    defaults.update(kwargs)
+    return cls("MlpPolicy", venv, **defaults)
+
+
+class _Record(BaseCallback):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn, self.rows = fn, []
+
+    def _on_step(self) -> bool:
+        self.rows.append(self.fn(self))
+        return True
+
+
+def test_backbones_and_relay_check() -> None:
+    assert (RelayPolicy.backbone, RelayTQC.backbone, RelayCrossQ.backbone) == (SAC, TQC, CrossQ)
+    assert all(is_relay(c) for c in CLASSES) and not is_relay(SAC) and not is_relay(CrossQ)
+    assert issubclass(RelayTQC, TQC) and issubclass(RelayCrossQ, CrossQ) and issubclass(RelayPolicy, SAC)
+    assert furl_wrappers.RelayTQC is RelayTQC and furl_wrappers.RelayCrossQ is RelayCrossQ
+
+
+def test_second_agent_gets_the_vlm_agents_settings() -> None:
+    tqc = _model(RelayTQC, _venv(), top_quantiles_to_drop_per_net=3, learning_rate=5e-4, tau=0.02,
+                 target_entropy="paper")
+    assert type(tqc.sac_agent) is TQC and tqc.sac_agent.top_quantiles_to_drop_per_net == 3
+    assert (tqc.sac_agent.learning_rate, tqc.sac_agent.tau, tqc.sac_agent.target_entropy) == (5e-4, 0.02, -2.0)
+    assert tqc.sac_agent.replay_buffer.buffer_size == tqc.replay_buffer.buffer_size  # the shared buffer's view
+    crossq = _model(RelayCrossQ, _venv(), policy_delay=2)
+    assert type(crossq.sac_agent) is CrossQ and crossq.sac_agent.policy_delay == 2
+    assert crossq.learning_rate == crossq.sac_agent.learning_rate == 1e-3  # CrossQ's own default
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=ids)
+def test_schedule_per_env_with_alternating_start(cls) -> None:
+    model = _model(cls, _venv(n_envs=2, steps=7), relay_lengths=(3,), learning_starts=10_000)
+    rec = _Record(lambda cb: cb.model.sac_acting().copy())
+    model.learn(2 * 14, callback=rec)
+    acting = np.array(rec.rows)
+    ep1, ep2 = [0, 0, 0, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0, 1]
+    np.testing.assert_array_equal(acting[:, 0], ep1 + ep2)
+    np.testing.assert_array_equal(acting[:, 1], ep2 + ep1)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=ids)
+def test_threshold_ends_relay_and_second_agent_training(cls) -> None:
+    model = _model(cls, _venv(), relay_lengths=(2,), relay_threshold=5)
+
+    def bump(cb: BaseCallback):
+        if cb.num_timesteps == 20:
+            cb.model.replay_buffer.alignment.positive_count = 5
+        return (cb.model.relay_active, cb.model.sac_agent._n_updates, cb.model.sac_acting()[0])
+
+    rec = _Record(bump)
+    model.learn(40, callback=rec)
+    active = [r[0] for r in rec.rows]
+    assert all(active[:20]) and not any(active[21:])
+    updates = [r[1] for r in rec.rows]
+    assert updates[-1] == updates[21] and updates[19] > 0
+    assert not any(r[2] for r in rec.rows[21:]) and any(r[2] for r in rec.rows[:20])
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=ids)
+def test_one_batch_task_rewards_for_second_relabelled_for_vlm(cls, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model(cls, _venv(), relay_lengths=(2,), align=False)
+    model.learn(20)
+    buf, view = model.replay_buffer, model.sac_agent.replay_buffer
+    seen: dict = {}
+    main_sample, view_sample = buf.sample, view.sample
+    monkeypatch.setattr(buf, "sample", lambda *a, **k: seen.setdefault("vlm", main_sample(*a, **k)))
+    monkeypatch.setattr(view, "sample", lambda *a, **k: seen.setdefault("sac", view_sample(*a, **k)))
+    updates = model.sac_agent._n_updates
+    model.train(1, 8)
+    assert model.sac_agent._n_updates == updates + 1
+    inds, envs, _ = buf.last_batch
+    torch.testing.assert_close(seen["vlm"].observations, seen["sac"].observations)
+    task = torch.as_tensor(buf.task_rewards[inds, envs]).reshape(-1, 1)
+    torch.testing.assert_close(seen["sac"].rewards, task)
+    r_vlm = buf.reward_model.reward(torch.as_tensor(buf.embeddings[inds, envs]).float()).reshape(-1, 1)
+    torch.testing.assert_close(seen["vlm"].rewards, task + 0.05 * r_vlm, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=ids)
+def test_save_load_gives_the_same_actions_without_unpickling(cls, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import cloudpickle
+
+    venv = _venv()
+    model = _model(cls, venv, learning_starts=10)
+    model.learn(30)
+    model.save(tmp_path / "ckpt")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickled")
+
+    monkeypatch.setattr(cloudpickle, "loads", refuse)  # SB3's only way to unpickle a model attribute
+    obs = venv.reset()
+    for loaded in (cls.load(tmp_path / "ckpt", env=_venv(), device="cpu"),  # trusted=False by default
+                   load_model(cls, tmp_path / "ckpt.zip", env=_venv(), device="cpu")):
+        assert type(loaded) is cls and type(loaded.sac_agent) is cls.backbone
+        for a, b in ((model, loaded), (model.sac_agent, loaded.sac_agent)):
+            np.testing.assert_array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
+        assert (loaded.sac_steps, loaded.vlm_steps, loaded.num_timesteps) == (model.sac_steps, model.vlm_steps, 30)
+
+
+def _state(model) -> list[torch.Tensor]:
+    out = [t.detach().clone() for t in model.policy.state_dict().values()]  # BatchRenorm statistics included
+    out += [t.detach().clone() for t in model.sac_agent.policy.state_dict().values()]
+    return out + [model.log_ent_coef.detach().clone(), model.sac_agent.log_ent_coef.detach().clone()]
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=ids)
+def test_save_load_resume_is_exact(cls, tmp_path: Path) -> None:
+    n, m = 30, 20
+    kwargs = dict(learning_starts=10, relay_lengths=(3, 4))
+    venv = _venv()
+    straight = _model(cls, venv, **kwargs)
+    straight.learn(n + m)
+    expected = _state(straight) + [p.detach().clone() for p in venv.reward_model.parameters()]
+
+    first = _model(cls, _venv(), **kwargs)
+    first.learn(n)
+    first.save(tmp_path / "ckpt")
+    first.save_replay_buffer(tmp_path / "buffer")
+    del first
+    venv_b = _venv()
+    resumed = cls.load(tmp_path / "ckpt", env=venv_b, device="cpu")
+    resumed.load_replay_buffer(tmp_path / "buffer")
+    resumed.learn(m, reset_num_timesteps=False)
+    got = _state(resumed) + [p.detach().clone() for p in venv_b.reward_model.parameters()]
+    assert (resumed.sac_steps, resumed.vlm_steps) == (straight.sac_steps, straight.vlm_steps)
+    assert resumed.sac_agent._n_updates == straight.sac_agent._n_updates > 0
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["furl_tqc", "furl_crossq"])
+def test_furl_train_runs_and_reports_its_own_row(method: str, tmp_path: Path) -> None:
+    from furl_wrappers.report import load_run, results_table
+    from furl_wrappers.training import RunSpec, train_run
+
+    spec = RunSpec(method=method, task="reach", seed=0, steps=150, vlm="random-clip:tiny", out=str(tmp_path / method),
+                   device="cpu", eval_freq=150, env_kwargs={"image_size": SIZE, "max_episode_steps": 50},
+                   hyperparams={"learning_starts": 50, "batch_size": 16, "alignment_kwargs": {"batch_size": 16},
+                                "policy_kwargs": "dict(net_arch=[32, 32])", "buffer_size": 1000},
+                   quiet=True, checkpoint_freq=150, image_preset="fast")
+    run = train_run(spec)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["method"] == method and summary["timesteps_done"] == 150
+    assert summary["algo"] == {"furl_tqc": "relay_tqc", "furl_crossq": "relay_crossq"}[method]
+    assert "furl/relay_on" in (run / "progress.csv").read_text().splitlines()[0]
+    table = results_table([load_run(run)])
+    assert f"| {method} |" in table
+
+
+@pytest.mark.parametrize("method", ["tqc", "crossq", "furl_crossq"])
+def test_furl_train_resume_is_exact_for_each_backbone(method: str, tmp_path: Path) -> None:
+    import shutil
+
+    from furl_wrappers.training import RunSpec, train_run
+
+    def spec(out: Path, resume: bool = False) -> RunSpec:
+        extra = {"alignment_kwargs": {"batch_size": 16}} if method.startswith("furl") else {}
+        return RunSpec(method=method, task="reach", seed=0, steps=100, vlm="random-clip:tiny", out=str(out),
+                       device="cpu", eval_freq=50, env_kwargs={"image_size": SIZE, "max_episode_steps": 25},
+                       hyperparams={"learning_starts": 30, "batch_size": 16, "buffer_size": 1000,
+                                    "policy_kwargs": "dict(net_arch=[32, 32])", **extra},
+                       quiet=True, checkpoint_freq=50, image_preset="fast", resume=resume)
+
+    whole = train_run(spec(tmp_path / "whole"))
+    assert json.loads((whole / "checkpoint" / "meta.json").read_text())["num_timesteps"] == 50
+    # the same run stopped after its checkpoint at step 50 (everything after it is redone on resume)
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    for name in ("summary.json", "model.zip", "reward_model_final.pt"):
+        (cut / name).unlink(missing_ok=True)
+    train_run(spec(cut, resume=True))
+    cls = {"tqc": TQC, "crossq": CrossQ, "furl_crossq": RelayCrossQ}[method]
+    a, b = (load_model(cls, run / "model.zip", device="cpu", buffer_size=1) for run in (whole, cut))
+    for (name, x), (_, y) in zip(a.policy.state_dict().items(), b.policy.state_dict().items()):
+        assert torch.equal(x, y), name  # BatchRenorm statistics and target networks included
