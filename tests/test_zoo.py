@@ -200,20 +200,21 @@ def test_rl_zoo_picks_the_vlm_with_one_env_kwarg(tmp_path: Path) -> None:
     assert list((tmp_path / "sac").glob("furl-reach-v3_1/furl-reach-v3.zip"))
 
 
-def test_launcher_with_a_relay_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algo, config", [("relay", "furl.yml"), ("relay_crossq", "furl_crossq.yml")])
+def test_launcher_with_a_relay_config(tmp_path: Path, algo: str, config: str) -> None:
     pytest.importorskip("rl_zoo3")
-    out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", "relay", "--env", "furl/reach-v3", "--conf-file",
-                str(CONFIG_DIR / "furl.yml"), "-f", str(tmp_path), *ZOO_ARGS, "-params", "learning_starts:50",
+    out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", algo, "--env", "furl/reach-v3", "--conf-file",
+                str(CONFIG_DIR / config), "-f", str(tmp_path), *ZOO_ARGS, "-params", "learning_starts:50",
                 "batch_size:32", "vec_env_wrapper:[{'furl_wrappers.wrappers.VecFuzzyVLMReward': "
                 "{'vlm': 'random-clip:tiny', 'goal_image': 'auto'}}]", "alignment_kwargs:{'batch_size': 32}"],
                tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    saved = tmp_path / "relay" / "furl-reach-v3_1" / "furl-reach-v3.zip"
+    saved = tmp_path / algo / "furl-reach-v3_1" / "furl-reach-v3.zip"
     assert saved.exists()
     import zipfile
 
     assert "relay_sac.zip" in zipfile.ZipFile(saved).namelist()  # RelayPolicy's own save ran
-    enjoy = _run(["-m", "furl_wrappers.zoo", "enjoy", "--algo", "relay", "--env", "furl/reach-v3", "--gym-packages",
+    enjoy = _run(["-m", "furl_wrappers.zoo", "enjoy", "--algo", algo, "--env", "furl/reach-v3", "--gym-packages",
                   "furl_wrappers", "-f", str(tmp_path), "-n", "60", "--no-render", "--env-kwargs", "image_size:32",
                   "max_episode_steps:50"], tmp_path)
     assert enjoy.returncode == 0, enjoy.stderr[-3000:]
