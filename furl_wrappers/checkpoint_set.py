@@ -35,8 +35,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
-
 from furl_wrappers._atomic import atomic_write_text
 
 __all__ = ["CheckpointSet", "CheckpointError", "capture_rng", "restore_rng"]
@@ -48,28 +46,25 @@ class CheckpointError(ValueError):
 
 def capture_rng(model: Any) -> dict[str, Any]:
     """Python's, numpy's and torch's global RNG states and the model's action-space RNG state, as JSON."""
-    import torch
+    from furl_wrappers.checkpoint import global_rng_state
 
     py_state = random.getstate()
-    np_state = np.random.get_state()
+    np_state, tensors = global_rng_state()
     space_rng = getattr(getattr(model, "action_space", None), "np_random", None)
-    return {
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "torch": torch.get_rng_state().tolist(),
-        "action_space": None if space_rng is None else space_rng.bit_generator.state,
-    }
+    return {**np_state, "python": [py_state[0], list(py_state[1]), py_state[2]],
+            "torch": tensors["torch_rng"].tolist(),
+            "action_space": None if space_rng is None else space_rng.bit_generator.state}
 
 
 def restore_rng(model: Any, state: dict[str, Any]) -> None:
     """Undo :func:`capture_rng` (SB3's load re-seeds every generator with the run's seed)."""
     import torch
 
+    from furl_wrappers.checkpoint import restore_global_rng_state
+
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    restore_global_rng_state(state, {"torch_rng": torch.tensor(state["torch"], dtype=torch.uint8)})
     if state.get("action_space") is not None:
         model.action_space.np_random.bit_generator.state = state["action_space"]
 

@@ -49,12 +49,35 @@ from furl_wrappers.checkpoint_set import CheckpointSet
 from furl_wrappers.envs import run_name
 from furl_wrappers.run_lock import LOCK_NAME, RunLock
 
-__all__ = ["RUN_STATES", "SWEEP_PREFIX", "RunDir"]
+__all__ = ["RUN_STATES", "SWEEP_PREFIX", "RunDir", "read_evaluation_rows"]
 
 #: the states of :meth:`RunDir.state`
 RUN_STATES: tuple[str, ...] = ("new", "running", "interrupted", "finished", "failed")
 #: every file of the sweep's own bookkeeping starts with this
 SWEEP_PREFIX = "sweep_"
+
+
+def read_evaluation_rows(path: Union[str, os.PathLike]) -> list[dict[str, Optional[float]]]:
+    """An ``evaluations.csv`` as rows of floats: ``step``, ``success`` (final step), ``success_any_step``,
+    ``mean_task_return``. Rows of runs recorded before final-step success was logged (one ``success_rate``
+    column, success at any step) have ``success=None``. Missing or unreadable file: ``[]``."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return []
+    out = []
+    for row in rows:
+        try:
+            old = "success" not in row  # the one-column layout: success_rate, at any step
+            unknown = old or row["success"] == ""  # final-step success not recorded then
+            out.append({"step": float(row["step"]),
+                        "success": None if unknown else float(row["success"]),
+                        "success_any_step": float(row["success_rate" if old else "success_any_step"]),
+                        "mean_task_return": float(row["mean_task_return"])})
+        except (KeyError, TypeError, ValueError):
+            continue  # a torn last line of a killed run
+    return out
 
 
 class RunDir:
@@ -201,26 +224,8 @@ class RunDir:
         return json.loads(self.summary.read_text())
 
     def evaluation_rows(self) -> list[dict[str, Optional[float]]]:
-        """``evaluations.csv`` as rows of floats: ``step``, ``success`` (final step), ``success_any_step``,
-        ``mean_task_return``. Rows of runs recorded before final-step success was logged (one ``success_rate``
-        column, success at any step) have ``success=None``. Missing or unreadable file: ``[]``."""
-        try:
-            with open(self.evaluations, newline="") as handle:
-                rows = list(csv.DictReader(handle))
-        except OSError:
-            return []
-        out = []
-        for row in rows:
-            try:
-                old = "success" not in row  # the one-column layout: success_rate, at any step
-                unknown = old or row["success"] == ""  # final-step success not recorded then
-                out.append({"step": float(row["step"]),
-                            "success": None if unknown else float(row["success"]),
-                            "success_any_step": float(row["success_rate" if old else "success_any_step"]),
-                            "mean_task_return": float(row["mean_task_return"])})
-            except (KeyError, TypeError, ValueError):
-                continue  # a torn last line of a killed run
-        return out
+        """``evaluations.csv`` as rows of floats (see :func:`read_evaluation_rows`)."""
+        return read_evaluation_rows(self.evaluations)
 
     def checkpoint_step(self) -> Optional[int]:
         """The env step the checkpoint holds (``None`` without a complete set)."""

@@ -278,9 +278,10 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
         venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                             wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
                             monitor_kwargs={"info_keywords": ("is_success",)})
-        venv = VecCheckNan(venv, raise_exception=True)  # every method: a NaN observation or reward stops the run
-        if vec_wrapper is not None:
+        if vec_wrapper is not None:  # the VLM reward wrapper checks observations and rewards itself
             venv = vec_wrapper(venv)
+        else:  # the plain baselines: a NaN observation or reward stops the run all the same
+            venv = VecCheckNan(venv, raise_exception=True)
         vlm_reward = getattr(venv, "vlm_reward", None)  # the YAML's VLM reward wrapper is the outermost layer
         cls = algo_class(zoo["_algo"])
         if vlm_reward is not None and is_relay(cls):

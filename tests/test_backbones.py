@@ -17,15 +17,10 @@ import furl_wrappers
 from furl_wrappers.backbones import RelayCrossQ, RelayTQC
 from furl_wrappers.relay import RelayPolicy, is_relay
 from furl_wrappers.serialization import load_model
+from tests.test_relay import SIZE, _Record, _venv  # the relay tests' env and step recorder
 
-SIZE = 32
 CLASSES = [RelayPolicy, RelayTQC, RelayCrossQ]
 ids = [c.__name__ for c in CLASSES]
-
-
-def _venv(n_envs: int = 1, steps: int = 10, seed: int = 0):
-    return furl_wrappers.make_vlm_vec_env("reach", n_envs=n_envs, seed=seed, vlm="random-clip:tiny", device="cpu",
-                                          env_kwargs={"image_size": SIZE, "max_episode_steps": steps})
 
 
 def _model(cls, venv, **kwargs):
@@ -33,16 +28,6 @@ def _model(cls, venv, **kwargs):
                     alignment_kwargs={"batch_size": 8}, policy_kwargs={"net_arch": [32, 32]})
     defaults.update(kwargs)
     return cls("MlpPolicy", venv, **defaults)
-
-
-class _Record(BaseCallback):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn, self.rows = fn, []
-
-    def _on_step(self) -> bool:
-        self.rows.append(self.fn(self))
-        return True
 
 
 def test_backbones_and_relay_check() -> None:

@@ -135,15 +135,9 @@ class PaperEvalCallback(BaseCallback):
 
     def _read_earlier_rows(self) -> None:
         # a resumed run: its best and last success count the evaluations made before it was stopped
-        try:
-            with open(self.log_path, newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if row.get("success") not in (None, "")]
-        except OSError:
-            return
-        try:
-            successes = [float(row["success"]) for row in rows]
-        except ValueError:
-            return
+        from furl_wrappers.run_dir import read_evaluation_rows
+
+        successes = [row["success"] for row in read_evaluation_rows(self.log_path) if row["success"] is not None]
         if successes:
             self.last_success, self.best_success = successes[-1], max(successes)
 
