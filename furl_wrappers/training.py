@@ -166,7 +166,7 @@ _RESUME_KEYS = (("method", "method"), ("task", "task"), ("goal", "goal"), ("seed
 
 def _check_resume(spec: RunSpec, run: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     """The run's recorded config.json, checked against this call (task, goal, seed, method, n_envs, encoder,
-    image preset, hyperparameters but ``n_timesteps``)."""
+    env kwargs, image preset, hyperparameters but ``n_timesteps``)."""
     recorded = run.read_json(run.config)
     if not recorded:
         raise ConfigError(f"--resume: {str(run.config)!r} is missing or unreadable, so the run cannot be checked; "
@@ -179,6 +179,11 @@ def _check_resume(spec: RunSpec, run: RunDir, config: dict[str, Any]) -> dict[st
     if spec.vlm is not None and recorded.get("encoder_spec") not in (None, spec.vlm):
         raise ConfigError(f"--resume: {str(run.path)!r} was made with --vlm {recorded['encoder_spec']}, this call "
                           f"has --vlm {spec.vlm}")
+    made_with = recorded.get("env_kwargs") or {}
+    changed = sorted(k for k, v in spec.env_kwargs.items() if made_with and made_with.get(k) != v)
+    if changed:
+        raise ConfigError(f"--resume: {str(run.path)!r} was made with other --env-kwargs ({', '.join(changed)}: "
+                          f"{', '.join(f'{k}={made_with.get(k)!r}' for k in changed)}); pass --out for a new run")
     if spec.image_preset is not None and recorded.get("image_preset") not in (None, spec.image_preset):
         raise ConfigError(f"--resume: {str(run.path)!r} was made with --image-preset {recorded['image_preset']}, "
                           f"this call has {spec.image_preset}")
@@ -241,12 +246,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
     resume = _check_run_dir(spec, run, holding_lock=lock is not None)
     recorded = _check_resume(spec, run, config) if resume else {}
     if resume:  # the env, image path and encoder it was trained with (no fallback)
-        made_with = recorded.get("env_kwargs") or {}
-        changed = sorted(k for k, v in spec.env_kwargs.items() if made_with and made_with.get(k) != v)
-        if changed:
-            raise ConfigError(f"--resume: {str(run.path)!r} was made with other --env-kwargs ({', '.join(changed)}: "
-                              f"{', '.join(f'{k}={made_with.get(k)!r}' for k in changed)}); pass --out for a new run")
-        env_kwargs = {**env_kwargs, **made_with}
+        env_kwargs = {**env_kwargs, **(recorded.get("env_kwargs") or {})}
         if recorded.get("image_preset"):
             preset = env_kwargs["image_preset"] = recorded["image_preset"]
         if recorded.get("encoder_spec") and spec.vlm is None:
