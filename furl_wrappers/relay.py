@@ -99,6 +99,11 @@ _NOT_SHARED = frozenset({"self", "policy", "env", "buffer_size", "replay_buffer_
                          "verbose", "seed", "_init_setup_model", "use_sde", "sde_sample_freq", "use_sde_at_warmup"})
 
 
+#: alignment_kwargs keys of older checkpoints and YAMLs, still taken and moved to their homes (the buffer's lag,
+#: alignment_buffer_size and seed; the VLM reward's goal image): see ``_Relay._move_legacy_alignment_kwargs``
+LEGACY_ALIGNMENT_KEYS = frozenset({"lag", "alignment_buffer_size", "seed", "goal_image"})
+
+
 class _Relay:
     """The relay over an SB3 off-policy algorithm: mix in before it (``class R(_Relay, SAC)``) and name the plain
     algorithm of the second agent in ``backbone``. Arguments: the relay's (see :class:`RelayPolicy`), the rest go to
@@ -144,9 +149,8 @@ class _Relay:
         self.alignment_kwargs = dict(alignment_kwargs or {})
         # a mistyped alignment key fails here, naming it, not deep inside learn()
         valid = set(inspect.signature(RewardAlignmentCallback.__init__).parameters) - {"self", "vlm_reward"}
-        legacy = {"lag", "alignment_buffer_size", "seed", "goal_image"}  # see _move_legacy_alignment_kwargs
         for key in self.alignment_kwargs:
-            if key not in valid | legacy:
+            if key not in valid | LEGACY_ALIGNMENT_KEYS:
                 raise ValueError(f"alignment_kwargs: unknown key {key!r} (valid: {', '.join(sorted(valid))})")
         self.sac_agent: Optional[Any] = None
         self.alignment_callback: Optional[RewardAlignmentCallback] = None
@@ -185,7 +189,7 @@ class _Relay:
     def _move_legacy_alignment_kwargs(self) -> None:
         """Settings that moved home (checkpoints and YAMLs written before): the alignment store's ``lag`` and
         ``alignment_buffer_size`` are the buffer's, the goal image is the VLM reward's."""
-        moved = {k: self.alignment_kwargs.pop(k) for k in ("lag", "alignment_buffer_size", "seed")
+        moved = {k: self.alignment_kwargs.pop(k) for k in sorted(LEGACY_ALIGNMENT_KEYS - {"goal_image"})
                  if k in self.alignment_kwargs}
         if moved:
             self.replay_buffer_kwargs = {**moved, **(self.replay_buffer_kwargs or {})}

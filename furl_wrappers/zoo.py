@@ -235,8 +235,6 @@ def make_vec_wrapper(spec: Any, **override: Any) -> Optional[Callable]:
     return wrap
 
 
-# the legacy alignment_kwargs RelayPolicy still takes (and moves to the buffer / the VLM reward)
-_LEGACY_ALIGNMENT_KEYS = frozenset({"lag", "alignment_buffer_size", "seed", "goal_image"})
 # ReplayBuffer arguments SB3 fills in itself
 _BUFFER_INTERNAL_KEYS = {"buffer_size", "observation_space", "action_space", "device", "n_envs", "env"}
 
@@ -287,9 +285,10 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
             algo_kwargs[key] = value
     if "alignment_kwargs" in algo_kwargs:
         from furl_wrappers.callbacks import RewardAlignmentCallback
+        from furl_wrappers.relay import LEGACY_ALIGNMENT_KEYS
 
         _check_keys("alignment_kwargs", algo_kwargs["alignment_kwargs"], RewardAlignmentCallback, {"vlm_reward"},
-                    _LEGACY_ALIGNMENT_KEYS)
+                    LEGACY_ALIGNMENT_KEYS)
     if algo_kwargs.get("replay_buffer_kwargs"):
         buffer = algo_kwargs.get("replay_buffer_class")
         if buffer is None:
