@@ -30,6 +30,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.checkpoint import CheckpointMismatchError
+from furl_wrappers.pixel_buffer import PixelReplayBuffer
 from furl_wrappers.serialization import _CUT, _FORMAT, CorruptFileError, _check_zip, _resolve, _write
 
 __all__ = ["save_buffer", "load_buffer"]
@@ -40,7 +41,8 @@ def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
     for key, value in vars(buffer).items():
         if isinstance(value, np.ndarray):
             out[f"buffer/{key}"] = value
-        elif isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+        elif (isinstance(value, dict) and value and all(isinstance(k, str) for k in value)
+              and all(isinstance(v, np.ndarray) for v in value.values())):
             out.update({f"buffer/{key}/{k}": v for k, v in value.items()})  # DictReplayBuffer's observations
     return out
 
@@ -80,6 +82,11 @@ def save_buffer(buffer: ReplayBuffer, path: Union[str, os.PathLike], *, step: in
                                              np.zeros((0, buffer.embedding_dim), np.float32))
             arrays["episodes/success"] = np.array([s for _, s, _ in frames], dtype=bool)
             arrays["episodes/distance"] = np.array([d for _, _, d in frames], dtype=np.float64)
+    if isinstance(buffer, PixelReplayBuffer):  # episodes' first frames, keyed by (row, env)
+        keys = sorted(buffer.first_frames)
+        arrays["pixels/first_keys"] = np.array(keys, dtype=np.int64).reshape(-1, 2)
+        arrays["pixels/first_frames"] = (np.stack([buffer.first_frames[k] for k in keys]) if keys else
+                                         np.zeros((0, *buffer.frames.shape[2:]), np.uint8))
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     return _write(path, ".npz", lambda handle: np.savez(handle, **arrays))
 
@@ -155,6 +162,11 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
                 setattr(buffer, parts[1], value)
             else:
                 getattr(buffer, parts[1])[parts[2]] = value
+    if isinstance(buffer, PixelReplayBuffer):
+        if "pixels/first_frames" not in arrays:
+            raise CorruptFileError(f"{label!r} has no episode first frames, which a pixel replay buffer needs")
+        buffer.first_frames = {(int(r), int(e)): frame for (r, e), frame in
+                               zip(arrays["pixels/first_keys"], arrays["pixels/first_frames"])}
     buffer.pos, buffer.full = pos, full
     if vlm is not None:
         buffer.batches_sampled, buffer.last_batch = int(vlm["batches_sampled"]), None

@@ -243,7 +243,14 @@ class VLMReplayBuffer(ReplayBuffer):
                     ) -> tuple[ReplayBufferSamples, np.ndarray]:
         """SB3's own samples for ``batch_inds`` (rewards as collected) and the env indices they were taken from."""
         env_indices = self._next_env_indices(len(batch_inds))
-        return ReplayBuffer._get_samples(self, batch_inds, env), env_indices
+        return super()._get_samples(batch_inds, env), env_indices  # the storage's (SB3's, or pixel frames')
+
+    def batch_indices(self, batch_size: int) -> np.ndarray:
+        """Rows to sample, as SB3 draws them (the storage's own rule when it has one, e.g. pixel frame stacks)."""
+        draw = getattr(super(), "batch_indices", None)
+        if draw is not None:
+            return draw(batch_size)
+        return np.random.randint(0, self.buffer_size if self.full else self.pos, size=batch_size)
 
     def with_rewards(self, samples: ReplayBufferSamples, rewards: np.ndarray,
                      env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
@@ -310,7 +317,6 @@ class TaskRewardView:
             self._consumed = buffer.batches_sampled
             batch_inds, env_indices, samples = last
         else:
-            upper = buffer.buffer_size if buffer.full else buffer.pos
-            batch_inds = np.random.randint(0, upper, size=batch_size)
+            batch_inds = buffer.batch_indices(batch_size)
             samples, env_indices = buffer.sb3_samples(batch_inds, env)
         return buffer.with_rewards(samples, buffer.task_rewards[batch_inds, env_indices], env)

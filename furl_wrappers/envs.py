@@ -26,6 +26,7 @@ from typing import Any, Literal, Optional, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from furl_wrappers.pixels import OBSERVATIONS, PIXEL_DEFAULTS, ActionRepeat, PixelObservation
 from furl_wrappers.presets import get_preset
 from furl_wrappers.rendering import (
     OffscreenRenderWrapper,
@@ -242,8 +243,12 @@ def make_metaworld_env(
     render_mode: str | None = "rgb_array",
     image_preset: str = "fast",
     vlm: str | None = None,
+    observation: str = "state",
+    pixel_size: int | None = None,
+    frame_stack: int | None = None,
+    action_repeat: int | None = None,
 ) -> gym.Env:
-    """Build one Meta-World task in the FuRL setting.
+    """Build one Meta-World task in the FuRL setting, with state (paper §5.2) or pixel (§5.4) observations.
 
     Args:
         task: any of the 50 Meta-World tasks, ``"drawer-open"`` or ``"drawer-open-v3"``.
@@ -264,10 +269,17 @@ def make_metaworld_env(
         vlm: the encoder a VLM reward built on this env uses, overriding the reward's own (``"furl-mw-vlm"``,
             ``"liv"``, a CLIP id or directory, ...): how rl-zoo users pick the VLM
             (``--env-kwargs vlm:"'furl-mw-vlm'"``). The env itself never loads it.
+        observation: ``"state"`` (the 39 floats) or ``"pixels"``: the last ``frame_stack`` frames, downsized to
+            ``pixel_size`` from the one frame rendered per step (:class:`~furl_wrappers.pixels.PixelObservation`).
+        pixel_size: side of the policy's frames (pixels only; default 84, the paper's).
+        frame_stack: frames per pixel observation (pixels only; default 3, the paper's).
+        action_repeat: simulator steps per agent step (:class:`~furl_wrappers.pixels.ActionRepeat`; default 2 for
+            pixels, the paper's, 1 for state). ``max_episode_steps`` counts simulator steps either way.
 
     Returns:
-        A ``gymnasium.Env``: observations float64 ``(39,)``, actions float32 ``(4,)`` in [-1, 1], ``render()``
-        an upright uint8 ``(image_size, image_size, 3)`` frame.
+        A ``gymnasium.Env``: observations float64 ``(39,)`` (state) or uint8 ``(3·frame_stack, pixel_size,
+        pixel_size)`` (pixels), actions float32 ``(4,)`` in [-1, 1], ``render()`` an upright uint8
+        ``(image_size, image_size, 3)`` frame.
 
     Raises:
         UnknownTaskError: (a ``ValueError``) for an unknown task; the message lists close matches.
@@ -292,6 +304,7 @@ def make_metaworld_env(
     check_render_quality(render_quality)
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode must be 'rgb_array' (or None), got {render_mode!r}")
+    pixels = _pixel_settings(observation, pixel_size, frame_stack, action_repeat)
 
     base = build_metaworld(name, seed, observable=(goal == "random"), max_episode_steps=max_episode_steps)
     if goal == "random":
@@ -302,7 +315,25 @@ def make_metaworld_env(
     env: gym.Env = MetaWorldGoal(base, name, goal, seed, preset.name, vlm)
     env = SparseTaskReward(env, sparse=sparse, sparse_reward=sparse_reward)
     env = OffscreenRenderWrapper(env, camera=camera, image_size=image_size, render_quality=render_quality)
+    if pixels["action_repeat"] > 1:
+        env = ActionRepeat(env, pixels["action_repeat"])
+    if observation == "pixels":
+        env = PixelObservation(env, size=pixels["pixel_size"], frame_stack=pixels["frame_stack"])
     return env
+
+
+def _pixel_settings(observation: str, pixel_size: int | None, frame_stack: int | None,
+                    action_repeat: int | None) -> dict[str, int]:
+    """The pixel settings in effect (the paper's where not given); pixel-only ones refused for state."""
+    if observation not in OBSERVATIONS:
+        raise ValueError(f"observation must be one of {list(OBSERVATIONS)}, got {observation!r}")
+    given = {"pixel_size": pixel_size, "frame_stack": frame_stack, "action_repeat": action_repeat}
+    if observation == "state":
+        extra = sorted(k for k in ("pixel_size", "frame_stack") if given[k] is not None)
+        if extra:
+            raise ValueError(f"{', '.join(extra)} apply to observation='pixels' only (got observation='state')")
+        return {"action_repeat": check_int("action_repeat", 1 if action_repeat is None else action_repeat)}
+    return {k: PIXEL_DEFAULTS[k] if v is None else v for k, v in given.items()}
 
 
 def _find_wrapper(env: gym.Env, cls: type) -> Optional[gym.Env]:

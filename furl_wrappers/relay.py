@@ -110,6 +110,8 @@ class _Relay:
     the algorithm; ``target_entropy="paper"`` is −|A|/2."""
 
     backbone: ClassVar[type]
+    #: the shared buffer's class when none is given (pixel observations: the frame-once VLMPixelReplayBuffer)
+    default_buffer_class: ClassVar[type] = VLMReplayBuffer
 
     def __init__(
         self,
@@ -134,7 +136,7 @@ class _Relay:
                              f"got {relay_lengths!r}")
         lengths = [check_int("relay_lengths entry", n, hint="such as (50, 100, 150, 200)") for n in lengths]
         relay_noise = check_number("relay_noise", relay_noise, low=0.0, hint="0.2 in the paper")
-        replay_buffer_class = replay_buffer_class or VLMReplayBuffer
+        replay_buffer_class = replay_buffer_class or self.default_buffer_class
         if not issubclass(replay_buffer_class, VLMReplayBuffer):
             raise ValueError(f"{type(self).__name__} needs a VLMReplayBuffer (or subclass), got "
                              f"{replay_buffer_class.__name__}")

@@ -2,9 +2,10 @@
 
 ``zoo_configs/<method>.yml`` hold one block per env id (``furl/<task>-v3`` and ``furl/<task>-v3-random-goal``) in
 rl-zoo's format. Methods whose algorithm is SAC (or sb3-contrib's TQC, CrossQ) run with rl-zoo directly; the relay
-methods need ``RelayPolicy`` (or ``RelayTQC``, ``RelayCrossQ``), which rl-zoo cannot import by name, so this module
-is also a launcher that adds them to ``rl_zoo3.utils.ALGOS`` as ``"relay"`` (``"relay_tqc"``, ``"relay_crossq"``)
-and hands over to rl-zoo's own ``train``/``enjoy``::
+methods need ``RelayPolicy`` (or ``RelayTQC``, ``RelayCrossQ``, ``RelayDrQ``) and the pixel baseline needs ``DrQ``,
+which rl-zoo cannot import by name, so this module is also a launcher that adds them to ``rl_zoo3.utils.ALGOS`` as
+``"relay"`` (``"relay_tqc"``, ``"relay_crossq"``, ``"relay_drq"``, ``"drq"``) and hands over to rl-zoo's own
+``train``/``enjoy``::
 
     python -m furl_wrappers.zoo train --algo relay --env furl/drawer-open-v3 --gym-packages furl_wrappers \\
         --conf-file zoo_configs/furl.yml
@@ -66,6 +67,9 @@ METHODS: dict[str, dict[str, str]] = {
     "furl_tqc": {"algo": "relay_tqc", "row": "FuRL (TQC)"},
     "crossq": {"algo": "crossq", "row": "CrossQ"},
     "furl_crossq": {"algo": "relay_crossq", "row": "FuRL (CrossQ)"},
+    # paper §5.4: pixel observations, DrQ as the backbone
+    "drq": {"algo": "drq", "row": "DrQ (pixels)"},
+    "furl_pixels": {"algo": "relay_drq", "row": "FuRL (pixels, DrQ)"},
 }
 
 #: ``_algo`` names → (module, class); the ``relay*`` ones are FuRL's relay agents (rl-zoo does not know them)
@@ -76,6 +80,8 @@ ALGOS: dict[str, tuple[str, str]] = {
     "relay": ("furl_wrappers.relay", "RelayPolicy"),
     "relay_tqc": ("furl_wrappers.backbones", "RelayTQC"),
     "relay_crossq": ("furl_wrappers.backbones", "RelayCrossQ"),
+    "drq": ("furl_wrappers.drq", "DrQ"),
+    "relay_drq": ("furl_wrappers.backbones", "RelayDrQ"),
 }
 RELAY_ALGOS = tuple(name for name in ALGOS if name.startswith("relay"))
 
@@ -97,7 +103,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "gradient_steps": (int,), "target_entropy": (int, float, str), "policy": (str,), "policy_kwargs": (str, dict),
     "relay_threshold": (int,), "relay_lengths": (list,), "relay_noise": (int, float), "align": (bool,),
     "alignment_kwargs": (dict,), "n_envs": (int,), "env_kwargs": (dict,), "ent_coef": (str, int, float),
-    "policy_delay": (int,), "top_quantiles_to_drop_per_net": (int,),
+    "policy_delay": (int,), "top_quantiles_to_drop_per_net": (int,), "image_pad": (int,),
 }
 
 
@@ -121,7 +127,8 @@ def config_path(method: str) -> Path:
 
 def algo_class(name: str) -> type:
     """``"sac"`` → SB3 ``SAC``; ``"relay"`` → :class:`~furl_wrappers.relay.RelayPolicy`; ``"tqc"``, ``"crossq"``
-    → sb3-contrib's; ``"relay_tqc"``, ``"relay_crossq"`` → :mod:`furl_wrappers.backbones`' relay agents."""
+    → sb3-contrib's; ``"drq"`` → :class:`~furl_wrappers.drq.DrQ`; ``"relay_tqc"``, ``"relay_crossq"``,
+    ``"relay_drq"`` → :mod:`furl_wrappers.backbones`' relay agents."""
     if name not in ALGOS:
         raise ConfigError(f"unknown algorithm {name!r}; valid: {', '.join(ALGOS)}")
     module, attr = ALGOS[name]
@@ -375,8 +382,8 @@ def launcher_args(argv: list[str]) -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy), ``relay_tqc`` and
-    ``relay_crossq`` added to ALGOS, and
+    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy), ``relay_tqc``,
+    ``relay_crossq``, ``drq`` and ``relay_drq`` added to ALGOS, and
     ``--seed`` selecting the task instance and the YAML's ``env_kwargs`` kept (:func:`launcher_args`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("train", "enjoy"):
@@ -386,8 +393,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         import rl_zoo3.utils
     except ImportError as exc:
         raise SystemExit("rl-zoo3 is not installed: pip install 'furl_wrappers[zoo]'") from exc
-    for name in RELAY_ALGOS:  # relay, relay_tqc, relay_crossq
-        rl_zoo3.utils.ALGOS[name] = algo_class(name)
+    for name in ALGOS:  # relay, relay_tqc, relay_crossq, drq, relay_drq: the algorithms rl-zoo lacks
+        rl_zoo3.utils.ALGOS.setdefault(name, algo_class(name))
     command = argv.pop(0)
     sys.argv = [f"rl_zoo3.{command}", *(launcher_args(argv) if command == "train" else argv)]
     if command == "train":
