@@ -169,20 +169,12 @@ class RewardModel(nn.Module):
     def project_text(self) -> torch.Tensor:
         """``f_L(Φ_L(l))``, or the raw text embedding: ``(out,)``.
 
-        Without autograd (rewards, relabelling) the projection is cached until the text head's parameters change
-        (an optimiser step, ``load_state_dict``, a device move): it is the same for every frame.
+        Computed at every call (one small matrix-vector product): a cache keyed on the parameters' version
+        counters went stale, because fused optimisers (the alignment's Adam) update parameters without bumping them.
         """
         if self.text_head is None:
             return self.text_embedding
-        if torch.is_grad_enabled():
-            return self.text_head(self.text_embedding)
-        key = tuple((p.data_ptr(), p._version) for p in self.text_head.parameters())
-        key += ((self.text_embedding.data_ptr(), self.text_embedding._version),)
-        cached = getattr(self, "_text_cache", None)
-        if cached is None or cached[0] != key:
-            cached = (key, self.text_head(self.text_embedding))
-            object.__setattr__(self, "_text_cache", cached)  # not a module attribute: never saved or moved
-        return cached[1]
+        return self.text_head(self.text_embedding)
 
     def forward(self, image_embeddings: torch.Tensor) -> torch.Tensor:
         """Differentiable r_VLM for a batch ``(N, D)`` → ``(N,)`` (gradients flow into learned heads)."""

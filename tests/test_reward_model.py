@@ -130,13 +130,19 @@ def test_bad_inputs() -> None:
         model.reward(torch.randn(2, 5))
 
 
-def test_text_projection_cache_follows_the_heads() -> None:
+@pytest.mark.parametrize("optimiser", ["foreach", "fused", "alignment"])
+def test_rewards_follow_the_heads_after_any_optimiser_step(optimiser: str) -> None:
+    from furl_wrappers.callbacks.alignment import _adam
+
     model = RewardModel(torch.randn(16), device="cpu", seed=0)
     x = torch.randn(5, 16)
     first = model.reward(x)
     assert model.reward(x) is not first and torch.equal(model.reward(x), first)
-    # an optimiser step changes the text head in place: the cached projection must not be reused
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    # an optimiser step changes the text head in place (a fused Adam without bumping the tensors' version
+    # counters): the rewards must use the new text head
+    params = list(model.parameters())
+    opt = (_adam(params, 0.1) if optimiser == "alignment" else
+           torch.optim.Adam(params, lr=0.1, **{optimiser: True}))
     model(x).sum().backward()
     opt.step()
     with torch.no_grad():
