@@ -47,6 +47,11 @@ def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
     return out
 
 
+def _per_row(array: np.ndarray, buffer: ReplayBuffer) -> bool:
+    """Whether an array holds one entry per (row, env) — ``(buffer_size, n_envs, ...)`` — rather than per env."""
+    return array.shape[:2] == (buffer.buffer_size, buffer.n_envs)
+
+
 def _rows(buffer: ReplayBuffer) -> int:
     """Rows in use: a buffer that has not wrapped around yet is saved up to ``pos`` only (a 1e6-row buffer
     early in a run is mostly zeros)."""
@@ -62,7 +67,7 @@ def save_buffer(buffer: ReplayBuffer, path: Union[str, os.PathLike], *, step: in
         step: the model's ``num_timesteps``, returned by :func:`load_buffer` to check a checkpoint set.
     """
     rows = _rows(buffer)
-    arrays = {k: (v[:rows] if v.ndim and v.shape[0] == buffer.buffer_size else v)
+    arrays = {k: (v[:rows] if _per_row(v, buffer) else v)
               for k, v in _buffer_arrays(buffer).items()}
     meta: dict[str, Any] = {"rows": rows, "format": _FORMAT,
                             "class": f"{type(buffer).__module__}:{type(buffer).__qualname__}", "step": int(step),
@@ -136,7 +141,7 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
         buffer._allocate(int(vlm["embedding_dim"]))
     rows = int(meta.get("rows", buffer.buffer_size))
     check("rows in use", rows, buffer.buffer_size if full else pos)
-    have = {k: (v.shape[1:] if v.shape[0] == buffer.buffer_size else v.shape, v.dtype)
+    have = {k: (v.shape[1:] if _per_row(v, buffer) else v.shape, v.dtype)
             for k, v in _buffer_arrays(buffer).items()}
     saved = {k: (v.shape[1:] if v.shape[0] == rows and k in have and have[k][0] != v.shape else v.shape, v.dtype)
              for k, v in arrays.items() if k.startswith("buffer/")}
@@ -156,7 +161,7 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
         parts = key.split("/")
         if parts[0] == "buffer":
             target = getattr(buffer, parts[1]) if len(parts) == 2 else getattr(buffer, parts[1])[parts[2]]
-            if target.shape[0] == buffer.buffer_size and value.shape[0] == rows:
+            if _per_row(target, buffer) and value.shape[0] == rows:
                 target[:rows] = value  # into the model's own full-size arrays
             elif len(parts) == 2:
                 setattr(buffer, parts[1], value)

@@ -158,6 +158,10 @@ class VLMReplayBuffer(ReplayBuffer):
         embeddings, task_rewards, successes = self._read_infos(infos)
         for name, value in (("obs", obs), ("next_obs", next_obs), ("reward", reward)):  # what SB3 stores
             value = np.asarray(value)
+            if name != "reward" and isinstance(self.observation_space, spaces.Box) and value.shape != (
+                    self.n_envs, *self.obs_shape):  # refused before anything is stored or labelled
+                raise ValueError(f"VLMReplayBuffer.add: {name} must have shape {(self.n_envs, *self.obs_shape)}, "
+                                 f"got {value.shape}")
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 from furl_wrappers.vlm_reward import nonfinite_kind
 

@@ -333,7 +333,9 @@ def _pixel_settings(observation: str, pixel_size: int | None, frame_stack: int |
         if extra:
             raise ValueError(f"{', '.join(extra)} apply to observation='pixels' only (got observation='state')")
         return {"action_repeat": check_int("action_repeat", 1 if action_repeat is None else action_repeat)}
-    return {k: PIXEL_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    settings = {k: PIXEL_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    settings["action_repeat"] = check_int("action_repeat", settings["action_repeat"], hint="2 in the paper")
+    return settings
 
 
 def _find_wrapper(env: gym.Env, cls: type) -> Optional[gym.Env]:

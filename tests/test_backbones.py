@@ -1,5 +1,5 @@
-"""The relay over SAC (RelayPolicy), TQC and CrossQ: schedule, threshold, shared batch, save/load, exact resume, furl
-train — the same behaviour whatever the algorithm of the two relay agents."""
+"""The relay over SAC (RelayPolicy), TQC, CrossQ and DrQ (pixels): schedule, threshold, shared batch, save/load, exact
+resume, furl train — the same behaviour whatever the algorithm of the two relay agents."""
 
 from __future__ import annotations
 
@@ -14,27 +14,42 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
 import furl_wrappers
-from furl_wrappers.backbones import RelayCrossQ, RelayTQC
+from furl_wrappers.backbones import RelayCrossQ, RelayDrQ, RelayTQC
+from furl_wrappers.drq import DrQ
+from furl_wrappers.pixel_buffer import VLMPixelReplayBuffer
 from furl_wrappers.relay import RelayPolicy, is_relay
 from furl_wrappers.serialization import load_model
-from tests.test_relay import SIZE, _Record, _venv  # the relay tests' env and step recorder
+from tests.test_relay import SIZE, _Record  # the relay tests' frame size and step recorder
 
-CLASSES = [RelayPolicy, RelayTQC, RelayCrossQ]
+CLASSES = [RelayPolicy, RelayTQC, RelayCrossQ, RelayDrQ]
 ids = [c.__name__ for c in CLASSES]
+#: pixel observations for DrQ, without action repeat so that its schedules count the same steps as the others'
+PIXELS = {"observation": "pixels", "pixel_size": SIZE, "action_repeat": 1}
+
+
+def _venv(n_envs: int = 1, steps: int = 10, pixels: bool = False):
+    return furl_wrappers.make_vlm_vec_env("reach", n_envs=n_envs, seed=0, vlm="random-clip:tiny", device="cpu",
+                                          env_kwargs={"image_size": SIZE, "max_episode_steps": steps,
+                                                      **(PIXELS if pixels else {})})
+
+
+def _env_for(cls, **kwargs):
+    return _venv(pixels=cls is RelayDrQ, **kwargs)
 
 
 def _model(cls, venv, **kwargs):
     defaults = dict(learning_starts=0, buffer_size=2000, batch_size=8, seed=0, device="cpu",
                     alignment_kwargs={"batch_size": 8}, policy_kwargs={"net_arch": [32, 32]})
     defaults.update(kwargs)
-    return cls("MlpPolicy", venv, **defaults)
+    return cls("CnnPolicy" if issubclass(cls, DrQ) else "MlpPolicy", venv, **defaults)
 
 
 def test_backbones_and_relay_check() -> None:
-    assert (RelayPolicy.backbone, RelayTQC.backbone, RelayCrossQ.backbone) == (SAC, TQC, CrossQ)
+    assert [c.backbone for c in CLASSES] == [SAC, TQC, CrossQ, DrQ]
     assert all(is_relay(c) for c in CLASSES) and not is_relay(SAC) and not is_relay(CrossQ)
     assert issubclass(RelayTQC, TQC) and issubclass(RelayCrossQ, CrossQ) and issubclass(RelayPolicy, SAC)
     assert furl_wrappers.RelayTQC is RelayTQC and furl_wrappers.RelayCrossQ is RelayCrossQ
+    assert furl_wrappers.RelayDrQ is RelayDrQ and furl_wrappers.DrQ is DrQ
 
 
 def test_second_agent_gets_the_vlm_agents_settings() -> None:
@@ -43,6 +58,9 @@ def test_second_agent_gets_the_vlm_agents_settings() -> None:
     assert type(tqc.sac_agent) is TQC and tqc.sac_agent.top_quantiles_to_drop_per_net == 3
     assert (tqc.sac_agent.learning_rate, tqc.sac_agent.tau, tqc.sac_agent.target_entropy) == (5e-4, 0.02, -2.0)
     assert tqc.sac_agent.replay_buffer.buffer_size == tqc.replay_buffer.buffer_size  # the shared buffer's view
+    drq = _model(RelayDrQ, _venv(pixels=True), image_pad=2)
+    assert type(drq.sac_agent) is DrQ and drq.sac_agent.image_pad == 2
+    assert type(drq.replay_buffer) is VLMPixelReplayBuffer  # each frame once, shared by both agents
     crossq = _model(RelayCrossQ, _venv(), policy_delay=2)
     assert type(crossq.sac_agent) is CrossQ and crossq.sac_agent.policy_delay == 2
     assert crossq.learning_rate == crossq.sac_agent.learning_rate == 1e-3  # CrossQ's own default
@@ -50,7 +68,7 @@ def test_second_agent_gets_the_vlm_agents_settings() -> None:
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
 def test_schedule_per_env_with_alternating_start(cls) -> None:
-    model = _model(cls, _venv(n_envs=2, steps=7), relay_lengths=(3,), learning_starts=10_000)
+    model = _model(cls, _env_for(cls, n_envs=2, steps=7), relay_lengths=(3,), learning_starts=10_000)
     rec = _Record(lambda cb: cb.model.sac_acting().copy())
     model.learn(2 * 14, callback=rec)
     acting = np.array(rec.rows)
@@ -61,7 +79,7 @@ def test_schedule_per_env_with_alternating_start(cls) -> None:
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
 def test_threshold_ends_relay_and_second_agent_training(cls) -> None:
-    model = _model(cls, _venv(), relay_lengths=(2,), relay_threshold=5)
+    model = _model(cls, _env_for(cls), relay_lengths=(2,), relay_threshold=5)
 
     def bump(cb: BaseCallback):
         if cb.num_timesteps == 20:
@@ -79,7 +97,7 @@ def test_threshold_ends_relay_and_second_agent_training(cls) -> None:
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
 def test_one_batch_task_rewards_for_second_relabelled_for_vlm(cls, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _model(cls, _venv(), relay_lengths=(2,), align=False)
+    model = _model(cls, _env_for(cls), relay_lengths=(2,), align=False)
     model.learn(20)
     buf, view = model.replay_buffer, model.sac_agent.replay_buffer
     seen: dict = {}
@@ -102,7 +120,7 @@ def test_save_load_gives_the_same_actions_without_unpickling(cls, tmp_path: Path
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import cloudpickle
 
-    venv = _venv()
+    venv = _env_for(cls)
     model = _model(cls, venv, learning_starts=10)
     model.learn(30)
     model.save(tmp_path / "ckpt")
@@ -112,8 +130,8 @@ def test_save_load_gives_the_same_actions_without_unpickling(cls, tmp_path: Path
 
     monkeypatch.setattr(cloudpickle, "loads", refuse)  # SB3's only way to unpickle a model attribute
     obs = venv.reset()
-    for loaded in (cls.load(tmp_path / "ckpt", env=_venv(), device="cpu"),  # trusted=False by default
-                   load_model(cls, tmp_path / "ckpt.zip", env=_venv(), device="cpu")):
+    for loaded in (cls.load(tmp_path / "ckpt", env=_env_for(cls), device="cpu"),  # trusted=False by default
+                   load_model(cls, tmp_path / "ckpt.zip", env=_env_for(cls), device="cpu")):
         assert type(loaded) is cls and type(loaded.sac_agent) is cls.backbone
         for a, b in ((model, loaded), (model.sac_agent, loaded.sac_agent)):
             np.testing.assert_array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
@@ -130,17 +148,17 @@ def _state(model) -> list[torch.Tensor]:
 def test_save_load_resume_is_exact(cls, tmp_path: Path) -> None:
     n, m = 30, 20
     kwargs = dict(learning_starts=10, relay_lengths=(3, 4))
-    venv = _venv()
+    venv = _env_for(cls)
     straight = _model(cls, venv, **kwargs)
     straight.learn(n + m)
     expected = _state(straight) + [p.detach().clone() for p in venv.reward_model.parameters()]
 
-    first = _model(cls, _venv(), **kwargs)
+    first = _model(cls, _env_for(cls), **kwargs)
     first.learn(n)
     first.save(tmp_path / "ckpt")
     first.save_replay_buffer(tmp_path / "buffer")
     del first
-    venv_b = _venv()
+    venv_b = _env_for(cls)
     resumed = cls.load(tmp_path / "ckpt", env=venv_b, device="cpu")
     resumed.load_replay_buffer(tmp_path / "buffer")
     resumed.learn(m, reset_num_timesteps=False)
@@ -152,26 +170,30 @@ def test_save_load_resume_is_exact(cls, tmp_path: Path) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("method", ["furl_tqc", "furl_crossq"])
+ALGO = {"furl_tqc": "relay_tqc", "furl_crossq": "relay_crossq", "furl_pixels": "relay_drq"}
+
+
+@pytest.mark.parametrize("method", ["furl_tqc", "furl_crossq", "furl_pixels"])
 def test_furl_train_runs_and_reports_its_own_row(method: str, tmp_path: Path) -> None:
     from furl_wrappers.report import load_run, results_table
     from furl_wrappers.training import RunSpec, train_run
 
+    pixels = {"pixel_size": SIZE} if method == "furl_pixels" else {}  # the YAML sets observation/stack/repeat
     spec = RunSpec(method=method, task="reach", seed=0, steps=150, vlm="random-clip:tiny", out=str(tmp_path / method),
-                   device="cpu", eval_freq=150, env_kwargs={"image_size": SIZE, "max_episode_steps": 50},
+                   device="cpu", eval_freq=150, env_kwargs={"image_size": SIZE, "max_episode_steps": 50, **pixels},
                    hyperparams={"learning_starts": 50, "batch_size": 16, "alignment_kwargs": {"batch_size": 16},
                                 "policy_kwargs": "dict(net_arch=[32, 32])", "buffer_size": 1000},
                    quiet=True, checkpoint_freq=150, image_preset="fast")
     run = train_run(spec)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["method"] == method and summary["timesteps_done"] == 150
-    assert summary["algo"] == {"furl_tqc": "relay_tqc", "furl_crossq": "relay_crossq"}[method]
+    assert summary["algo"] == ALGO[method]
     assert "furl/relay_on" in (run / "progress.csv").read_text().splitlines()[0]
     table = results_table([load_run(run)])
     assert f"| {method} |" in table
 
 
-@pytest.mark.parametrize("method", ["tqc", "crossq", "furl_crossq"])
+@pytest.mark.parametrize("method", ["tqc", "crossq", "furl_crossq", "drq", "furl_pixels"])
 def test_furl_train_resume_is_exact_for_each_backbone(method: str, tmp_path: Path) -> None:
     import shutil
 
@@ -179,8 +201,9 @@ def test_furl_train_resume_is_exact_for_each_backbone(method: str, tmp_path: Pat
 
     def spec(out: Path, resume: bool = False) -> RunSpec:
         extra = {"alignment_kwargs": {"batch_size": 16}} if method.startswith("furl") else {}
+        pixels = {"pixel_size": SIZE} if method in ("drq", "furl_pixels") else {}
         return RunSpec(method=method, task="reach", seed=0, steps=100, vlm="random-clip:tiny", out=str(out),
-                       device="cpu", eval_freq=50, env_kwargs={"image_size": SIZE, "max_episode_steps": 25},
+                       device="cpu", eval_freq=50, env_kwargs={"image_size": SIZE, "max_episode_steps": 25, **pixels},
                        hyperparams={"learning_starts": 30, "batch_size": 16, "buffer_size": 1000,
                                     "policy_kwargs": "dict(net_arch=[32, 32])", **extra},
                        quiet=True, checkpoint_freq=50, image_preset="fast", resume=resume)
@@ -193,7 +216,7 @@ def test_furl_train_resume_is_exact_for_each_backbone(method: str, tmp_path: Pat
     for name in ("summary.json", "model.zip", "reward_model_final.pt"):
         (cut / name).unlink(missing_ok=True)
     train_run(spec(cut, resume=True))
-    cls = {"tqc": TQC, "crossq": CrossQ, "furl_crossq": RelayCrossQ}[method]
+    cls = {"tqc": TQC, "crossq": CrossQ, "furl_crossq": RelayCrossQ, "drq": DrQ, "furl_pixels": RelayDrQ}[method]
     a, b = (load_model(cls, run / "model.zip", device="cpu", buffer_size=1) for run in (whole, cut))
     for (name, x), (_, y) in zip(a.policy.state_dict().items(), b.policy.state_dict().items()):
         assert torch.equal(x, y), name  # BatchRenorm statistics and target networks included
