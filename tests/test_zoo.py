@@ -44,17 +44,26 @@ def test_paper_hyperparameters(method: str) -> None:
         cfg = {**cfg, "learning_rate": 1e-4, "tau": 0.01}
     if "tqc" in cfg["_algo"]:
         assert cfg["top_quantiles_to_drop_per_net"] == 2
+    pixels = "drq" in cfg["_algo"]
+    if pixels:  # paper Table 5's DrQ rows: 84x84 frames, stack 3, repeat 2, buffer 2e5, (256, 256, 256) networks
+        env = {k: v for k, v in cfg["env_kwargs"].items() if k not in ("image_preset", "image_size")}
+        assert env == {"observation": "pixels", "pixel_size": 84, "frame_stack": 3, "action_repeat": 2}
+        assert (cfg["policy"], cfg["image_pad"], cfg["policy_kwargs"]) == (
+            "CnnPolicy", 4, "dict(net_arch=[256, 256, 256])")
+        assert (cfg["buffer_size"], cfg["n_timesteps"]) == (200_000, 500_000)  # 1e6 simulator steps
+        cfg = {**cfg, "buffer_size": 1_000_000, "n_timesteps": 1_000_000,
+               "env_kwargs": {"image_preset": cfg["env_kwargs"]["image_preset"]}}
     assert (cfg["learning_rate"], cfg["batch_size"], cfg["tau"], cfg["gamma"]) == (1e-4, 256, 0.01, 0.99)
     assert (cfg["learning_starts"], cfg["n_timesteps"], cfg["target_entropy"]) == (10_000, 1_000_000, -2.0)
     assert cfg["buffer_size"] == 1_000_000 and cfg["gradient_steps"] == 1
-    if method in ("sac", "tqc", "crossq"):
+    if method in ("sac", "tqc", "crossq", "drq"):
         assert "vec_env_wrapper" not in cfg
         return
     (wrapper, kwargs), = cfg["vec_env_wrapper"][0].items()
     assert wrapper == "furl_wrappers.wrappers.VecFuzzyVLMReward"
     expected_mode = {"vlm": "raw", "vlm_rm": "raw", "vlm_rm_gb": "raw", "vlm_proj": "frozen", "relay": "raw",
                      "furl_no_goal": "learned", "furl": "learned", "vlm_clip": "raw", "furl_clip": "learned",
-                     "furl_tqc": "learned", "furl_crossq": "learned"}[method]
+                     "furl_tqc": "learned", "furl_crossq": "learned", "furl_pixels": "learned"}[method]
     # Table 1 rows: LIV through the reference image pipeline; Table 3 rows: CLIP through the same crop
     clip = method.endswith("_clip") or method.startswith("vlm_rm")  # VLM-RMs is a CLIP reward
     assert kwargs["vlm"] == ("openai/clip-vit-base-patch32" if clip else "liv")
@@ -78,7 +87,11 @@ def test_every_config_builds_its_model(method: str) -> None:
 
     cfg = load_config(method, "furl/reach-v3-random-goal", {"buffer_size": 100})
     algo_kwargs, zoo = split_config(cfg)
-    venv = make_vec_env("furl/reach-v3-random-goal", n_envs=1, seed=0, env_kwargs=TINY,
+    pixels = {k: v for k, v in zoo.get("env_kwargs", {}).items()
+              if k in ("observation", "frame_stack", "action_repeat")}
+    if pixels:
+        pixels["pixel_size"] = 24
+    venv = make_vec_env("furl/reach-v3-random-goal", n_envs=1, seed=0, env_kwargs={**TINY, **pixels},
                         wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")))
     wrap = make_vec_wrapper(zoo.get("vec_env_wrapper"), vlm="random-clip:tiny", device="cpu")
     if wrap is not None:
@@ -86,7 +99,8 @@ def test_every_config_builds_its_model(method: str) -> None:
     model = algo_class(zoo["_algo"])(env=venv, device="cpu", **algo_kwargs)
     assert model.learning_rate == (1e-3 if "crossq" in zoo["_algo"] else 1e-4) and model.target_entropy == -2.0
     assert type(model).__name__ == {"relay": "RelayPolicy", "sac": "SAC", "tqc": "TQC", "crossq": "CrossQ",
-                                    "relay_tqc": "RelayTQC", "relay_crossq": "RelayCrossQ"}[METHODS[method]["algo"]]
+                                    "relay_tqc": "RelayTQC", "relay_crossq": "RelayCrossQ", "drq": "DrQ",
+                                    "relay_drq": "RelayDrQ"}[METHODS[method]["algo"]]
     venv.close()
 
 
@@ -200,11 +214,13 @@ def test_rl_zoo_picks_the_vlm_with_one_env_kwarg(tmp_path: Path) -> None:
     assert list((tmp_path / "sac").glob("furl-reach-v3_1/furl-reach-v3.zip"))
 
 
-@pytest.mark.parametrize("algo, config", [("relay", "furl.yml"), ("relay_crossq", "furl_crossq.yml")])
+@pytest.mark.parametrize("algo, config", [("relay", "furl.yml"), ("relay_crossq", "furl_crossq.yml"),
+                                          ("relay_drq", "furl_pixels.yml")])
 def test_launcher_with_a_relay_config(tmp_path: Path, algo: str, config: str) -> None:
     pytest.importorskip("rl_zoo3")
+    pixels = ["pixel_size:32"] if algo == "relay_drq" else []  # the YAML's observation/stack/repeat are kept
     out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", algo, "--env", "furl/reach-v3", "--conf-file",
-                str(CONFIG_DIR / config), "-f", str(tmp_path), *ZOO_ARGS, "-params", "learning_starts:50",
+                str(CONFIG_DIR / config), "-f", str(tmp_path), *ZOO_ARGS, *pixels, "-params", "learning_starts:50",
                 "batch_size:32", "vec_env_wrapper:[{'furl_wrappers.wrappers.VecFuzzyVLMReward': "
                 "{'vlm': 'random-clip:tiny', 'goal_image': 'auto'}}]", "alignment_kwargs:{'batch_size': 32}"],
                tmp_path)
@@ -216,7 +232,7 @@ def test_launcher_with_a_relay_config(tmp_path: Path, algo: str, config: str) ->
     assert "relay_sac.zip" in zipfile.ZipFile(saved).namelist()  # RelayPolicy's own save ran
     enjoy = _run(["-m", "furl_wrappers.zoo", "enjoy", "--algo", algo, "--env", "furl/reach-v3", "--gym-packages",
                   "furl_wrappers", "-f", str(tmp_path), "-n", "60", "--no-render", "--env-kwargs", "image_size:32",
-                  "max_episode_steps:50"], tmp_path)
+                  "max_episode_steps:50", *(["observation:'pixels'", *pixels] if pixels else [])], tmp_path)
     assert enjoy.returncode == 0, enjoy.stderr[-3000:]
     assert "Success rate" in enjoy.stdout
 
@@ -298,6 +314,7 @@ def test_every_zoo_config_parses_as_eval_did() -> None:
             assert algo_kwargs["policy_kwargs"] == {
                 "tqc": {"net_arch": [256, 256], "n_quantiles": 25, "n_critics": 2},
                 "crossq": {"net_arch": {"pi": [256, 256], "qf": [1024, 1024]}},
+                "drq": {"net_arch": [256, 256, 256]},
             }.get(cfg["_algo"].removeprefix("relay_"), {"net_arch": [256, 256]})
 
 
