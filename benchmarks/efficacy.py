@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--steps", type=int, default=15_000)
     parser.add_argument("--learning-starts", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=None, help="override the configs' batch size (256)")
+    parser.add_argument("--goal", default="fixed", choices=["fixed", "random"])
     parser.add_argument("--eval-freq", type=int, default=2_500)
     parser.add_argument("--vlm", default="random-clip:tiny")
     parser.add_argument("--image-size", type=int, default=None)
@@ -34,9 +36,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default="runs/efficacy")
     args = parser.parse_args()
+    hyperparams = {"learning_starts": args.learning_starts}
+    if args.batch_size is not None:
+        hyperparams["batch_size"] = args.batch_size
     grid = SweepGrid(methods=args.methods, tasks=args.tasks, seeds=args.seeds, steps=args.steps, vlm=args.vlm,
-                     image_preset=args.image_preset,
-                     eval_freq=args.eval_freq, hyperparams={"learning_starts": args.learning_starts},
+                     image_preset=args.image_preset, goal=args.goal,
+                     eval_freq=args.eval_freq, hyperparams=hyperparams,
                      env_kwargs={"image_size": args.image_size} if args.image_size else {},
                      resources={"cpus": 1, "gpus": 0}, max_retries=1)
     print(f"{len(grid.cells(args.out))} runs, {args.steps} steps each, encoder {args.vlm} for the VLM methods",
