@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from furl_wrappers._atomic import atomic_write, atomic_write_text
-from furl_wrappers.envs import check_goal, env_id, make_metaworld_env
+from furl_wrappers.envs import check_goal, env_id
 from furl_wrappers.presets import get_preset
 from furl_wrappers.protocol import eval_episodes, eval_seed
 from furl_wrappers.run_dir import RunDir
@@ -201,6 +201,14 @@ def _check_resume(spec: RunSpec, run: RunDir, config: dict[str, Any]) -> dict[st
     return recorded
 
 
+def _eval_env(task: str, goal: str, seed: int, env_kwargs: dict[str, Any]) -> Any:
+    """The evaluation env, made as the training envs are (``gymnasium.make`` of the registered id): the same
+    ``env_kwargs`` mean the same episodes (``max_episode_steps`` is Gymnasium's time limit, in agent steps)."""
+    import gymnasium as gym
+
+    return gym.make(env_id(task, goal), seed=seed, **env_kwargs)
+
+
 def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None) -> Path:
     """Train, evaluate and summarise one run; returns its directory. See the module docstring.
 
@@ -333,7 +341,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
 
         n_eval = spec.eval_episodes or eval_episodes(spec.goal)
         eval_instance = eval_seed(spec.seed, spec.goal)
-        eval_env = make_metaworld_env(task, goal=spec.goal, seed=eval_instance, **env_kwargs)
+        eval_env = _eval_env(task, spec.goal, eval_instance, env_kwargs)
         info.update(train_instance_seed=spec.seed, eval_instance_seed=eval_instance,
                     train_goal=venv.get_attr("goal_position", indices=[0])[0],
                     eval_goal=eval_env.get_wrapper_attr("goal_position"), eval_episodes=n_eval,
@@ -394,7 +402,7 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
     episodes = episodes or eval_episodes(goal)
     # the run's own env settings (image preset included); runs recorded before had only the spec's
     env_kwargs = config.get("env_kwargs") or config.get("spec", {}).get("env_kwargs", {})
-    env = make_metaworld_env(config["task"], goal=goal, seed=seed, **env_kwargs)
+    env = _eval_env(config["task"], goal, seed, env_kwargs)
     frames: Optional[list] = [] if video else None
     result = evaluate_policy_success(model, env, episodes, frames=frames)
     env.close()
