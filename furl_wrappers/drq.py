@@ -6,10 +6,11 @@ SB3 has no DrQ (Yarats et al., 2021); the paper's pixel runs use it as the backb
 - **augmentation** — each gradient step, observations and next observations of the batch are shifted by up to
   ``image_pad`` (4) pixels, independently per sample and for obs and next obs, the same shift for all frames of
   a stack (:func:`random_shift`: DrQ's replicate-pad-and-random-crop);
-- **one encoder** (:class:`DrQEncoder`: 4 conv layers × 32 channels, 3×3 kernels, strides (2, 1, 1, 1), VALID
-  padding, then linear → LayerNorm → tanh to 50 features) shared by actor and critic, **updated by the critic
-  loss only**: the actor sees its features detached, and the critic holds it fixed when scoring the actor's
-  actions for the actor loss (:class:`DrQPolicy`); the target critic has its own copy, updated with τ;
+- **one conv encoder** (:class:`DrQEncoder`: 4 conv layers × 32 channels, 3×3 kernels, strides (2, 1, 1, 1),
+  VALID padding, then linear → LayerNorm → tanh to 50 features): the conv layers are shared by actor and critic
+  and **updated by the critic loss only** — the actor reads them without gradient through its own linear →
+  LayerNorm → tanh head (trained by the actor loss), and the critic holds its encoder fixed when scoring the
+  actor's actions for the actor loss (:class:`DrQPolicy`); the target critic has its own copy, updated with τ;
 - the paper's settings as defaults: learning rate 1e-4, batch 256, τ 0.01, γ 0.99, buffer 2e5, actor and
   critic (256, 256, 256), target entropy −|A|/2 (``"paper"``), 10,000 uniform-random warm-up steps.
 
@@ -99,16 +100,21 @@ class DrQEncoder(BaseFeaturesExtractor):
         return self.head(self.convs(observations))
 
 
-class _DetachedFeatures(BaseFeaturesExtractor):
-    """The critic's encoder seen by the actor: same features, no gradient (the actor loss never trains it)."""
+class _ActorFeatures(BaseFeaturesExtractor):
+    """The actor's encoder: the critic's conv layers without gradient (the actor loss never trains them), then the
+    actor's own linear → LayerNorm → tanh head, trained by the actor loss (as in DrQ)."""
 
-    def __init__(self, encoder: BaseFeaturesExtractor) -> None:
+    def __init__(self, encoder: DrQEncoder) -> None:
         super().__init__(encoder._observation_space, encoder.features_dim)
-        self.encoder = encoder
+        self.convs = encoder.convs  # shared: a submodule here too, but not in the actor's optimizer
+        linear = encoder.head[0]
+        self.head = nn.Sequential(nn.Linear(linear.in_features, linear.out_features),
+                                  nn.LayerNorm(linear.out_features), nn.Tanh())
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         with th.no_grad():
-            return self.encoder(observations)
+            trunk = self.convs(observations)
+        return self.head(trunk)
 
 
 class _DrQCritic(ContinuousCritic):
@@ -123,9 +129,10 @@ class _DrQCritic(ContinuousCritic):
 
 
 class DrQPolicy(SACPolicy):
-    """SAC policy with DrQ's shared encoder. Arguments as SB3's ``SACPolicy``, with DrQ's defaults: ``net_arch``
-    (256, 256, 256) for actor and critic, ``features_extractor_class`` :class:`DrQEncoder`. The encoder is always
-    shared and trained by the critic (``share_features_extractor`` must stay True)."""
+    """SAC policy with DrQ's shared conv encoder. Arguments as SB3's ``SACPolicy``, with DrQ's defaults:
+    ``net_arch`` (256, 256, 256) for actor and critic, ``features_extractor_class`` :class:`DrQEncoder` (or a
+    subclass). The conv layers are always shared and trained by the critic (``share_features_extractor`` must stay
+    True); the actor has its own head on top of them."""
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, lr_schedule: Schedule,
                  net_arch: Optional[Union[list[int], dict[str, list[int]]]] = None,
@@ -148,8 +155,13 @@ class DrQPolicy(SACPolicy):
 
     def _build(self, lr_schedule: Schedule) -> None:
         self.critic = self.make_critic(features_extractor=None)  # owns the encoder
-        self.actor = self.make_actor(features_extractor=_DetachedFeatures(self.critic.features_extractor))
-        actor_parameters = [p for name, p in self.actor.named_parameters() if not name.startswith("features_extractor")]
+        encoder = self.critic.features_extractor
+        if not isinstance(encoder, DrQEncoder):
+            raise TypeError(f"DrQPolicy needs a DrQEncoder (or subclass) as features_extractor_class, got "
+                            f"{type(encoder).__name__}")
+        self.actor = self.make_actor(features_extractor=_ActorFeatures(encoder))
+        actor_parameters = [p for name, p in self.actor.named_parameters()
+                            if not name.startswith("features_extractor.convs")]
         self.actor.optimizer = self.optimizer_class(actor_parameters, lr=lr_schedule(1), **self.optimizer_kwargs)
         self.critic_target = self.make_critic(features_extractor=None)  # its own encoder copy, updated with tau
         self.critic_target.load_state_dict(self.critic.state_dict())

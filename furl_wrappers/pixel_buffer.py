@@ -5,7 +5,9 @@ copies of each 84×84×3 frame, 127 KB per transition, 25 GB for the paper's 2e5
 observation shares all frames but its newest with the observation, and consecutive transitions share the rest,
 so :class:`PixelReplayBuffer` keeps per transition only the newest frame of the next observation (uint8) and
 its step within the episode; an episode's first frame is kept once beside it. Stacks are put together again at
-sampling, exactly as the env made them (a new episode repeats its first frame). Per transition and env:
+sampling, exactly as the env made them (a new episode repeats its first frame). A new episode is recognised by the
+previous transition's ``done`` or, when the env was reset without one (a new ``learn()``, a loaded model), by an
+observation that is not the previous transition's next observation. Per transition and env:
 ``3·H·W`` bytes of frame + SB3's action, reward, done and timeout + 4 bytes of step (21,200 bytes at 84²
 with 4 actions), plus one frame per episode.
 
@@ -89,6 +91,11 @@ class PixelReplayBuffer(ReplayBuffer):
         self.first_frames: dict[tuple[int, int], np.ndarray] = {}
         self._next_step = np.zeros(self.n_envs, dtype=np.int32)  # step of each env's next transition
 
+    def reset(self) -> None:
+        super().reset()
+        self.first_frames = {}
+        self._next_step = np.zeros(self.n_envs, dtype=np.int32)
+
     @property
     def bytes_per_transition(self) -> int:
         """Bytes stored per transition and env (one frame, action, reward, done, timeout, step), not counting the
@@ -110,6 +117,11 @@ class PixelReplayBuffer(ReplayBuffer):
         if obs.shape != expected or next_obs.shape != expected:
             raise ValueError(f"{type(self).__name__}.add: obs/next_obs must have shape {expected}, got {obs.shape} "
                              f"and {next_obs.shape}")
+        if self.pos > 0 or self.full:  # an env reset without a done (a new learn(), a load): a new episode
+            previous = np.full(self.n_envs, (self.pos - 1) % self.buffer_size)
+            _, expected = self.stacks(previous, np.arange(self.n_envs))
+            continuing = (obs == expected).reshape(self.n_envs, -1).all(axis=1)
+            self._next_step = np.where(continuing, self._next_step, 0).astype(np.int32)
         for env in range(self.n_envs):
             key = (self.pos, env)
             if self._next_step[env] == 0:  # the episode's first transition: keep its first frame

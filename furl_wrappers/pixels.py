@@ -112,6 +112,9 @@ class PixelObservation(gym.Wrapper):
         super().__init__(env)
         self.size = check_int("pixel_size", size, 8, 1024, hint="84 in the paper")
         self.frame_stack = check_int("frame_stack", frame_stack, 1, 16, hint="3 in the paper")
+        if self.size <= 3 * self.frame_stack:  # else SB3 reads (3k, S, S) as channel-last and transposes it
+            raise ValueError(f"pixel_size must exceed 3 * frame_stack = {3 * self.frame_stack} (the channels), got "
+                             f"{self.size}")
         if getattr(env, "render_mode", None) != "rgb_array":
             raise ValueError(f"PixelObservation needs an env rendering RGB frames (render_mode='rgb_array'), got "
                              f"render_mode={getattr(env, 'render_mode', None)!r}")

@@ -58,8 +58,11 @@ def test_second_agent_gets_the_vlm_agents_settings() -> None:
     assert type(tqc.sac_agent) is TQC and tqc.sac_agent.top_quantiles_to_drop_per_net == 3
     assert (tqc.sac_agent.learning_rate, tqc.sac_agent.tau, tqc.sac_agent.target_entropy) == (5e-4, 0.02, -2.0)
     assert tqc.sac_agent.replay_buffer.buffer_size == tqc.replay_buffer.buffer_size  # the shared buffer's view
-    drq = _model(RelayDrQ, _venv(pixels=True), image_pad=2)
+    drq = _model(RelayDrQ, _venv(pixels=True), image_pad=2, ent_coef=0.1, gradient_steps=2,
+                 policy_kwargs={"net_arch": [32, 32], "features_extractor_kwargs": {"features_dim": 20}})
     assert type(drq.sac_agent) is DrQ and drq.sac_agent.image_pad == 2
+    assert (drq.sac_agent.ent_coef, drq.sac_agent.gradient_steps, drq.sac_agent.device.type) == (0.1, 2, "cpu")
+    assert drq.sac_agent.policy.critic.features_extractor.features_dim == 20  # SAC's settings reach DrQ too
     assert type(drq.replay_buffer) is VLMPixelReplayBuffer  # each frame once, shared by both agents
     crossq = _model(RelayCrossQ, _venv(), policy_delay=2)
     assert type(crossq.sac_agent) is CrossQ and crossq.sac_agent.policy_delay == 2

@@ -77,17 +77,22 @@ def test_encoder_is_the_papers() -> None:
     assert out.shape == (2, 50) and out.abs().max() <= 1
 
 
-def test_policy_networks_are_the_papers_and_share_one_encoder() -> None:
+def test_policy_networks_are_the_papers_and_share_the_conv_layers() -> None:
     model = _model(policy_kwargs=None)
     policy = model.policy
     assert isinstance(policy, DrQPolicy) and policy.net_arch == [256, 256, 256]
     encoder = policy.critic.features_extractor
-    assert policy.actor.features_extractor.encoder is encoder  # shared
+    actor_features = policy.actor.features_extractor
+    assert actor_features.convs is encoder.convs  # the conv layers are shared
+    assert actor_features.head is not encoder.head  # the actor has its own linear -> LayerNorm -> tanh
+    assert [type(m) for m in actor_features.head] == [torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Tanh]
     assert policy.critic_target.features_extractor is not encoder  # the target critic has its own copy
     actor_params = {id(p) for group in policy.actor.optimizer.param_groups for p in group["params"]}
     critic_params = {id(p) for group in policy.critic.optimizer.param_groups for p in group["params"]}
-    encoder_params = {id(p) for p in encoder.parameters()}
-    assert encoder_params <= critic_params and not encoder_params & actor_params
+    conv_params = {id(p) for p in encoder.convs.parameters()}
+    assert {id(p) for p in encoder.parameters()} <= critic_params and not conv_params & actor_params
+    assert {id(p) for p in actor_features.head.parameters()} <= actor_params
+    assert not {id(p) for p in actor_features.head.parameters()} & critic_params
     assert (model.learning_rate, model.batch_size, model.tau, model.gamma) == (1e-4, 8, 0.01, 0.99)
     assert model.target_entropy == -2.0 and model.image_pad == 4
     assert DrQ.__init__.__kwdefaults__["buffer_size"] == 200_000
@@ -104,12 +109,15 @@ def test_critic_loss_reaches_the_encoder_actor_loss_does_not() -> None:
     sum(q.sum() for q in policy.critic(obs, actions)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
     policy.zero_grad(set_to_none=True)
-    # actor loss as SAC computes it: actor features are detached and the critic scores actions with a gradient
+    # actor loss as SAC computes it: the actor reads the conv layers without gradient (its own head gets one), and
+    # the critic scores the actor's actions with its encoder held fixed
     actions_pi, log_prob = policy.actor.action_log_prob(obs)
     q_pi = torch.cat(policy.critic(obs, actions_pi), dim=1).min(dim=1).values
     (log_prob - q_pi).mean().backward()
     assert all(p.grad is None for p in encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.actor.latent_pi.parameters())
+    head = policy.actor.features_extractor.head
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
 
 def test_an_actor_step_leaves_the_encoder_unchanged_a_critic_step_changes_it() -> None:
@@ -117,7 +125,9 @@ def test_an_actor_step_leaves_the_encoder_unchanged_a_critic_step_changes_it() -
     model.learn(30)  # 20 gradient steps
     encoder = model.policy.critic.features_extractor
     before = [p.detach().clone() for p in encoder.parameters()]
-    model.policy.actor.optimizer.step()  # whatever grads the actor optimizer holds: the encoder is not its
+    for p in encoder.parameters():  # gradients on the encoder: an actor step must still leave it alone
+        p.grad = torch.ones_like(p)
+    model.policy.actor.optimizer.step()
     assert all(torch.equal(a, p) for a, p in zip(before, encoder.parameters()))
     model.train(1, 8)
     assert any(not torch.equal(a, p) for a, p in zip(before, encoder.parameters()))
@@ -177,6 +187,10 @@ def test_bad_inputs() -> None:
         _model(policy_kwargs={"share_features_extractor": False})
     with pytest.raises(ValueError, match="image_pad must be"):
         _model(image_pad=-1)
+    with pytest.raises(TypeError, match="DrQPolicy needs a DrQEncoder"):
+        from stable_baselines3.common.torch_layers import FlattenExtractor
+
+        _model(policy_kwargs={"features_extractor_class": FlattenExtractor})
     with pytest.raises(ValueError, match="features_dim must be"):
         DrQEncoder(spaces.Box(0, 255, (9, 84, 84), np.uint8), features_dim=0)
     with pytest.raises(ValueError, match="one entry per conv layer"):

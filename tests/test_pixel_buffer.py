@@ -471,3 +471,27 @@ def test_save_load_when_rows_equal_n_envs(tmp_path) -> None:
     assert not original.full and original._next_step.tolist() == [1, 1]
     load_buffer(save_buffer(original, tmp_path / "tiny", step=1), loaded)
     np.testing.assert_array_equal(loaded._next_step, original._next_step)
+
+
+def test_an_env_reset_without_done_starts_a_new_episode() -> None:
+    """A new learn() or a loaded model resets the env with no done stored: the observation that is not the previous
+    transition's next observation starts an episode (its stack is its first frame repeated)."""
+    rng = np.random.default_rng(5)
+    buffer = _pixels(size=50, n_envs=1)
+    frames = rng.integers(0, 256, (10, 3, H, W), dtype=np.uint8)
+    stack = np.concatenate([frames[0]] * K)[None]
+    for t in range(1, 5):  # an episode cut after 4 steps (no done)
+        nxt = np.concatenate([stack[0, 3:], frames[t]])[None]
+        buffer.add(stack, nxt, np.zeros((1, 4)), np.zeros(1), np.zeros(1), [{}])
+        stack = nxt
+    fresh = np.concatenate([frames[7]] * K)[None]  # the env was reset: a new first frame
+    nxt = np.concatenate([fresh[0, 3:], frames[8]])[None]
+    buffer.add(fresh, nxt, np.zeros((1, 4)), np.zeros(1), np.zeros(1), [{}])
+    obs, next_obs = buffer.stacks(np.array([4]), np.array([0]))
+    assert buffer.episode_steps[4, 0] == 0 and (4, 0) in buffer.first_frames
+    np.testing.assert_array_equal(obs[0], fresh[0])
+    np.testing.assert_array_equal(next_obs[0], nxt[0])
+    obs, _ = buffer.stacks(np.array([3]), np.array([0]))  # the cut episode's rows are as they were
+    assert buffer.episode_steps[3, 0] == 3
+    buffer.reset()
+    assert buffer.pos == 0 and not buffer.first_frames and buffer._next_step.tolist() == [0]

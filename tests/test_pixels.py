@@ -142,21 +142,21 @@ def test_action_repeat_bad_values(repeat: Any) -> None:
 
 # ----------------------------------------------------------------------------- PixelObservation on a toy env
 def test_pixel_observation_stacks_frames_oldest_first() -> None:
-    toy = ScriptedEnv(REWARDS, frame_size=8)
-    env = PixelObservation(toy, size=8, frame_stack=3)
-    assert env.observation_space == spaces.Box(0, 255, (9, 8, 8), np.uint8)
+    toy = ScriptedEnv(REWARDS, frame_size=12)
+    env = PixelObservation(toy, size=12, frame_stack=3)
+    assert env.observation_space == spaces.Box(0, 255, (9, 12, 12), np.uint8)
     obs, _ = env.reset()
-    assert obs.shape == (9, 8, 8) and obs.dtype == np.uint8
+    assert obs.shape == (9, 12, 12) and obs.dtype == np.uint8
     assert obs.reshape(3, -1).max(axis=1).tolist() == [0, 0, 0]  # a new episode repeats its first frame
     expected = [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
     for want in expected:
         obs, reward, _, _, info = env.step(np.zeros(2, np.float32))
         assert reward == REWARDS[toy.t - 1] and info["step"] == toy.t  # passed through unchanged
-        frames = obs.reshape(3, 3, 8, 8)  # (frame, channel, H, W)
+        frames = obs.reshape(3, 3, 12, 12)  # (frame, channel, H, W)
         assert [int(f.min()) for f in frames] == want and [int(f.max()) for f in frames] == want
         assert env.observation_space.contains(obs)
     assert toy.renders == 1 + len(expected)  # one render per reset and per step
-    assert np.array_equal(env.render(), np.full((8, 8, 3), 4, np.uint8))  # the step's frame, not rendered again
+    assert np.array_equal(env.render(), np.full((12, 12, 3), 4, np.uint8))  # the step's frame, not rendered again
     assert toy.renders == 1 + len(expected)
     obs, _ = env.reset()  # the stack starts over
     assert obs.max() == 0 and toy.renders == 2 + len(expected)
@@ -174,7 +174,7 @@ def test_pixel_observation_frame_stack_one_and_resizing() -> None:
 
 def test_pixel_observation_renders_before_first_reset_only_on_demand() -> None:
     toy = ScriptedEnv(REWARDS)
-    env = PixelObservation(toy, size=8)
+    env = PixelObservation(toy, size=12)
     assert toy.renders == 0
     assert env.render().shape == (8, 8, 3) and toy.renders == 1  # nothing kept yet: renders now
 
@@ -347,11 +347,13 @@ def test_pixel_observation_bad_envs() -> None:
         PixelObservation(ScriptedEnv(REWARDS), size=4)
     with pytest.raises(ValueError, match="frame_stack"):
         PixelObservation(ScriptedEnv(REWARDS), frame_stack=0)
+    with pytest.raises(ValueError, match=r"pixel_size must exceed 3 \* frame_stack = 9"):  # SB3 would transpose
+        PixelObservation(ScriptedEnv(REWARDS), size=9, frame_stack=3)
 
     class FloatFrames(ScriptedEnv):
         def render(self) -> np.ndarray:
             return np.zeros((8, 8, 3), np.float32)
 
-    env = PixelObservation(FloatFrames(REWARDS), size=8)
+    env = PixelObservation(FloatFrames(REWARDS), size=12)
     with pytest.raises(ValueError, match=r"render\(\) must return a uint8 \(H, W, 3\) frame"):
         env.reset()
