@@ -7,7 +7,7 @@ so :class:`PixelReplayBuffer` keeps per transition only the newest frame of the 
 its step within the episode; an episode's first frame is kept once beside it. Stacks are put together again at
 sampling, exactly as the env made them (a new episode repeats its first frame). A new episode is recognised by the
 previous transition's ``done`` or, when the env was reset without one (a new ``learn()``, a loaded model), by an
-observation that is not the previous transition's next observation. Per transition and env:
+observation whose newest frame is not the previous transition's. Per transition and env:
 ``3·H·W`` bytes of frame + SB3's action, reward, done and timeout + 4 bytes of step (21,200 bytes at 84²
 with 4 actions), plus one frame per episode.
 
@@ -118,9 +118,9 @@ class PixelReplayBuffer(ReplayBuffer):
             raise ValueError(f"{type(self).__name__}.add: obs/next_obs must have shape {expected}, got {obs.shape} "
                              f"and {next_obs.shape}")
         if self.pos > 0 or self.full:  # an env reset without a done (a new learn(), a load): a new episode
-            previous = np.full(self.n_envs, (self.pos - 1) % self.buffer_size)
-            _, expected = self.stacks(previous, np.arange(self.n_envs))
-            continuing = (obs == expected).reshape(self.n_envs, -1).all(axis=1)
+            # one frame per env, not a rebuilt stack: this runs every step
+            newest = self.frames[(self.pos - 1) % self.buffer_size]
+            continuing = (obs[:, -_CHANNELS:] == newest).reshape(self.n_envs, -1).all(axis=1)
             self._next_step = np.where(continuing, self._next_step, 0).astype(np.int32)
         for env in range(self.n_envs):
             key = (self.pos, env)
