@@ -99,19 +99,6 @@ _NOT_SHARED = frozenset({"self", "policy", "env", "buffer_size", "replay_buffer_
                          "verbose", "seed", "_init_setup_model", "use_sde", "sde_sample_freq", "use_sde_at_warmup"})
 
 
-def _init_parameters(cls: type) -> set[str]:
-    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up the MRO (DrQ passes SAC's on)."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return names
-
-
 #: alignment_kwargs keys of older checkpoints and YAMLs, still taken and moved to their homes (the buffer's lag,
 #: alignment_buffer_size and seed; the VLM reward's goal image): see ``_Relay._move_legacy_alignment_kwargs``
 LEGACY_ALIGNMENT_KEYS = frozenset({"lag", "alignment_buffer_size", "seed", "goal_image"})
@@ -221,7 +208,9 @@ class _Relay:
         if not self.relay:
             self.sac_agent = None
             return
-        accepted = _init_parameters(self.backbone) - _NOT_SHARED
+        from furl_wrappers.zoo import _init_keys  # follows **kwargs up the MRO (DrQ passes SAC's on)
+
+        accepted = (_init_keys(self.backbone) or set()) - _NOT_SHARED
         shared = {name: getattr(self, name) for name in accepted if hasattr(self, name)}
         if isinstance(shared.get("policy_kwargs"), dict):
             shared["policy_kwargs"] = dict(shared["policy_kwargs"])  # the backbone adds keys: not to ours
