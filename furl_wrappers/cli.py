@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser("train", help="train one paper method on one Meta-World task")
+    from furl_wrappers.pretraining.data import DATA_DEFAULTS
+    from furl_wrappers.pretraining.objective import PretrainConfig
     from furl_wrappers.zoo import METHODS
+
+    _PRETRAIN = PretrainConfig()
 
     train.add_argument("--method", required=True,
                        help=f"{', '.join(METHODS)}, or a path to a YAML file in the same format (zoo_configs/)")
@@ -117,12 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("pretrain-vlm", help="train the offline VLM's frame encoder on the 40 tasks outside MT10")
     pre.add_argument("--out", required=True, help="checkpoint path; load it with --vlm furl-mw-vlm:PATH")
     pre.add_argument("--tasks", nargs="*", default=None, help="subset of the non-MT10 tasks (default all 40)")
-    pre.add_argument("--expert-episodes", type=int, default=5, help="per task (default 5)")
-    pre.add_argument("--failed-episodes", type=int, default=3, help="random/perturbed-policy episodes per task")
-    pre.add_argument("--every", type=int, default=2, help="keep every N-th frame (default 2)")
-    pre.add_argument("--steps", type=int, default=3000, help="optimiser steps (default 3000)")
-    pre.add_argument("--batch-size", type=int, default=48, help="frames per optimiser step (default 48)")
-    pre.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+    pre.add_argument("--expert-episodes", type=int, default=DATA_DEFAULTS["expert_episodes"],
+                     help=f"per task (default {DATA_DEFAULTS['expert_episodes']})")
+    pre.add_argument("--failed-episodes", type=int, default=DATA_DEFAULTS["failed_episodes"],
+                     help=f"random/perturbed-policy episodes per task (default {DATA_DEFAULTS['failed_episodes']})")
+    pre.add_argument("--every", type=int, default=DATA_DEFAULTS["every"],
+                     help=f"keep every N-th frame (default {DATA_DEFAULTS['every']})")
+    pre.add_argument("--steps", type=int, default=_PRETRAIN.steps, help=f"optimiser steps (default {_PRETRAIN.steps})")
+    pre.add_argument("--batch-size", type=int, default=_PRETRAIN.batch_size,
+                     help=f"frames per loss term and step (default {_PRETRAIN.batch_size})")
+    pre.add_argument("--lr", type=float, default=_PRETRAIN.lr, help=f"AdamW learning rate (default {_PRETRAIN.lr})")
+    pre.add_argument("--text-adapter", type=int, default=_PRETRAIN.text_adapter,
+                     help=f"hidden width of the trained text adapter, 0 for none (default {_PRETRAIN.text_adapter})")
+    pre.add_argument("--no-paraphrases", action="store_true", help="train on the canonical instructions only")
+    pre.add_argument("--no-hard-negatives", action="store_true", help="drop the scene-sibling ranking term")
     pre.add_argument("--seed", type=int, default=0, help="seeds the data and the training (default 0)")
     pre.add_argument("--input-size", type=int, default=64, help="encoder input side, multiple of 16 (default 64)")
     pre.add_argument("--data-cache", default=None, help="reuse / write the rendered dataset here (.npz)")
@@ -279,7 +291,9 @@ def _cmd_pretrain_vlm(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it or choose another --out")
-    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            text_adapter=args.text_adapter, paraphrases=not args.no_paraphrases,
+                            hard_negatives=not args.no_hard_negatives)
     run_pretraining(out, tasks=args.tasks, expert_episodes=args.expert_episodes,
                     failed_episodes=args.failed_episodes, every=args.every, input_size=args.input_size,
                     data_cache=args.data_cache, workers=args.workers, device=args.device, config=config,

@@ -14,7 +14,9 @@ from furl_wrappers.encoders.minilm import MiniLMTextEncoder
 from furl_wrappers.encoders.offline import (
     SHIPPED_WEIGHTS,
     FrameEncoderNet,
+    TextAdapter,
     load_checkpoint,
+    load_model,
     normalize_frames,
     resize_frames,
     save_checkpoint,
@@ -82,7 +84,7 @@ def test_missing_and_corrupt_weights_are_clear(tmp_path: Path) -> None:
     with pytest.raises(CorruptCheckpointError, match="cannot read"):
         load_checkpoint(garbage)
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
-    with pytest.raises(CorruptCheckpointError, match="not a furl-mw-vlm/1 checkpoint"):
+    with pytest.raises(CorruptCheckpointError, match="not a furl-mw-vlm checkpoint.*furl-mw-vlm/1, furl-mw-vlm/2"):
         load_checkpoint(tmp_path / "other.pt")
     path = save_checkpoint(tmp_path / "ok.pt", FrameEncoderNet(input_size=32))
     payload = torch.load(path, weights_only=True)
@@ -92,6 +94,36 @@ def test_missing_and_corrupt_weights_are_clear(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "truncated.pt")
     with pytest.raises(ValueError, match="multiple of 16"):
         FrameEncoderNet(input_size=50)
+    # a text adapter whose weights do not fit its config
+    path = save_checkpoint(tmp_path / "ad.pt", FrameEncoderNet(input_size=32), text_adapter=TextAdapter(384, 8))
+    payload = torch.load(path, weights_only=True)
+    payload["text_adapter"]["config"]["hidden"] = 16
+    torch.save(payload, tmp_path / "bad-adapter.pt")
+    with pytest.raises(CorruptCheckpointError, match="do not match"):
+        load_model(tmp_path / "bad-adapter.pt")
+
+
+def test_text_adapter_round_trip_and_version_1_files(text_encoder, tmp_path: Path) -> None:
+    adapter = TextAdapter(384, 8)
+    raw = text_encoder.encode(["Open a drawer.", "Dunk the basketball into the basket."])
+    torch.testing.assert_close(adapter(raw), raw)  # zero-initialised output layer: the identity at start
+    with torch.no_grad():
+        adapter.mlp[2].weight.normal_(0, 0.1)
+    net = FrameEncoderNet(input_size=32)
+    path = save_checkpoint(tmp_path / "v2.pt", net, {"note": "v2"}, text_adapter=adapter)
+    enc = OfflineVLMEncoder(path, device="cpu", text_encoder=text_encoder)
+    torch.testing.assert_close(enc.encode_text(["Open a drawer."]), adapter(raw[:1]))
+    assert not torch.allclose(enc.encode_text(["Open a drawer."]), raw[:1])
+    # a version-1 file (no adapter) still loads and uses the sentence encoder as it is
+    payload = torch.load(path, weights_only=True)
+    payload["format"] = "furl-mw-vlm/1"
+    del payload["text_adapter"]
+    torch.save(payload, tmp_path / "v1.pt")
+    old = OfflineVLMEncoder(tmp_path / "v1.pt", device="cpu", text_encoder=text_encoder)
+    assert old.text_adapter is None
+    torch.testing.assert_close(old.encode_text(["Open a drawer."]), raw[:1])
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    torch.testing.assert_close(old.encode_images(frames), enc.encode_images(frames))
 
 
 def test_offline_vlm_inside_the_reward_wrapper_on_an_mt10_task(shipped) -> None:

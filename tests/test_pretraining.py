@@ -10,7 +10,7 @@ import torch
 
 import furl_wrappers
 from furl_wrappers.encoders import make_encoder
-from furl_wrappers.encoders.offline import load_checkpoint
+from furl_wrappers.encoders.offline import load_model
 from furl_wrappers.pretraining import (
     PRETRAIN_TASKS,
     PretrainConfig,
@@ -90,24 +90,79 @@ def test_losses_by_hand() -> None:
     assert float(out["temporal"]) == pytest.approx(float(np.log1p(np.exp(-1.2))), abs=1e-6)
     # failure: gap 0.5 - 1 = -0.5 → softplus(1.0)
     assert float(out["failure"]) == pytest.approx(float(np.log1p(np.exp(1.0))), abs=1e-6)
+    assert float(out["hard"]) == 0.0
     assert float(out["total"]) == pytest.approx(float(out["contrast"] + out["temporal"] + out["failure"]))
+    # hard negative: a sibling's finished frame [0.8, 0.6, 0, 0] against task 0's frame, for task 0's text:
+    # gap 1 - 0.8 = 0.2 → softplus(-0.4)
+    out = pretrain_losses({**emb, "hard": torch.tensor([[0.8, 0.6, 0, 0]])}, text, task, temperature=0.5)
+    assert float(out["hard"]) == pytest.approx(float(np.log1p(np.exp(-0.4))), abs=1e-6)
+    assert float(out["total"]) == pytest.approx(float(out["contrast"] + out["temporal"] + out["failure"]
+                                                      + out["hard"]))
+
+
+def test_sampler_draws_hard_negatives_from_scene_siblings(small_data: PretrainDataset) -> None:
+    from furl_wrappers.pretraining.objective import PretrainSampler
+
+    # door-close's only sibling present is door-lock; reach-wall has none here, so any other task
+    data = PretrainDataset(*(np.concatenate([getattr(small_data, k)] * 2) for k in (
+        "frames", "task_index", "episode", "step", "progress", "failed")), tasks=small_data.tasks,
+        texts=small_data.texts)
+    data.task_index[len(small_data):] += 2
+    data.episode[len(small_data):] += 1000
+    three = PretrainDataset(data.frames, data.task_index, data.episode, data.step, data.progress, data.failed,
+                            tasks=["reach-wall-v3", "door-close-v3", "basketball-v3", "door-lock-v3"],
+                            texts=["a", "b", "c", "d"])
+    sampler = PretrainSampler(three, late_progress=0.75, seed=0)
+    idx = sampler.sample(64, hard_negatives=True)
+    nce_task, hard_task = three.task_index[idx["nce"]], three.task_index[idx["hard"]]
+    assert set(hard_task[nce_task == 1].tolist()) == {3} and set(hard_task[nce_task == 3].tolist()) == {1}
+    assert not np.any(hard_task == nce_task)
+    assert np.all(three.progress[idx["hard"]] >= 0.75) and not three.failed[idx["hard"]].any()
+    assert "hard" not in sampler.sample(4)
+
+
+def test_subset_and_episodes(small_data: PretrainDataset) -> None:
+    sub = small_data.subset(["door-close-v3"])
+    assert sub.tasks == ["door-close-v3"] and set(sub.task_index.tolist()) == {0}
+    assert len(sub) == int(np.sum(small_data.task_index == 1))
+    episodes = sub.episodes(np.arange(len(sub))[:, None].astype(np.float32))
+    assert list(episodes) == ["door-close-v3"] and sum(len(e["embeddings"]) for e in episodes["door-close-v3"]) \
+        == len(sub)
+    for ep in episodes["door-close-v3"]:
+        assert np.all(np.diff(ep["embeddings"][:, 0]) == 1)  # one episode's frames, in order
+    with pytest.raises(ValueError, match="not in this dataset"):
+        small_data.subset(["basketball-v3"])
 
 
 def test_tiny_training_run_lowers_the_loss_and_is_seeded(small_data: PretrainDataset) -> None:
     text = torch.nn.functional.normalize(torch.randn(2, 384, generator=torch.Generator().manual_seed(0)), dim=1)
-    config = PretrainConfig(steps=120, batch_size=8, seed=3)
-    net, history = pretrain(small_data, text, config, net_config={"input_size": 32}, device="cpu", log_every=20)
+    text = torch.cat([text, torch.nn.functional.normalize(text + 0.1, dim=1)])  # two phrasings per task
+    text_task = torch.tensor([0, 1, 0, 1])
+    config = PretrainConfig(steps=120, batch_size=8, seed=3, hard_negatives=True)
+    net, adapter, history = pretrain(small_data, text, config, text_task=text_task, net_config={"input_size": 32},
+                                     device="cpu", log_every=20)
     assert [h["step"] for h in history] == list(range(20, 121, 20))
     assert history[-1]["total"] < 0.7 * history[0]["total"], history
-    net2, _ = pretrain(small_data, text, config, net_config={"input_size": 32}, device="cpu", log_every=20)
-    for a, b in zip(net.state_dict().values(), net2.state_dict().values()):
+    assert history[-1]["hard"] > 0 and adapter is not None and adapter.mlp[2].weight.abs().sum() > 0
+    net2, adapter2, _ = pretrain(small_data, text, config, text_task=text_task, net_config={"input_size": 32},
+                                 device="cpu", log_every=20)
+    for a, b in zip([*net.state_dict().values(), *adapter.state_dict().values()],
+                    [*net2.state_dict().values(), *adapter2.state_dict().values()]):
         assert torch.equal(a, b)
+    # without an adapter, paraphrases or hard negatives: the version-1 objective
+    plain = PretrainConfig(steps=2, batch_size=8, text_adapter=0, paraphrases=False, hard_negatives=False)
+    _, none, hist = pretrain(small_data, text[:2], plain, net_config={"input_size": 32}, device="cpu", log_every=1)
+    assert none is None and hist[-1]["hard"] == 0.0
+    with pytest.raises(ValueError, match="text_task"):
+        pretrain(small_data, text, config, text_task=torch.tensor([0, 0, 0, 0]), net_config={"input_size": 32},
+                 device="cpu")
     with pytest.raises(ValueError, match="input_size"):
         pretrain(small_data, text, config, net_config={"input_size": 64}, device="cpu")
     with pytest.raises(ValueError, match="text_embeddings"):
         pretrain(small_data, text[:1], config, net_config={"input_size": 32}, device="cpu")
-    with pytest.raises(ValueError, match="PretrainConfig"):
-        PretrainConfig(steps=0)
+    for bad in ({"steps": 0}, {"text_adapter": -1}):
+        with pytest.raises(ValueError, match="PretrainConfig"):
+            PretrainConfig(**bad)
 
 
 def test_cli_pretrain_vlm_writes_a_loadable_checkpoint(tmp_path: Path, capsys) -> None:
@@ -118,10 +173,14 @@ def test_cli_pretrain_vlm_writes_a_loadable_checkpoint(tmp_path: Path, capsys) -
             "--failed-episodes", "1", "--every", "10", "--steps", "5", "--batch-size", "4", "--input-size", "32",
             "--data-cache", str(tmp_path / "data.npz"), "--device", "cpu"]
     assert main(args) == 0
-    net, meta = load_checkpoint(out)
+    net, adapter, meta = load_model(out)
     assert meta["tasks"] == ["reach-wall-v3"] and meta["config"]["steps"] == 5 and len(meta["history"]) == 1
+    assert adapter is not None and meta["instructions"] == 5  # the instruction and its four paraphrases
     enc = make_encoder(f"furl-mw-vlm:{out}", device="cpu")
     assert enc.encode_images(np.zeros((2, 64, 64, 3), np.uint8)).shape == (2, 384)
+    # the text goes through the trained adapter
+    raw = enc.text_encoder.encode(["Reach a goal position."])
+    torch.testing.assert_close(enc.encode_text(["Reach a goal position."]), adapter(raw))
     # no clobbering; the cached data is reused; MT10 refused before anything runs
     assert main(args) == 2 and "exists" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0 and "loaded" in capsys.readouterr().out

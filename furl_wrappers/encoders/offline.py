@@ -36,18 +36,22 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CorruptCheckpointError",
     "FrameEncoderNet",
+    "TextAdapter",
     "OfflineVLMEncoder",
     "resize_frames",
     "normalize_frames",
     "save_checkpoint",
     "load_checkpoint",
+    "load_model",
 ]
 
 #: the encoder's name in make_encoder
 OFFLINE_VLM = "furl-mw-vlm"
 #: the weights shipped in the package
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "furl-mw-vlm.pt"
-CHECKPOINT_FORMAT = "furl-mw-vlm/1"
+CHECKPOINT_FORMAT = "furl-mw-vlm/2"
+#: formats load_checkpoint reads (version 1 has no text adapter)
+READABLE_FORMATS = ("furl-mw-vlm/1", CHECKPOINT_FORMAT)
 
 DEFAULT_NET_CONFIG: dict[str, Any] = {"input_size": 64, "channels": [32, 64, 128, 128], "hidden": 256, "out_dim": 384}
 
@@ -103,16 +107,53 @@ class FrameEncoderNet(nn.Module):
         return F.normalize(self.mlp(self.conv(x)), dim=-1)
 
 
-def save_checkpoint(path: Union[str, Path], net: FrameEncoderNet, meta: Optional[dict] = None) -> Path:
-    """Write ``{format, config, state_dict, meta}`` atomically (temp file + rename)."""
-    payload = {"format": CHECKPOINT_FORMAT, "config": dict(net.config),
-               "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+class TextAdapter(nn.Module):
+    """A residual MLP on the frozen sentence embedding: ``normalize(t + W2 GELU(W1 t))``.
+
+    ``W2`` starts at zero, so an untrained adapter is the identity on unit-norm inputs and training only moves
+    instructions as far as the frames require.
+
+    Args:
+        dim: embedding size (384, MiniLM's).
+        hidden: MLP width.
+    """
+
+    def __init__(self, dim: int = 384, hidden: int = 256) -> None:
+        super().__init__()
+        if dim < 1 or hidden < 1:
+            raise ValueError(f"TextAdapter needs dim >= 1 and hidden >= 1, got {dim}, {hidden}")
+        self.config = {"dim": int(dim), "hidden": int(hidden)}
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        """``(N, dim)`` sentence embeddings → unit-norm ``(N, dim)``."""
+        return F.normalize(text + self.mlp(text), dim=-1)
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(path: Union[str, Path], net: FrameEncoderNet, meta: Optional[dict] = None,
+                    text_adapter: Optional[TextAdapter] = None) -> Path:
+    """Write ``{format, config, state_dict, text_adapter, meta}`` atomically (temp file + rename)."""
+    payload = {"format": CHECKPOINT_FORMAT, "config": dict(net.config), "state_dict": _state(net),
+               "text_adapter": None if text_adapter is None else {"config": dict(text_adapter.config),
+                                                                  "state_dict": _state(text_adapter)},
                "meta": dict(meta or {})}
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: Union[str, Path]) -> tuple[FrameEncoderNet, dict]:
-    """Load a ``furl-mw-vlm`` checkpoint → ``(net in eval mode, meta)``.
+    """Load a ``furl-mw-vlm`` checkpoint's image side → ``(net in eval mode, meta)`` (see :func:`load_model`)."""
+    net, _, meta = load_model(path)
+    return net, meta
+
+
+def load_model(path: Union[str, Path]) -> tuple[FrameEncoderNet, Optional[TextAdapter], dict]:
+    """Load a ``furl-mw-vlm`` checkpoint → ``(net, text adapter or None, meta)``, both in eval mode.
 
     Raises:
         CorruptCheckpointError: missing file, not a torch file, wrong format or mismatched weights — the
@@ -128,15 +169,23 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[FrameEncoderNet, dict]:
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
         raise CorruptCheckpointError(f"cannot read furl-mw-vlm weights {path} ({type(err).__name__}: {err}); "
                                      f"{fix}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CorruptCheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (format {found!r}); {fix}")
+        raise CorruptCheckpointError(f"{path} is not a furl-mw-vlm checkpoint (format {found!r}, readable: "
+                                     f"{', '.join(READABLE_FORMATS)}); {fix}")
     try:
         net = FrameEncoderNet(**payload["config"])
         net.load_state_dict(payload["state_dict"], strict=True)
+        adapter = None
+        if payload.get("text_adapter") is not None:
+            adapter = TextAdapter(**payload["text_adapter"]["config"])
+            adapter.load_state_dict(payload["text_adapter"]["state_dict"], strict=True)
+            adapter.eval().requires_grad_(False)
+            if adapter.config["dim"] != net.config["out_dim"]:
+                raise ValueError(f"text adapter dim {adapter.config['dim']} != image dim {net.config['out_dim']}")
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CorruptCheckpointError(f"{path}: weights do not match the network ({err}); {fix}") from err
-    return net.eval().requires_grad_(False), dict(payload.get("meta", {}))
+    return net.eval().requires_grad_(False), adapter, dict(payload.get("meta", {}))
 
 
 class OfflineVLMEncoder(VLMEncoder):
@@ -160,8 +209,10 @@ class OfflineVLMEncoder(VLMEncoder):
         from furl_wrappers.encoders.minilm import MiniLMTextEncoder
 
         self.weights = Path(weights) if weights is not None else SHIPPED_WEIGHTS
-        self.net, self.meta = load_checkpoint(self.weights)
+        self.net, self.text_adapter, self.meta = load_model(self.weights)
         self.net.to(self.device)
+        if self.text_adapter is not None:
+            self.text_adapter.to(self.device)
         self.input_size = int(self.net.config["input_size"])
         self.dim = int(self.net.config["out_dim"])
         self.text_encoder = text_encoder if text_encoder is not None else MiniLMTextEncoder(device=self.device)
@@ -173,4 +224,5 @@ class OfflineVLMEncoder(VLMEncoder):
         return self.net(normalize_frames(resize_frames(frames, self.input_size)))
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        return self.text_encoder.encode(texts)
+        text = self.text_encoder.encode(texts)
+        return text if self.text_adapter is None else self.text_adapter(text)

@@ -31,12 +31,16 @@ import torch
 from furl_wrappers._atomic import atomic_write
 from furl_wrappers.tasks import ALL_TASKS, MT10_TASKS, canonical_task, instruction
 
-__all__ = ["PRETRAIN_TASKS", "PretrainDataset", "check_pretrain_tasks", "rollout_episode", "generate_dataset"]
+__all__ = ["DATA_DEFAULTS", "PRETRAIN_TASKS", "PretrainDataset", "check_pretrain_tasks", "rollout_episode",
+           "generate_dataset"]
 
 #: the 40 tasks the offline VLM is trained on (all of Meta-World minus MT10), sorted
 PRETRAIN_TASKS: tuple[str, ...] = tuple(sorted(t for t in ALL_TASKS if t not in MT10_TASKS))
 
 _KIND_CODES = {"success": 0, "failed": 1}
+
+#: the shipped model's data: episodes per task (expert, failing policies) and the frame stride
+DATA_DEFAULTS: dict[str, int] = {"expert_episodes": 10, "failed_episodes": 4, "every": 2}
 
 
 def check_pretrain_tasks(tasks: Optional[Sequence[str]]) -> list[str]:
@@ -91,6 +95,33 @@ class PretrainDataset:
             handle, frames=self.frames, task_index=self.task_index, episode=self.episode, step=self.step,
             progress=self.progress, failed=self.failed, tasks=np.array(self.tasks), texts=np.array(self.texts)))
 
+    def subset(self, tasks: Sequence[str]) -> "PretrainDataset":
+        """The frames of ``tasks`` only (in that order; task indices renumbered, episodes kept)."""
+        missing = [t for t in tasks if t not in self.tasks]
+        if missing:
+            raise ValueError(f"{missing} are not in this dataset (it has {self.tasks})")
+        old = np.array([self.tasks.index(t) for t in tasks])
+        keep = np.isin(self.task_index, old)
+        remap = np.full(len(self.tasks), -1, np.int16)
+        remap[old] = np.arange(len(tasks))
+        return PretrainDataset(self.frames[keep], remap[self.task_index[keep]], self.episode[keep], self.step[keep],
+                               self.progress[keep], self.failed[keep], list(tasks),
+                               [self.texts[i] for i in old])
+
+    def episodes(self, embeddings: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
+        """Per task, its episodes as ``{"embeddings", "success"}`` for
+        :func:`~furl_wrappers.pretraining.evaluation.zero_shot_metrics` (success = at or after the first success).
+
+        Args:
+            embeddings: ``(len(self), D)`` one per frame.
+        """
+        out: dict[str, list[dict[str, np.ndarray]]] = {t: [] for t in self.tasks}
+        for e in np.unique(self.episode):
+            rows = np.flatnonzero(self.episode == e)
+            out[self.tasks[int(self.task_index[rows[0]])]].append(
+                {"embeddings": embeddings[rows], "success": self.progress[rows] >= 1.0})
+        return out
+
     @classmethod
     def load(cls, path: Union[str, Path]) -> "PretrainDataset":
         with np.load(path) as z:
@@ -130,8 +161,10 @@ def _task_episodes(task: str, expert_episodes: int, failed_episodes: int, seed: 
             for k, (kind, noise) in enumerate(plan)]
 
 
-def generate_dataset(tasks: Optional[Sequence[str]] = None, *, expert_episodes: int = 5, failed_episodes: int = 3,
-                     seed: int = 0, every: int = 2, max_steps: int = 300, image_size: int = 224,
+def generate_dataset(tasks: Optional[Sequence[str]] = None, *,
+                     expert_episodes: int = DATA_DEFAULTS["expert_episodes"],
+                     failed_episodes: int = DATA_DEFAULTS["failed_episodes"], seed: int = 0,
+                     every: int = DATA_DEFAULTS["every"], max_steps: int = 300, image_size: int = 224,
                      input_size: int = 64, camera: str = "corner2", workers: int = 1,
                      progress: Optional[Callable[[str, int, int], None]] = None) -> PretrainDataset:
     """Roll out ``expert_episodes`` expert and ``failed_episodes`` failing-policy episodes per task.

