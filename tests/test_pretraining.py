@@ -186,3 +186,25 @@ def test_cli_pretrain_vlm_writes_a_loadable_checkpoint(tmp_path: Path, capsys) -
     assert main(args + ["--overwrite"]) == 0 and "loaded" in capsys.readouterr().out
     assert main(["pretrain-vlm", "--out", str(tmp_path / "x.pt"), "--tasks", "drawer-open"]) == 2
     assert "held out" in capsys.readouterr().err
+
+
+def test_validation_tasks_are_held_out_of_training_and_scored(tmp_path: Path) -> None:
+    from furl_wrappers.pretraining import run_pretraining
+
+    kwargs = dict(expert_episodes=1, failed_episodes=1, every=10, input_size=32, device="cpu",
+                  config=PretrainConfig(steps=3, batch_size=4), say=lambda line: None)
+    for bad in (["reach-wall", "door-close"], ["basketball"]):
+        with pytest.raises(ValueError, match="some, not all"):
+            run_pretraining(tmp_path / "x.pt", tasks=["reach-wall", "door-close"], val_tasks=bad, **kwargs)
+    with pytest.raises(ValueError, match="held out"):
+        run_pretraining(tmp_path / "x.pt", tasks=["reach-wall", "door-close"], val_tasks=["drawer-open"], **kwargs)
+    assert not (tmp_path / "x.pt").exists()
+    meta = run_pretraining(tmp_path / "v.pt", tasks=["reach-wall", "door-close"], val_tasks=["door-close"], **kwargs)
+    assert meta["tasks"] == ["reach-wall-v3"] and meta["val_tasks"] == ["door-close-v3"]
+    assert meta["instructions"] == 5  # reach-wall's instruction and paraphrases only
+    v = meta["validation"]
+    assert set(v) >= {"top1", "matched_auc", "median_success_auc", "median_spearman", "rank"}
+    rank = v["rank"]["door-close-v3"]  # one task: its own instruction is the only one (NaN without a success)
+    assert list(v["rank"]) == ["door-close-v3"] and (rank == 1 or np.isnan(rank))
+    _, _, saved = load_model(tmp_path / "v.pt")
+    assert saved["val_tasks"] == ["door-close-v3"] and set(saved["validation"]) == set(v)

