@@ -46,7 +46,7 @@ __all__ = ["PretrainConfig", "PretrainSampler", "pretrain_losses", "pretrain"]
 class PretrainConfig:
     """Hyperparameters of :func:`pretrain` (defaults: the shipped model's)."""
 
-    steps: int = 3000
+    steps: int = 1000
     batch_size: int = 48
     lr: float = 3e-4
     weight_decay: float = 1e-4
