@@ -53,6 +53,8 @@ def test_shipped_weights_load_offline_and_are_deterministic(shipped, monkeypatch
     assert shipped.pretrained is True and shipped.dim == 384 and shipped.name == "furl-mw-vlm"
     # trained only on tasks outside MT10
     assert not set(shipped.meta["tasks"]) & set(furl_wrappers.MT10_TASKS) and len(shipped.meta["tasks"]) == 40
+    # version 2: a trained text adapter, fitted on the training tasks' instructions and paraphrases only
+    assert shipped.text_adapter is not None and shipped.meta["instructions"] == 200 and not shipped.meta["val_tasks"]
     frames = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     a, b = shipped.encode_images(frames), shipped.encode_images(frames)
     assert a.shape == (3, 384) and torch.equal(a, b)
