@@ -11,7 +11,7 @@ it describes instead of near the nearest training sentence.
 frame of one must match its own instruction better than a sibling's finished frame does.
 
 Example:
-    >>> from furl_wrappers.pretraining.paraphrases import instruction_variants
+    >>> from furl_wrappers.pretraining.instructions import instruction_variants
     >>> instruction_variants("door-close-v3")[0]
     'Close a door with a revolving joint.'
 """
