@@ -160,7 +160,7 @@ def test_tiny_training_run_lowers_the_loss_and_is_seeded(small_data: PretrainDat
         pretrain(small_data, text, config, net_config={"input_size": 64}, device="cpu")
     with pytest.raises(ValueError, match="text_embeddings"):
         pretrain(small_data, text[:1], config, net_config={"input_size": 32}, device="cpu")
-    for bad in ({"steps": 0}, {"text_adapter": -1}):
+    for bad in ({"steps": 0}, {"text_adapter": -1}, {"failure_progress": 1.5}, {"late_progress": -0.1}):
         with pytest.raises(ValueError, match="PretrainConfig"):
             PretrainConfig(**bad)
 
@@ -186,6 +186,8 @@ def test_cli_pretrain_vlm_writes_a_loadable_checkpoint(tmp_path: Path, capsys) -
     assert main(args + ["--overwrite"]) == 0 and "loaded" in capsys.readouterr().out
     assert main(["pretrain-vlm", "--out", str(tmp_path / "x.pt"), "--tasks", "drawer-open"]) == 2
     assert "held out" in capsys.readouterr().err
+    assert main(["pretrain-vlm", "--out", str(tmp_path / "x.pt"), "--text-adapter", "-1"]) == 2
+    assert "text_adapter >= 0" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 def test_validation_tasks_are_held_out_of_training_and_scored(tmp_path: Path) -> None:

@@ -65,9 +65,10 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         if (self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or self.temperature <= 0 or self.shift < 0
-                or self.text_adapter < 0):
+                or self.text_adapter < 0 or not 0 <= self.late_progress <= 1 or not 0 <= self.failure_progress <= 1):
             raise ValueError(f"bad PretrainConfig {self}: need steps >= 1, batch_size >= 2, lr > 0, "
-                             "temperature > 0, shift >= 0, text_adapter >= 0")
+                             "temperature > 0, shift >= 0, text_adapter >= 0, late_progress and failure_progress in "
+                             "[0, 1] (1 = the first success)")
 
 
 class PretrainSampler:
