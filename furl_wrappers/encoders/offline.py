@@ -226,4 +226,4 @@ class OfflineVLMEncoder(VLMEncoder):
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         text = self.text_encoder.encode(texts)
-        return text if self.text_adapter is None else self.text_adapter(text)
+        return text if self.text_adapter is None else self.text_adapter(text.to(self.device))

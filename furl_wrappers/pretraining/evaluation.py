@@ -90,7 +90,8 @@ def zero_shot_metrics(episodes: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
             sims = np.concatenate(done_frames) @ text.T  # (F, n_tasks)
             scores = sims.mean(0)
             row["scores"] = [round(float(s), 4) for s in scores]
-            row["rank"] = int(1 + np.sum(scores > scores[i]))
+            # a diverged encoder (non-finite scores) must not count as a retrieval
+            row["rank"] = int(1 + np.sum(scores > scores[i])) if np.all(np.isfinite(scores)) else float("nan")
             matched.append(sims[:, i])
             mismatched.append(np.delete(sims, i, axis=1).ravel())
         if pos and neg:
