@@ -184,6 +184,8 @@ def test_cli_pretrain_vlm_writes_a_loadable_checkpoint(tmp_path: Path, capsys) -
     # no clobbering; the cached data is reused; MT10 refused before anything runs
     assert main(args) == 2 and "exists" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0 and "loaded" in capsys.readouterr().out
+    assert main([a if a != "1" else "2" for a in args] + ["--overwrite"]) == 2  # 2 + 2 episodes: not this cache
+    assert "episodes per task" in capsys.readouterr().err
     assert main(["pretrain-vlm", "--out", str(tmp_path / "x.pt"), "--tasks", "drawer-open"]) == 2
     assert "held out" in capsys.readouterr().err
     assert main(["pretrain-vlm", "--out", str(tmp_path / "x.pt"), "--text-adapter", "-1"]) == 2

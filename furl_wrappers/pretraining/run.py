@@ -85,6 +85,10 @@ def run_pretraining(out: Union[str, Path], *, tasks: Optional[Sequence[str]] = N
         if data.tasks != tasks or data.frames.shape[-1] != input_size:
             raise ValueError(f"data cache {cache} holds {len(data.tasks)} tasks at {data.frames.shape[-1]}px, "
                              f"not the requested {len(tasks)} at {input_size}px; remove it or pick another path")
+        per_task = len(set(data.episode.tolist())) / len(tasks)
+        if per_task != expert_episodes + failed_episodes:  # else meta["data"] would misreport what trained
+            raise ValueError(f"data cache {cache} holds {per_task:g} episodes per task, not the requested "
+                             f"{expert_episodes} + {failed_episodes}; remove it or pick another path")
         say(f"[furl] loaded {len(data)} frames from {cache}")
     else:
         data = generate_dataset(tasks, expert_episodes=expert_episodes, failed_episodes=failed_episodes,
