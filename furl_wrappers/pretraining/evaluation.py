@@ -39,16 +39,10 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _mean(values: list[float]) -> float:
-    """Mean of the finite values (NaN, without a warning, when there are none): a constant episode has no rank."""
+def _finite(reduce, values: list[float]) -> float:
+    """``reduce`` over the finite values (NaN, without a warning, when there are none: e.g. a constant episode)."""
     finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def _median(values: list[float]) -> float:
-    """Median of the finite values (NaN, without a warning, when there are none)."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.median(finite)) if finite else float("nan")
+    return float(reduce(finite)) if finite else float("nan")
 
 
 def zero_shot_metrics(episodes: Mapping[str, Sequence[Mapping[str, np.ndarray]]], text: np.ndarray) -> dict:
@@ -85,7 +79,7 @@ def zero_shot_metrics(episodes: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
             else:
                 neg.append(cos)
         row = {"rank": float("nan"), "scores": [], "success_auc": float("nan"),
-               "spearman": _mean(rhos)}
+               "spearman": _finite(np.mean, rhos)}
         if done_frames:
             sims = np.concatenate(done_frames) @ text.T  # (F, n_tasks)
             scores = sims.mean(0)
@@ -102,7 +96,7 @@ def zero_shot_metrics(episodes: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
         "top1": float(np.mean([r == 1 for r in ranks])) if ranks else float("nan"),
         "matched_auc": roc_auc(np.concatenate(matched), np.concatenate(mismatched))
         if matched and len(tasks) > 1 else float("nan"),
-        "median_success_auc": _median([r["success_auc"] for r in per_task.values()]),
-        "median_spearman": _median([r["spearman"] for r in per_task.values()]),
+        "median_success_auc": _finite(np.median, [r["success_auc"] for r in per_task.values()]),
+        "median_spearman": _finite(np.median, [r["spearman"] for r in per_task.values()]),
         "tasks": per_task,
     }
