@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     tasks = [furl_wrappers.canonical_task(t) for t in args.tasks]
+    unworded = sorted(set(tasks) - set(MT10_REWORDINGS))
+    if args.paraphrase and unworded:
+        parser.error(f"--paraphrase has rewordings for the MT10 tasks only, not {unworded}")
     encoders = [make_encoder(v, device=args.device) for v in args.vlm]
     print(f"furl_wrappers {furl_wrappers.__version__} | {platform.node()} | {os.cpu_count()} CPUs | "
           f"device {encoders[0].device} | {time.strftime('%Y-%m-%d')}")

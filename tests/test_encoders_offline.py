@@ -16,7 +16,7 @@ from furl_wrappers.encoders.offline import (
     FrameEncoderNet,
     TextAdapter,
     load_checkpoint,
-    load_model,
+    load_offline_vlm,
     normalize_frames,
     resize_frames,
     save_checkpoint,
@@ -102,7 +102,7 @@ def test_missing_and_corrupt_weights_are_clear(tmp_path: Path) -> None:
     payload["text_adapter"]["config"]["hidden"] = 16
     torch.save(payload, tmp_path / "bad-adapter.pt")
     with pytest.raises(CorruptCheckpointError, match="do not match"):
-        load_model(tmp_path / "bad-adapter.pt")
+        load_offline_vlm(tmp_path / "bad-adapter.pt")
 
 
 def test_text_adapter_round_trip_and_version_1_files(text_encoder, tmp_path: Path) -> None:

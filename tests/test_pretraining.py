@@ -10,7 +10,7 @@ import torch
 
 import furl_wrappers
 from furl_wrappers.encoders import make_encoder
-from furl_wrappers.encoders.offline import load_model
+from furl_wrappers.encoders.offline import load_offline_vlm
 from furl_wrappers.pretraining import (
     PRETRAIN_TASKS,
     PretrainConfig,
@@ -130,8 +130,10 @@ def test_subset_and_episodes(small_data: PretrainDataset) -> None:
         == len(sub)
     for ep in episodes["door-close-v3"]:
         assert np.all(np.diff(ep["embeddings"][:, 0]) == 1)  # one episode's frames, in order
-    with pytest.raises(ValueError, match="not in this dataset"):
-        small_data.subset(["basketball-v3"])
+    assert small_data.subset(["door-close"]).tasks == ["door-close-v3"]  # canonicalised
+    for bad in (["basketball-v3"], [], ["door-close-v3", "door-close"]):  # absent, empty, repeated
+        with pytest.raises(ValueError, match="subset needs distinct tasks of this dataset"):
+            small_data.subset(bad)
 
 
 def test_tiny_training_run_lowers_the_loss_and_is_seeded(small_data: PretrainDataset) -> None:
@@ -171,9 +173,9 @@ def test_cli_pretrain_vlm_writes_a_loadable_checkpoint(tmp_path: Path, capsys) -
     out = tmp_path / "vlm.pt"
     args = ["pretrain-vlm", "--out", str(out), "--tasks", "reach-wall", "--expert-episodes", "1",
             "--failed-episodes", "1", "--every", "10", "--steps", "5", "--batch-size", "4", "--input-size", "32",
-            "--data-cache", str(tmp_path / "data.npz"), "--device", "cpu"]
+            "--data-cache", str(tmp_path / "data.npz"), "--device", "cpu", "--text-adapter", "16"]
     assert main(args) == 0
-    net, adapter, meta = load_model(out)
+    net, adapter, meta = load_offline_vlm(out)
     assert meta["tasks"] == ["reach-wall-v3"] and meta["config"]["steps"] == 5 and len(meta["history"]) == 1
     assert adapter is not None and meta["instructions"] == 5  # the instruction and its four paraphrases
     enc = make_encoder(f"furl-mw-vlm:{out}", device="cpu")
@@ -210,5 +212,5 @@ def test_validation_tasks_are_held_out_of_training_and_scored(tmp_path: Path) ->
     assert set(v) >= {"top1", "matched_auc", "median_success_auc", "median_spearman", "rank"}
     rank = v["rank"]["door-close-v3"]  # one task: its own instruction is the only one (NaN without a success)
     assert list(v["rank"]) == ["door-close-v3"] and (rank == 1 or np.isnan(rank))
-    _, _, saved = load_model(tmp_path / "v.pt")
+    _, _, saved = load_offline_vlm(tmp_path / "v.pt")
     assert saved["val_tasks"] == ["door-close-v3"] and set(saved["validation"]) == set(v)

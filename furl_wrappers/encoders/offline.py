@@ -43,7 +43,7 @@ __all__ = [
     "normalize_frames",
     "save_checkpoint",
     "load_checkpoint",
-    "load_model",
+    "load_offline_vlm",
 ]
 
 #: the encoder's name in make_encoder
@@ -148,12 +148,13 @@ def save_checkpoint(path: Union[str, Path], net: FrameEncoderNet, meta: Optional
 
 
 def load_checkpoint(path: Union[str, Path]) -> tuple[FrameEncoderNet, dict]:
-    """Load a ``furl-mw-vlm`` checkpoint's image side → ``(net in eval mode, meta)`` (see :func:`load_model`)."""
-    net, _, meta = load_model(path)
+    """Load a ``furl-mw-vlm`` checkpoint's image side → ``(net in eval mode, meta)``; see
+    :func:`load_offline_vlm`."""
+    net, _, meta = load_offline_vlm(path)
     return net, meta
 
 
-def load_model(path: Union[str, Path]) -> tuple[FrameEncoderNet, Optional[TextAdapter], dict]:
+def load_offline_vlm(path: Union[str, Path]) -> tuple[FrameEncoderNet, Optional[TextAdapter], dict]:
     """Load a ``furl-mw-vlm`` checkpoint → ``(net, text adapter or None, meta)``, both in eval mode.
 
     Raises:
@@ -210,7 +211,7 @@ class OfflineVLMEncoder(VLMEncoder):
         from furl_wrappers.encoders.minilm import MiniLMTextEncoder
 
         self.weights = Path(weights) if weights is not None else SHIPPED_WEIGHTS
-        self.net, self.text_adapter, self.meta = load_model(self.weights)
+        self.net, self.text_adapter, self.meta = load_offline_vlm(self.weights)
         self.net.to(self.device)
         if self.text_adapter is not None:
             self.text_adapter.to(self.device)

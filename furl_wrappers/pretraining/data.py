@@ -40,7 +40,7 @@ PRETRAIN_TASKS: tuple[str, ...] = tuple(sorted(t for t in ALL_TASKS if t not in 
 _KIND_CODES = {"success": 0, "failed": 1}
 
 #: the shipped model's data: episodes per task (expert, failing policies) and the frame stride
-DATA_DEFAULTS: dict[str, int] = {"expert_episodes": 10, "failed_episodes": 4, "every": 2}
+DATA_DEFAULTS: dict[str, int] = {"expert_episodes": 20, "failed_episodes": 6, "every": 2}
 
 
 def check_pretrain_tasks(tasks: Optional[Sequence[str]]) -> list[str]:
@@ -96,10 +96,15 @@ class PretrainDataset:
             progress=self.progress, failed=self.failed, tasks=np.array(self.tasks), texts=np.array(self.texts)))
 
     def subset(self, tasks: Sequence[str]) -> "PretrainDataset":
-        """The frames of ``tasks`` only (in that order; task indices renumbered, episodes kept)."""
+        """The frames of ``tasks`` only (in that order; task indices renumbered, episodes kept).
+
+        Raises:
+            ValueError: for an empty list, a repeated task or one this dataset lacks.
+        """
+        tasks = [canonical_task(t) for t in tasks]
         missing = [t for t in tasks if t not in self.tasks]
-        if missing:
-            raise ValueError(f"{missing} are not in this dataset (it has {self.tasks})")
+        if not tasks or missing or len(set(tasks)) != len(tasks):
+            raise ValueError(f"subset needs distinct tasks of this dataset, got {tasks} (it has {self.tasks})")
         old = np.array([self.tasks.index(t) for t in tasks])
         keep = np.isin(self.task_index, old)
         remap = np.full(len(self.tasks), -1, np.int16)

@@ -57,7 +57,7 @@ class PretrainConfig:
     shift: int = 4
     seed: int = 0
     #: hidden width of the trainable text adapter; 0 keeps the sentence encoder's embeddings as they are
-    text_adapter: int = 256
+    text_adapter: int = 0
     #: draw one of each task's phrasings per step (needs the variants passed to :func:`pretrain`)
     paraphrases: bool = True
     #: the scene-sibling frame-ranking term
