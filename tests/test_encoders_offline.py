@@ -53,8 +53,10 @@ def test_shipped_weights_load_offline_and_are_deterministic(shipped, monkeypatch
     assert shipped.pretrained is True and shipped.dim == 384 and shipped.name == "furl-mw-vlm"
     # trained only on tasks outside MT10
     assert not set(shipped.meta["tasks"]) & set(furl_wrappers.MT10_TASKS) and len(shipped.meta["tasks"]) == 40
-    # version 2: a trained text adapter, fitted on the training tasks' instructions and paraphrases only
-    assert shipped.text_adapter is not None and shipped.meta["instructions"] == 200 and not shipped.meta["val_tasks"]
+    # version 3: trained on the training tasks' instructions and paraphrases only, no text adapter (format 2 file)
+    assert shipped.text_adapter is None and shipped.meta["instructions"] == 200 and not shipped.meta["val_tasks"]
+    assert shipped.meta["data"]["expert_episodes"] == 20 and shipped.meta["data"]["failed_episodes"] == 6
+    torch.testing.assert_close(shipped.encode_text(["Open a drawer."]), shipped.text_encoder.encode(["Open a drawer."]))
     frames = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     a, b = shipped.encode_images(frames), shipped.encode_images(frames)
     assert a.shape == (3, 384) and torch.equal(a, b)

@@ -140,7 +140,7 @@ def test_tiny_training_run_lowers_the_loss_and_is_seeded(small_data: PretrainDat
     text = torch.nn.functional.normalize(torch.randn(2, 384, generator=torch.Generator().manual_seed(0)), dim=1)
     text = torch.cat([text, torch.nn.functional.normalize(text + 0.1, dim=1)])  # two phrasings per task
     text_task = torch.tensor([0, 1, 0, 1])
-    config = PretrainConfig(steps=120, batch_size=8, seed=3, hard_negatives=True)
+    config = PretrainConfig(steps=120, batch_size=8, seed=3, hard_negatives=True, text_adapter=32)
     net, adapter, history = pretrain(small_data, text, config, text_task=text_task, net_config={"input_size": 32},
                                      device="cpu", log_every=20)
     assert [h["step"] for h in history] == list(range(20, 121, 20))

