@@ -28,10 +28,11 @@ from typing import Any, Union
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 
+from furl_wrappers._safe_files import MAX_JSON_BYTES, CorruptFileError, loads_json
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.checkpoint import CheckpointMismatchError
 from furl_wrappers.pixel_buffer import PixelReplayBuffer
-from furl_wrappers.serialization import _CUT, _FORMAT, CorruptFileError, _check_zip, _resolve, _write
+from furl_wrappers.serialization import _CUT, _FORMAT, _check_zip, _resolve, _write
 
 __all__ = ["save_buffer", "load_buffer"]
 
@@ -96,6 +97,60 @@ def save_buffer(buffer: ReplayBuffer, path: Union[str, os.PathLike], *, step: in
     return _write(path, ".npz", lambda handle: np.savez(handle, **arrays))
 
 
+#: the largest embedding a buffer file may declare (CLIP ViT-L/14: 768, LIV: 1024)
+MAX_EMBEDDING_DIM = 8192
+_EXTRA_PREFIXES = ("alignment/", "episodes/", "pixels/")
+
+
+def _check_fit(meta: dict[str, Any], buffer: ReplayBuffer, label: str) -> None:
+    """The file is for this buffer (class, size, envs) and its embeddings are of a sane size; allocates the
+    buffer's embeddings when the model has not yet (they are allocated at its first add)."""
+    for key, have in (("class", f"{type(buffer).__module__}:{type(buffer).__qualname__}"),
+                      ("buffer_size", buffer.buffer_size), ("n_envs", buffer.n_envs)):
+        if meta.get(key) != have:
+            raise CheckpointMismatchError(f"{label!r} does not fit this buffer: {key} is {meta.get(key)!r} in the "
+                                          f"file, {have!r} here; load it into the model it was saved from")
+    vlm = meta.get("vlm")
+    if not isinstance(buffer, VLMReplayBuffer) or not isinstance(vlm, dict) or vlm.get("embedding_dim") is None:
+        return
+    dim = vlm["embedding_dim"]
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_EMBEDDING_DIM:
+        raise CorruptFileError(f"{label!r}: embedding_dim {dim!r} is not an integer in [1, {MAX_EMBEDDING_DIM}]")
+    if (buffer.embedding_dtype, np.dtype(vlm["embedding_dtype"])) == (np.float16, np.float32):
+        buffer.embedding_dtype = np.dtype(np.float32)  # float16 storage switched to float32 at run time
+        if buffer.embedding_dim is not None:
+            buffer.embeddings = buffer.embeddings.astype(np.float32)
+    if buffer.embedding_dim is None:
+        saved = (vlm["embedding_dtype"], vlm["alignment"]["capacity"], vlm["alignment"]["lag"])
+        have = (buffer.embedding_dtype.str, buffer.alignment_buffer_size, buffer.lag)
+        if saved != have:
+            raise CheckpointMismatchError(f"{label!r} does not fit this buffer: (embedding dtype, "
+                                          f"alignment_buffer_size, lag) is {saved!r} in the file, {have!r} here; load "
+                                          "it into the model it was saved from")
+        buffer._allocate(dim)
+
+
+def _check_members(npz: Any, buffer: ReplayBuffer, label: str) -> None:
+    """Every member is one this buffer has, and no bigger than the buffer's own array (a planted member or a
+    zip bomb is refused before it is read)."""
+    own = {k: v.nbytes for k, v in _buffer_arrays(buffer).items()}
+    if isinstance(buffer, VLMReplayBuffer) and buffer.embedding_dim is not None:
+        own.update({f"alignment/{k}": v.nbytes for k, v in buffer.alignment.state_dict().items()
+                    if isinstance(v, np.ndarray)})
+    budget = 2 * sum(own.values()) + 64 * 2**20  # + unfinished episodes and first frames, bounded by the buffer
+    for name in npz.files:
+        size = npz.zip.getinfo(f"{name}.npy").file_size
+        if name != "meta" and name not in own and not name.startswith(_EXTRA_PREFIXES):
+            raise CorruptFileError(f"{label!r} has a member {name!r} that this {type(buffer).__name__} does not "
+                                   "have (not read)")
+        if name in own and size > own[name] + 2**16:
+            raise CorruptFileError(f"{label!r}: member {name!r} unpacks to {size} bytes, more than this buffer's "
+                                   f"{own[name]} (not read)")
+        budget -= size
+        if budget < 0:
+            raise CorruptFileError(f"{label!r} unpacks to more bytes than this buffer holds (not read)")
+
+
 def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
     """Fill ``buffer`` (built by the model: same class and sizes) from a :func:`save_buffer` file.
 
@@ -112,12 +167,18 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
             _check_zip(handle, label, "replay buffer file", "meta.npy")
             handle.seek(0)
             with np.load(handle, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-        step, pos, full, vlm = int(meta["step"]), int(meta["pos"]), bool(meta["full"]), meta.get("vlm")
-    except CorruptFileError:
+                if npz.zip.getinfo("meta.npy").file_size > MAX_JSON_BYTES:
+                    raise CorruptFileError(f"{label!r}: its meta entry is larger than {MAX_JSON_BYTES} bytes")
+                meta = loads_json(npz["meta"].tobytes(), f"{label}:meta")
+                if not isinstance(meta, dict):
+                    raise CorruptFileError(f"{label!r}: its meta entry is not a JSON object")
+                step, pos, full, vlm = int(meta["step"]), int(meta["pos"]), bool(meta["full"]), meta.get("vlm")
+                _check_fit(meta, buffer, label)  # before any array is read or allocated
+                _check_members(npz, buffer, label)
+                arrays = {k: npz[k] for k in npz.files if k != "meta"}
+    except (CorruptFileError, CheckpointMismatchError):
         raise
-    except _CUT as err:
+    except (*_CUT, TypeError, AttributeError) as err:
         raise CorruptFileError(f"{label!r} is not a complete replay buffer file (truncated or corrupt): "
                                f"{type(err).__name__}: {err}") from None
 
@@ -126,19 +187,6 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
             raise CheckpointMismatchError(f"{label!r} does not fit this buffer: {what} is {saved!r} in the file, "
                                           f"{have!r} here; load it into the model it was saved from")
 
-    for key, have in (("class", f"{type(buffer).__module__}:{type(buffer).__qualname__}"),
-                      ("buffer_size", buffer.buffer_size), ("n_envs", buffer.n_envs)):
-        check(key, meta.get(key), have)
-    if isinstance(buffer, VLMReplayBuffer) and (buffer.embedding_dtype, np.dtype(vlm["embedding_dtype"])) == (
-            np.float16, np.float32):  # float16 storage switched to float32 at run time (embeddings beyond float16)
-        buffer.embedding_dtype = np.dtype(np.float32)
-        if buffer.embedding_dim is not None:
-            buffer.embeddings = buffer.embeddings.astype(np.float32)
-    if isinstance(buffer, VLMReplayBuffer) and buffer.embedding_dim is None and vlm["embedding_dim"] is not None:
-        # the model's buffer allocates its embeddings at its first add: check what it would allocate, then do it
-        check("(embedding dtype, alignment_buffer_size, lag)", (vlm["embedding_dtype"], vlm["alignment"]["capacity"],
-              vlm["alignment"]["lag"]), (buffer.embedding_dtype.str, buffer.alignment_buffer_size, buffer.lag))
-        buffer._allocate(int(vlm["embedding_dim"]))
     rows = int(meta.get("rows", buffer.buffer_size))
     check("rows in use", rows, buffer.buffer_size if full else pos)
     have = {k: (v.shape[1:] if _per_row(v, buffer) else v.shape, v.dtype)

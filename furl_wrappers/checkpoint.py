@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import zipfile
 from pathlib import Path
 from typing import IO, Any, Callable, Optional, Union
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from furl_wrappers._atomic import atomic_write
+from furl_wrappers._safe_files import CorruptFileError, UnsafeFileError, loads_json
 
 __all__ = ["FORMAT", "CheckpointMismatchError", "identity", "env_identity", "check_identity", "write_checkpoint",
            "read_checkpoint", "global_rng_state", "restore_global_rng_state", "relay_state", "restore_relay_state"]
@@ -94,9 +96,13 @@ def global_rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def restore_global_rng_state(state: dict[str, Any], tensors: dict[str, Any]) -> None:
     """Undo :func:`global_rng_state` (SB3's load re-seeds the global generators with the original seed)."""
-    np_rng = state["numpy_rng"]
-    np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
-    torch.set_rng_state(tensors["torch_rng"])
+    try:
+        np_rng = state["numpy_rng"]
+        np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
+        torch.set_rng_state(tensors["torch_rng"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise CorruptFileError(f"the saved numpy/torch RNG state is malformed ({type(err).__name__}: "
+                               f"{str(err)[:80]})") from None
 
 
 def write_checkpoint(path: Union[str, os.PathLike, IO[bytes]], save_sb3: Callable[[IO[bytes]], None],
@@ -148,8 +154,17 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[Path, dict[str, Any]
         if _STATE not in names:
             raise ValueError(f"{str(path)!r} is not a RelayPolicy checkpoint (no {_STATE}); load plain SB3 models "
                              "with SAC.load")
-        state = json.loads(archive.read(_STATE))
-        tensors = torch.load(io.BytesIO(archive.read(_TENSORS)), weights_only=True)
+        state = loads_json(archive.read(_STATE), f"{path}:{_STATE}")
+        try:
+            tensors = torch.load(io.BytesIO(archive.read(_TENSORS)), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise UnsafeFileError(f"{str(path)!r}: {_TENSORS} holds pickled objects besides tensors, which are not "
+                                  "loaded") from None
+        except Exception as err:  # torch's own reading errors: a damaged entry
+            raise CorruptFileError(f"{str(path)!r}: {_TENSORS} is not a torch tensor file ({type(err).__name__})"
+                                   ) from None
+        if not (isinstance(state, dict) and isinstance(tensors, dict)):
+            raise CorruptFileError(f"{str(path)!r}: {_STATE} or {_TENSORS} is not a mapping")
         sac_bytes = archive.read(_SAC) if _SAC in names else None
     return path, state, tensors, sac_bytes
 
@@ -174,7 +189,21 @@ def relay_state(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def restore_relay_state(model: Any, state: dict[str, Any], tensors: dict[str, Any]) -> None:
-    """Undo :func:`relay_state` on a loaded relay agent."""
+    """Undo :func:`relay_state` on a loaded relay agent.
+
+    Raises:
+        CorruptFileError: a malformed state (one line; the half-restored model must be discarded).
+    """
+    try:
+        _restore_relay_state(model, state, tensors)
+    except CorruptFileError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise CorruptFileError(f"the checkpoint's relay state is malformed ({type(err).__name__}: {str(err)[:80]})"
+                               ) from None
+
+
+def _restore_relay_state(model: Any, state: dict[str, Any], tensors: dict[str, Any]) -> None:
     relay = state["relay"]
     model.relay_active = bool(relay["active"])
     if len(relay["ep_step"]) == model.n_envs:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from furl_wrappers._atomic import atomic_write_text
+from furl_wrappers._safe_files import loads_json
 
 __all__ = ["CheckpointSet", "CheckpointError", "capture_rng", "restore_rng"]
 
@@ -62,11 +63,15 @@ def restore_rng(model: Any, state: dict[str, Any]) -> None:
 
     from furl_wrappers.checkpoint import restore_global_rng_state
 
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    restore_global_rng_state(state, {"torch_rng": torch.tensor(state["torch"], dtype=torch.uint8)})
-    if state.get("action_space") is not None:
-        model.action_space.np_random.bit_generator.state = state["action_space"]
+    try:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        restore_global_rng_state(state, {"torch_rng": torch.tensor(state["torch"], dtype=torch.uint8)})
+        if state.get("action_space") is not None:
+            model.action_space.np_random.bit_generator.state = state["action_space"]
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise CheckpointError(f"the RNG states in {CheckpointSet.META} are malformed ({type(err).__name__}: "
+                              f"{str(err)[:80]}); the checkpoint cannot be resumed") from None
 
 
 class CheckpointSet:
@@ -80,6 +85,8 @@ class CheckpointSet:
     BUFFER = "replay_buffer.npz"
     META = "meta.json"
     LEGACY_BUFFER = "replay_buffer.pkl"
+    #: every name a set writes (nothing else in its folder is furl's)
+    NAMES = (MODEL, BUFFER, META, LEGACY_BUFFER)
 
     def __init__(self, path: Union[str, os.PathLike]) -> None:
         self.path = Path(path)
@@ -104,7 +111,7 @@ class CheckpointSet:
     @staticmethod
     def _read_meta(directory: Path) -> Optional[dict[str, Any]]:
         try:
-            meta = json.loads((directory / CheckpointSet.META).read_text())
+            meta = loads_json((directory / CheckpointSet.META).read_bytes(), str(directory / CheckpointSet.META))
         except (OSError, ValueError):
             return None
         return meta if isinstance(meta, dict) and isinstance(meta.get("num_timesteps"), int) else None

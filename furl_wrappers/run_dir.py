@@ -9,6 +9,9 @@
     checkpoint/            model.zip + replay_buffer.npz + meta.json, one consistent set refreshed
                            periodically (for --resume; see furl_wrappers.checkpoint_set)
     .furl_lock             the writer's lock (see furl_wrappers.run_lock)
+    .furl_run.json         the run marker, written first: its run id says furl made this directory's run files
+                           (only a marked directory is ever written into again, and only furl's own names in it
+                           are ever deleted)
     model.zip              the final model
     reward_model_initial.pt / reward_model_final.pt   the reward heads before/after training (tensors only)
     summary.json           written last: the run is finished
@@ -40,11 +43,20 @@ import csv
 import io
 import json
 import os
-import shutil
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from furl_wrappers._atomic import atomic_write_text
+from furl_wrappers._safe_files import (
+    MAX_JSON_BYTES,
+    CorruptFileError,
+    UnsafeFileError,
+    check_not_link,
+    loads_json,
+    open_regular,
+)
 from furl_wrappers.checkpoint_set import CheckpointSet
 from furl_wrappers.envs import run_name
 from furl_wrappers.run_lock import LOCK_NAME, RunLock
@@ -97,6 +109,7 @@ class RunDir:
     CHECKPOINT_BUFFER = CheckpointSet.BUFFER
     CHECKPOINT_META = CheckpointSet.META
     LOCK = LOCK_NAME
+    MARKER = ".furl_run.json"
     REWARD_INITIAL = "reward_model_initial.pt"
     REWARD_FINAL = "reward_model_final.pt"
     SWEEP_STATUS = SWEEP_PREFIX + "status.json"
@@ -182,12 +195,20 @@ class RunDir:
         """The failure files written so far, by attempt."""
         return sorted(self.path.glob(f"{SWEEP_PREFIX}failure_*.txt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
 
-    def _is_run_file(self, name: str) -> bool:
+    def _own_names(self) -> tuple[str, ...]:
         ckpt = CheckpointSet(self.checkpoint)
-        return (name in (self.CONFIG, self.PROGRESS, self.EVALUATIONS, self.SUMMARY, self.MODEL, self.CHECKPOINT,
-                         ckpt.staging.name, ckpt.previous.name, self.REWARD_INITIAL, self.REWARD_FINAL)
+        return (self.CONFIG, self.PROGRESS, self.EVALUATIONS, self.SUMMARY, self.MODEL, self.CHECKPOINT,
+                ckpt.staging.name, ckpt.previous.name, self.REWARD_INITIAL, self.REWARD_FINAL)
+
+    def _is_run_file(self, name: str) -> bool:
+        return (name in self._own_names()
                 or name.startswith("events.out.tfevents.")  # SB3's TensorBoard output
-                or (name.startswith(".") and name.endswith(".tmp")))  # a killed atomic write
+                or self._is_own_tmp(name))
+
+    def _is_own_tmp(self, name: str) -> bool:
+        """A killed atomic write of one of the run's files (``.<name>.<random>.tmp``)."""
+        return name.endswith(".tmp") and any(name.startswith(f".{own}.") for own in (*self._own_names(),
+                                                                                      self.MARKER))
 
     def run_files(self) -> list[Path]:
         """The files of the run in the directory (names it writes; not the sweep's bookkeeping, not the lock)."""
@@ -196,32 +217,83 @@ class RunDir:
         return [p for p in self.path.iterdir() if self._is_run_file(p.name)]
 
     def foreign_files(self) -> list[Path]:
-        """Files that are neither the run's, the sweep's nor the lock: a directory holding them is not a run's
-        (``furl train`` refuses to write there, and never deletes them)."""
+        """Files furl cannot prove it wrote: names that are neither the run's, the sweep's, the lock nor the
+        marker, and the run's names too in a directory without a run marker (``furl train`` refuses to write into
+        a directory holding any, and never deletes them)."""
         if not self.path.is_dir():
             return []
-        return [p for p in self.path.iterdir() if not (self._is_run_file(p.name) or p.name == self.LOCK
-                                                        or p.name.startswith(SWEEP_PREFIX)
-                                                        or p.name.startswith(f".{SWEEP_PREFIX}"))]
+        marked = self.run_id() is not None
+        return [p for p in self.path.iterdir()
+                if not ((marked and self._is_run_file(p.name)) or p.name in (self.LOCK, self.MARKER)
+                        or p.name.startswith(SWEEP_PREFIX) or p.name.startswith(f".{SWEEP_PREFIX}"))]
+
+    # ------------------------------------------------------------ the run marker
+    def run_id(self) -> Optional[str]:
+        """The id in the run marker (``None``: no marker, or not one furl wrote)."""
+        try:
+            with open_regular(self.path / self.MARKER, "rb") as handle:
+                marker = loads_json(handle.read(4096), str(self.path / self.MARKER))
+        except (OSError, ValueError):
+            return None
+        run_id = marker.get("run_id") if isinstance(marker, dict) else None
+        return run_id if isinstance(run_id, str) and len(run_id) == 32 else None
+
+    def mark(self) -> str:
+        """Write the run marker when there is none (call while holding the run's lock, before any run file);
+        returns the run id."""
+        run_id = self.run_id()
+        if run_id is None:
+            check_not_link(self.path / self.MARKER)
+            run_id = uuid.uuid4().hex
+            atomic_write_text(self.path / self.MARKER, json.dumps({"run_id": run_id, "created": time.time()}))
+        return run_id
 
     def clear_run_files(self) -> None:
-        """Remove a run that cannot be resumed (keeps the sweep's bookkeeping)."""
+        """Remove a run that cannot be resumed: only furl's own names in a marked directory (inside its checkpoint
+        folders too; anything else there is kept, and refused); keeps the sweep's bookkeeping.
+
+        Raises:
+            UnsafeFileError: the directory has no run marker, or a checkpoint folder holds files furl did not
+                write (nothing was deleted).
+        """
+        if self.run_id() is None and self.run_files():
+            raise UnsafeFileError(f"{str(self.path)!r} has no furl run marker ({self.MARKER}): its files are not "
+                                  "provably furl's, so none is deleted; pass a new or empty --out")
+        own = set(CheckpointSet.NAMES)
+        for folder in (p for p in self.run_files() if p.is_dir() and not p.is_symlink()):
+            others = [q.name for q in folder.iterdir() if not (q.name in own or q.name.startswith(".")
+                                                                 and q.name.endswith(".tmp"))]
+            if others:
+                raise UnsafeFileError(f"{str(folder)!r} holds files furl did not write ({', '.join(others[:3])}): "
+                                      "nothing was deleted; move them away or pass another --out")
         for p in self.run_files():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            if p.is_dir() and not p.is_symlink():
+                for q in p.iterdir():
+                    q.unlink()
+                p.rmdir()
+            else:
+                p.unlink()
 
     # ------------------------------------------------------------------ reads
     def read_json(self, path: Path) -> dict[str, Any]:
-        """A JSON file of this run (``{}`` when missing or unreadable)."""
+        """A JSON object file of this run (``{}`` when missing, unreadable, malformed or not an object)."""
         try:
-            return json.loads(path.read_text())
+            with open_regular(path, "rb") as handle:
+                value = loads_json(handle.read(MAX_JSON_BYTES + 1), str(path))
         except (OSError, ValueError):
             return {}
+        return value if isinstance(value, dict) else {}
 
     def read_summary(self) -> dict[str, Any]:
-        """``summary.json`` (raises ``FileNotFoundError`` naming the directory when the run is not finished)."""
+        """``summary.json`` (raises ``FileNotFoundError`` naming the directory when the run is not finished, and
+        ``CorruptFileError`` when it is malformed)."""
         if not self.summary.is_file():
             raise FileNotFoundError(f"{str(self.path)!r} has no {self.SUMMARY} (not a finished furl run)")
-        return json.loads(self.summary.read_text())
+        with open_regular(self.summary, "rb") as handle:
+            summary = loads_json(handle.read(MAX_JSON_BYTES + 1), str(self.summary))
+        if not isinstance(summary, dict):
+            raise CorruptFileError(f"{str(self.summary)!r} is not a JSON object")
+        return summary
 
     def evaluation_rows(self) -> list[dict[str, Optional[float]]]:
         """``evaluations.csv`` as rows of floats (see :func:`read_evaluation_rows`)."""
@@ -249,7 +321,8 @@ class RunDir:
         checkpoint's step (``None``: none)."""
         if self.path.is_dir():
             for tmp in self.path.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+                if self._is_own_tmp(tmp.name):
+                    tmp.unlink(missing_ok=True)
         return self.checkpoint_set.recover()
 
     def rewind_logs(self, step: int) -> None:
@@ -257,9 +330,9 @@ class RunDir:
         ``progress.csv`` and ``evaluations.csv`` past it go, every earlier row stays."""
         for path, key in ((self.progress, "time/total_timesteps"), (self.evaluations, "step")):
             try:
-                with open(path, newline="") as handle:
+                with open_regular(path, "r", newline="") as handle:
                     rows = list(csv.reader(handle))
-            except OSError:
+            except FileNotFoundError:
                 continue
             if not rows or key not in rows[0]:
                 continue
@@ -305,9 +378,9 @@ def _appending_csv(filename: str) -> Any:
     (SB3's own opens with ``"w+"``, which empties the file of a resumed run)."""
     from stable_baselines3.common.logger import CSVOutputFormat
 
-    existing = os.path.isfile(filename) and os.path.getsize(filename) > 0
     output = CSVOutputFormat.__new__(CSVOutputFormat)
-    output.file = open(filename, "r+" if existing else "w+", newline="")
+    output.file = open_regular(filename, "r+", create=True, newline="")  # never through a link
+    existing = os.fstat(output.file.fileno()).st_size > 0
     output.keys, output.separator, output.quotechar = [], ",", '"'
     if existing:
         output.keys = next(csv.reader([output.file.readline()]), [])

@@ -27,9 +27,12 @@ import errno
 import json
 import os
 import platform
+import stat
 import time
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from furl_wrappers._safe_files import UnsafeFileError, check_not_link, loads_json, open_regular
 
 try:
     import fcntl
@@ -45,6 +48,21 @@ _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 class RunLockedError(RuntimeError):
     """Another live process writes this run directory."""
+
+
+def _open_lock_file(path: Path, flags: int) -> int:
+    """``os.open`` of the lock file that never follows a symlink and refuses anything but a regular file (a FIFO
+    would block, a link's target would be truncated), naming it."""
+    check_not_link(path)
+    fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeFileError(f"{str(path)!r} is not a regular file: furl's run lock must be one (nothing was "
+                                  "changed); remove it or choose another --out")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _pid_alive(pid: int) -> bool:
@@ -80,13 +98,14 @@ class RunLock:
     def holder(self) -> Optional[dict[str, Any]]:
         """``{"pid", "host", "since"}`` of the live writer, or ``None`` when nobody holds the lock (for other
         processes: see the module docstring)."""
-        if not self.path.is_file():
+        if not os.path.lexists(self.path):
             return None
+        check_not_link(self.path)  # a planted link or FIFO: one line naming it, never followed
         info = self._read_info()
         if fcntl is not None:
             try:
-                fd = os.open(self.path, os.O_RDONLY)
-            except OSError:
+                fd = _open_lock_file(self.path, os.O_RDONLY)
+            except FileNotFoundError:
                 return None
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -110,7 +129,7 @@ class RunLock:
         if self._fd is not None:
             return self
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(self.path, os.O_RDWR | os.O_CREAT)  # never through a link: it truncates below
         try:
             if fcntl is not None:
                 try:
@@ -169,7 +188,8 @@ class RunLock:
 
     def _read_info(self) -> dict[str, Any]:
         try:
-            info = json.loads(self.path.read_text() or "{}")
+            with open_regular(self.path, "rb") as handle:
+                info = loads_json(handle.read(4096) or b"{}", str(self.path))
         except (OSError, ValueError):
             return {}
         return info if isinstance(info, dict) else {}

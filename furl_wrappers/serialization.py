@@ -27,6 +27,7 @@ import inspect
 import io
 import json
 import os
+import pickle
 import re
 import zipfile
 import zlib
@@ -44,6 +45,7 @@ from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
 from furl_wrappers._atomic import atomic_write
+from furl_wrappers._safe_files import MAX_JSON_BYTES, CorruptFileError, UnsafeFileError, loads_json
 from furl_wrappers.vlm_reward import VLMReward
 
 __all__ = ["SAFE_ENTRY", "UnsafeFileError", "CorruptFileError", "safe_entry", "with_safe_entry", "save_model",
@@ -68,14 +70,18 @@ _CUT = (zipfile.BadZipFile, EOFError, zlib.error, KeyError, ValueError)  # Value
 _TRUST = ("pass trusted=True (furl: --trusted) to load it with SB3's unpickling, which runs code from the file, if "
           "you made it yourself")
 Source = Union[str, os.PathLike, bytes, IO[bytes]]
-
-
-class UnsafeFileError(ValueError):
-    """A model zip holds a pickled attribute with no usable safe description (load it with ``trusted=True``)."""
-
-
-class CorruptFileError(ValueError):
-    """A model zip or buffer file is truncated or corrupt."""
+#: plain ``data`` keys SB3's ``load`` acts on that its ``save`` never writes (``env``: ``gym.make`` imports the module
+#: before a colon): a zip holding one was not written by SB3 and is refused
+_NEVER_SAVED = frozenset({"policy", "device", "env", "replay_buffer", "rollout_buffer", "_vec_normalize_env",
+                          "_episode_storage", "_logger", "_custom_logger"})
+#: keys SB3 saves as pickled objects (or None): a plain JSON value there is planted
+_OBJECTS = frozenset({"observation_space", "action_space", "policy_class", "lr_schedule", "train_freq",
+                      "replay_buffer_class", "action_noise", "_last_obs", "_last_original_obs",
+                      "_last_episode_starts", "ep_info_buffer", "ep_success_buffer"})
+#: most elements one decoded array or space may have (a 224x224 RGB frame stack is ~1.5e5)
+MAX_ELEMENTS = 2**24
+#: largest uncompressed entry of a model zip read (JSON entries: see furl_wrappers._safe_files.MAX_JSON_BYTES)
+MAX_ENTRY_BYTES = 2**31
 
 
 # ------------------------------------------------------------------------------------------------------ codec
@@ -124,6 +130,9 @@ def _decode_space(node: dict[str, Any]) -> spaces.Space:
     if kind not in _SPACE_FIELDS and kind not in ("Dict", "Tuple"):
         raise ValueError(f"space {kind!r} is not allowed")
     fields = {f: _decode(node[f]) for f in _SPACE_FIELDS.get(kind, ("spaces",))}
+    for name in ("shape", "n"):  # Box(low=0, high=1, shape=(8000, 8000)) would allocate 2 x 64e6 floats
+        if isinstance(fields.get(name), (int, list, tuple)):
+            _check_elements(fields[name], f"{kind} {name}")
     space = getattr(spaces, kind)(**(fields if kind != "Dict" else {"spaces": OrderedDict(fields["spaces"])}))
     if "rng" in node:
         state = _decode(node["rng"])
@@ -132,6 +141,16 @@ def _decode_space(node: dict[str, Any]) -> spaces.Space:
         space._np_random = np.random.Generator(getattr(np.random, state["bit_generator"])())
         space._np_random.bit_generator.state = state
     return space
+
+
+def _check_elements(shape: Any, what: str) -> None:
+    size = 1
+    for n in (shape if isinstance(shape, (list, tuple)) else [shape]):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"{what} {shape!r} is not a shape")
+        size *= int(n)
+    if size > MAX_ELEMENTS:
+        raise ValueError(f"{what} {shape!r} has {size} elements, more than the {MAX_ELEMENTS} allowed")
 
 
 def _resolve_class(path: str, bases: tuple[type, ...]) -> type:
@@ -148,6 +167,8 @@ def _resolve_class(path: str, bases: tuple[type, ...]) -> type:
     if not (isinstance(obj, type) and issubclass(obj, bases) and (obj.__module__, obj.__qualname__) == (module,
                                                                                                         qualname)):
         raise ValueError(f"{path!r} is not a subclass of {' or '.join(b.__name__ for b in bases)}")
+    if inspect.isabstract(obj):
+        raise ValueError(f"{path!r} is abstract (it cannot be built)")
     return obj
 
 
@@ -160,7 +181,8 @@ def _decode(node: Any, bases: tuple[type, ...] = _ANY_BASE) -> Any:
         return [_decode(x, bases) for x in node]
     tag = node.get(_TAG) if isinstance(node, dict) else None
     if tag in ("ndarray", "scalar"):
-        dtype, shape = _dtype(node["dtype"]), tuple(int(n) for n in node["shape"])
+        dtype, shape = _dtype(node["dtype"]), tuple(node["shape"])
+        _check_elements(shape, "array shape")
         a = np.frombuffer(base64.b64decode(node["data"], validate=True), dtype=dtype).reshape(shape).copy()
         return a if tag == "ndarray" else a[()]
     if tag == "space":
@@ -289,29 +311,80 @@ def read_model_zip(source: Source, name: Optional[str] = None) -> tuple[bytes, s
     return raw, name or label
 
 
-def safe_custom_objects(source: Source, name: Optional[str] = None) -> dict[str, Any]:
+def _read_checked(raw: bytes, label: str) -> tuple[dict[str, Any], Any]:
+    """``(data, safe entry or None)`` of a complete model zip, every entry bounded in size and every torch entry
+    checked to hold tensors only (SB3 loads them with ``weights_only=True``, whose refusal is a long traceback)."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        for name, info in infos.items():
+            limit = MAX_JSON_BYTES if name in ("data", SAFE_ENTRY) else MAX_ENTRY_BYTES
+            if info.file_size > limit:
+                raise CorruptFileError(f"{label!r}: entry {name!r} unpacks to {info.file_size} bytes, more than the "
+                                       f"{limit} read")
+        data = loads_json(archive.read("data"), f"{label}:data")
+        entry = loads_json(archive.read(SAFE_ENTRY), f"{label}:{SAFE_ENTRY}") if SAFE_ENTRY in infos else None
+        for name in (n for n in infos if n.endswith((".pth", ".pt"))):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                raise UnsafeFileError(f"{label!r}: {name!r} holds pickled objects besides tensors, which are not "
+                                      f"loaded; {_TRUST}") from None
+            except Exception as err:  # torch's own reading errors: a damaged entry
+                raise CorruptFileError(f"{label!r}: {name!r} is not a torch tensor file ({type(err).__name__})"
+                                       ) from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{label!r} is not a complete model zip (truncated or corrupt): 'data' is no dict")
+    return data, entry
+
+
+def _check_plain_keys(data: dict[str, Any], label: str, cls: Optional[type]) -> None:
+    """Refuse ``data`` keys SB3's ``load`` would act on though SB3's ``save`` never writes them (``env`` makes
+    ``gym.make`` import a module), and plain values where SB3 stores a pickled object."""
+    never = set(_NEVER_SAVED)
+    if cls is not None:  # the algorithm's own exclusions (networks, the relay's agents and state)
+        try:
+            never.update(cls._excluded_save_params(object.__new__(cls)))
+        except Exception:  # an algorithm whose list needs a built model: SB3's own list still applies
+            pass
+    for key, value in data.items():
+        serialized = isinstance(value, dict) and ":serialized:" in value
+        if key in never:
+            raise UnsafeFileError(f"{label!r}: its data holds {key!r}, which SB3's save never writes and its load "
+                                  f"acts on (a planted key), so it is not loaded; {_TRUST}")
+        if key in _OBJECTS and value is not None and not serialized:
+            raise UnsafeFileError(f"{label!r}: its data holds a plain {key!r} ({str(value)[:40]!r}) where SB3 "
+                                  f"stores an object, so it is not loaded; {_TRUST}")
+
+
+def safe_custom_objects(source: Source, name: Optional[str] = None, cls: Optional[type] = None) -> dict[str, Any]:
     """SB3 ``custom_objects`` rebuilding, without pickle, every attribute the zip's ``data`` pickled.
+
+    Also refuses the zip when SB3's ``load`` would act on a planted plain key (``env``, ``device``,
+    ``replay_buffer``, ``policy``...; see :func:`_check_plain_keys`), when a torch entry holds pickled objects,
+    or when an entry, JSON document, array or space is absurdly large or deep.
 
     Args:
         source: the zip (path, bytes or binary handle).
         name: how errors name it (default: the path).
+        cls: the algorithm class it is loaded as (its ``_excluded_save_params`` are refused too).
 
     Raises:
-        UnsafeFileError: a pickled attribute has no safe description, or one naming a disallowed class.
-        CorruptFileError: the zip is truncated or corrupt.
+        UnsafeFileError: a pickled attribute has no safe description, or one naming a disallowed class; a planted
+            key or pickle.
+        CorruptFileError: the zip is truncated, corrupt or malformed.
     """
     raw, label = read_model_zip(source, name)
-    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-        try:
-            data, entry = json.loads(archive.read("data")), {"format": _FORMAT, "data": {}}
-            entry = json.loads(archive.read(SAFE_ENTRY)) if SAFE_ENTRY in archive.namelist() else entry
-        except ValueError as err:
-            raise CorruptFileError(f"{label!r} is not a complete model zip (truncated or corrupt): {err}") from None
-    if not isinstance(data, dict):
-        raise CorruptFileError(f"{label!r} is not a complete model zip (truncated or corrupt): 'data' is no dict")
+    try:
+        data, entry = _read_checked(raw, label)
+    except _CUT as err:
+        if isinstance(err, (UnsafeFileError, CorruptFileError)):
+            raise
+        raise CorruptFileError(f"{label!r} is not a complete model zip (truncated or corrupt): {err}") from None
+    entry = {"format": _FORMAT, "data": {}} if entry is None else entry
     if not (isinstance(entry, dict) and entry.get("format") == _FORMAT and isinstance(entry.get("data"), dict)):
         raise UnsafeFileError(f"{label!r}: its {SAFE_ENTRY} is not one this furl_wrappers reads (update it), or "
                               f"{_TRUST}")
+    _check_plain_keys(data, label, cls)
     custom: dict[str, Any] = {}
     for key in [k for k, item in data.items() if isinstance(item, dict) and ":serialized:" in item]:
         if key not in entry["data"]:
@@ -339,7 +412,7 @@ def load_model(cls: type, path: Source, env: Any = None, *, trusted: bool = Fals
     if "trusted" in inspect.signature(cls.load).parameters:
         return cls.load(path, env=env, trusted=trusted, custom_objects=custom_objects, **kwargs)
     raw, label = read_model_zip(path)
-    custom = {} if trusted else safe_custom_objects(raw, label)
+    custom = {} if trusted else safe_custom_objects(raw, label, cls)
     return cls.load(io.BytesIO(raw), env=env, custom_objects={**custom, **(custom_objects or {})}, **kwargs)
 
 

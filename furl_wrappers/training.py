@@ -143,8 +143,10 @@ def _check_run_dir(spec: RunSpec, run: RunDir, holding_lock: bool = False) -> bo
     foreign = run.foreign_files()
     if foreign:
         names = sorted(p.name for p in foreign)
+        why = "" if run.run_id() is not None else f", and no {RunDir.MARKER} says furl wrote any of them"
         raise RunExistsError(f"{str(run.path)!r} holds files that are not a furl run's ({', '.join(names[:3])}"
-                             f"{', ...' if len(names) > 3 else ''}): pass a new or empty --out (nothing was changed)")
+                             f"{', ...' if len(names) > 3 else ''}{why}): pass a new or empty --out (nothing was "
+                             "changed)")
     state = run.state(holding_lock)
     if state == "finished":
         raise RunExistsError(f"{str(run.path)!r} holds a finished run, which is never written again: pass --out to "
@@ -282,6 +284,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
             if run.run_files():
                 say(f"[furl] {run.path} holds a run that stopped before its first checkpoint: starting it over")
             run.clear_run_files()
+        run.mark()  # before any run file: what this run writes is provably furl's (see RunDir.clear_run_files)
         # every env copy on the run's task instance (SB3's seed + i only reseeds episodes); see furl_wrappers.protocol
         venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                             wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),

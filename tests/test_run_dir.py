@@ -101,13 +101,14 @@ def test_rewind_logs_keeps_rows_up_to_the_checkpoint(tmp_path: Path) -> None:
 def test_clear_run_files_keeps_the_sweeps(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "r")
     run.checkpoint.mkdir(parents=True)
+    run.mark()
     run.progress.write_text("x")
     run.sweep_failure(1).write_text("traceback")
     run.sweep_failure(10).write_text("traceback")
     run.sweep_failure(2).write_text("traceback")
     run.clear_run_files()
-    assert sorted(p.name for p in run.path.iterdir()) == ["sweep_failure_1.txt", "sweep_failure_10.txt",
-                                                          "sweep_failure_2.txt"]
+    assert sorted(p.name for p in run.path.iterdir()) == [".furl_run.json", "sweep_failure_1.txt",
+                                                          "sweep_failure_10.txt", "sweep_failure_2.txt"]
     assert [p.name for p in run.sweep_failures()] == ["sweep_failure_1.txt", "sweep_failure_2.txt",
                                                       "sweep_failure_10.txt"]
 

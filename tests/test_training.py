@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from furl_wrappers._safe_files import UnsafeFileError
 from furl_wrappers.run_dir import RunDir
 from furl_wrappers.training import (
     NOT_PRETRAINED_NOTICE,
@@ -167,14 +168,39 @@ def test_resume_checks_and_finished_runs_are_never_written(finished_run: Path, t
 def test_a_folder_that_is_not_a_run_is_never_written_or_cleared(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "progress.csv").write_text("time/total_timesteps\n10\n")  # looks like a failed run, beside mine
-    with pytest.raises(RunExistsError, match=r"holds files that are not a furl run's \(notes.txt\)"):
+    with pytest.raises(RunExistsError, match=r"holds files that are not a furl run's \(notes.txt, progress.csv, "
+                                             r"and no .furl_run.json says furl wrote any of them\)"):
         train_run(_spec(tmp_path, method="sac", steps=40, hyperparams={"learning_starts": 20}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "progress.csv"]
+
+
+@pytest.mark.parametrize("planted", ["checkpoint", "config", "model", "tensorboard"])
+def test_files_that_merely_carry_furl_names_are_never_deleted(tmp_path: Path, planted: str) -> None:
+    """A folder holding only files named like a run's (a user's checkpoint/epoch=99.ckpt, a config.json, a
+    model.zip, TensorBoard event files) but no run marker is not "a failed run started over": it is refused."""
+    files = {"checkpoint": "checkpoint/epoch=99.ckpt", "config": "config.json", "model": "model.zip",
+             "tensorboard": "events.out.tfevents.1700000000.host.1.0"}
+    path = tmp_path / files[planted]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}" if planted == "config" else "user data")
+    with pytest.raises(RunExistsError, match="and no .furl_run.json says furl wrote any of them"):
+        train_run(_spec(tmp_path, method="sac", steps=40, hyperparams={"learning_starts": 20}))
+    assert path.read_text() == ("{}" if planted == "config" else "user data")
+
+
+def test_a_marked_runs_checkpoint_folder_with_a_foreign_file_is_not_deleted(tmp_path: Path) -> None:
+    RunDir(tmp_path).mark()
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "epoch=99.ckpt").write_text("user data")
+    with pytest.raises(UnsafeFileError, match="holds files furl did not write \\(epoch=99.ckpt\\)"):
+        train_run(_spec(tmp_path, method="sac", steps=40, hyperparams={"learning_starts": 20}))
+    assert (tmp_path / "checkpoint" / "epoch=99.ckpt").read_text() == "user data"
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_is_started_over(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
+    RunDir(out).mark()  # what an earlier furl run wrote first
     (out / "config.json").write_text("{}")
     (out / "progress.csv").write_text("time/total_timesteps\n10\n")
     (out / ".model.zip.123.tmp").write_bytes(b"x" * 100)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from furl_wrappers._atomic import atomic_write_text
+from furl_wrappers._safe_files import open_regular
 from furl_wrappers.validation import check_int
 
 __all__ = ["EvalResult", "evaluate_policy_success", "PaperEvalCallback", "EVALUATION_COLUMNS"]
@@ -164,11 +166,10 @@ class PaperEvalCallback(BaseCallback):
         self.logger.record("eval/success_rate_any_step", result.success_any_step)
         self.logger.record("eval/mean_task_return", result.mean_task_return)
         if self.log_path is not None:
-            new = not self.log_path.exists()
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a", newline="") as handle:
+            with open_regular(self.log_path, "a", newline="") as handle:  # never appended through a link
                 writer = csv.writer(handle)
-                if new:
+                if os.fstat(handle.fileno()).st_size == 0:
                     writer.writerow(EVALUATION_COLUMNS)
                 writer.writerow([self.num_timesteps, result.success, result.success_any_step,
                                  result.mean_task_return, round(time.time() - self._start, 2)])

@@ -1,0 +1,140 @@
+"""Reading files an attacker may have planted, and opening run files without following links.
+
+Every loader of the package parses JSON through :func:`loads_json` (a size and nesting bound, one-line errors) and
+every run file that is appended to or locked in place is opened through :func:`open_regular` (no symlinks, no FIFOs
+or devices: only a regular file, or a new one). Atomic writes (:mod:`furl_wrappers._atomic`) replace a link
+instead of writing through it, so they need no check.
+
+Example:
+    >>> loads_json(b'{"a": [1, 2]}', "meta.json")
+    {'a': [1, 2]}
+    >>> loads_json("[" * 100 + "]" * 100, "meta.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    furl_wrappers._safe_files.CorruptFileError: 'meta.json' is not valid: JSON nested deeper than 64 levels
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import IO, Any, Union
+
+__all__ = ["CorruptFileError", "UnsafeFileError", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "loads_json", "json_depth",
+           "open_regular", "check_not_link"]
+
+#: deepest nesting a JSON file of the package may have (its own files nest < 10 levels)
+MAX_JSON_DEPTH = 64
+#: largest JSON document read (a model zip's ``data`` of a big policy is well under 1 MiB)
+MAX_JSON_BYTES = 64 * 2**20
+
+
+class UnsafeFileError(ValueError):
+    """A file that loading would act on unsafely (code, links, absurd sizes); load it with ``trusted=True`` only
+    where the message says so."""
+
+
+class CorruptFileError(ValueError):
+    """A model zip, buffer file or run file that is truncated, corrupt or malformed."""
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar: 0), computed without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def loads_json(data: Union[bytes, str], label: str, error: type = CorruptFileError) -> Any:
+    """``json.loads(data)`` bounded in size (:data:`MAX_JSON_BYTES`) and depth (:data:`MAX_JSON_DEPTH`).
+
+    Args:
+        data: the document.
+        label: how the message names the file (``'model.zip:data'``).
+        error: the exception class raised (a ``ValueError`` subclass).
+
+    Raises:
+        error: one line naming ``label`` and what is wrong; never ``RecursionError`` or ``MemoryError``.
+    """
+    if len(data) > MAX_JSON_BYTES:
+        raise error(f"{label!r} is not valid: {len(data)} bytes of JSON, more than the {MAX_JSON_BYTES} read")
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise error(f"{label!r} is not valid: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise error(f"{label!r} is not valid JSON: {err}") from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise error(f"{label!r} is not valid: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_not_link(path: Union[str, os.PathLike]) -> None:
+    """Raise :class:`UnsafeFileError` when ``path`` exists and is not a regular file or directory (a symlink
+    included, even a dangling one): the package never writes through one."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UnsafeFileError(f"{os.fspath(path)!r} is {_kind(mode)}: furl reads and writes run files only as "
+                              "regular files (nothing was changed); remove it or choose another --out")
+
+
+def open_regular(path: Union[str, os.PathLike], mode: str = "r", *, create: bool = False,
+                 newline: Union[str, None] = None, buffering: int = -1) -> IO[Any]:
+    """Open ``path`` as a regular file without following a symlink (``create``: make it when missing).
+
+    Args:
+        path: the file.
+        mode: ``open``'s text or binary mode (``"r"``, ``"rb"``, ``"a"``, ``"r+"``, ``"rb+"``...); ``"w"`` is refused
+            (it would truncate: write whole files with :func:`furl_wrappers._atomic.atomic_write`).
+        create: create the file when missing (``"a"`` implies it).
+        newline: as for ``open`` (text modes).
+        buffering: as for ``open`` (1: line-buffered text).
+
+    Raises:
+        UnsafeFileError: ``path`` is a symlink (dangling too), FIFO, socket, device or directory.
+        FileNotFoundError: it is missing and ``create`` is false.
+    """
+    if "w" in mode:
+        raise ValueError(f"open_regular does not truncate (mode {mode!r}): write whole files atomically")
+    flags = (os.O_RDWR if "+" in mode else os.O_WRONLY if "a" in mode else os.O_RDONLY) | os.O_NONBLOCK
+    flags |= getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if "a" in mode else 0)
+    if create or "a" in mode:
+        flags |= os.O_CREAT
+    check_not_link(path)  # a clear message first; O_NOFOLLOW closes the race that remains
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        if Path(path).is_symlink():
+            check_not_link(path)
+        raise err
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(f"{os.fspath(path)!r} is {_kind(info.st_mode)}: furl reads and writes run files "
+                                  "only as regular files (nothing was changed); remove it or choose another --out")
+        os.set_blocking(fd, True)
+        if "b" in mode:
+            return os.fdopen(fd, mode, buffering)
+        return os.fdopen(fd, mode, buffering, encoding="utf-8", newline=newline)
+    except BaseException:
+        os.close(fd)
+        raise
