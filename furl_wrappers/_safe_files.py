@@ -41,15 +41,14 @@ class CorruptFileError(ValueError):
 
 
 def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (a scalar: 0), computed without recursion."""
+    """Nesting depth of a parsed JSON value (a scalar: 0, ``[]``: 1, ``[[]]``: 2), computed without recursion
+    (counting stops past :data:`MAX_JSON_DEPTH`)."""
     deepest, stack = 0, [(value, 0)]
-    while stack:
+    while stack and deepest <= MAX_JSON_DEPTH:
         node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            break
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((child, depth + 1) for child in children)
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
     return deepest
 
 
@@ -123,8 +122,11 @@ def open_regular(path: Union[str, os.PathLike], mode: str = "r", *, create: bool
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as err:
-        if Path(path).is_symlink():
+        if Path(path).is_symlink():  # made between the check and the open
             check_not_link(path)
+        if Path(path).is_dir():
+            raise UnsafeFileError(f"{os.fspath(path)!r} is a directory: furl reads and writes run files only as "
+                                  "regular files (nothing was changed); remove it or choose another --out") from None
         raise err
     try:
         info = os.fstat(fd)

@@ -129,3 +129,56 @@ def test_cut_or_pickled_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(CorruptFileError, match=r"evil\.npz"):
         load_buffer(tmp_path / "evil.npz", _vlm_buffer())
     assert not marker.exists() and calls == [False]
+
+
+def _npz_with(path: Path, out: Path, **extra: np.ndarray) -> Path:
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays.update(extra)
+    np.savez(out, **arrays)
+    return out
+
+
+def test_a_planted_member_is_refused_before_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    buffer = _vlm_buffer()
+    _fill(buffer, 10)
+    path = save_buffer(buffer, tmp_path / "b", step=10)
+    read = []
+    original = np.lib.npyio.NpzFile.__getitem__
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: read.append(key) or original(self, key))
+    bad = _npz_with(path, tmp_path / "extra.npz", **{"buffer/planted": np.zeros(1000, np.uint8)})
+    with pytest.raises(CorruptFileError, match=r"extra.npz' has a member 'buffer/planted' that this VLMReplayBuffer "
+                                               r"does not have \(not read\)"):
+        load_buffer(bad, _vlm_buffer())
+    assert "buffer/planted" not in read
+    big = _npz_with(path, tmp_path / "big.npz", **{"buffer/rewards": np.zeros((40, 2, 4096), np.float32)})
+    with pytest.raises(CorruptFileError, match=r"member 'buffer/rewards' unpacks to \d+ bytes, more than this "
+                                               r"buffer's 160 \(not read\)"):
+        load_buffer(big, _vlm_buffer())
+
+
+@pytest.mark.parametrize("dim", [10**9, -1, "8", True])
+def test_an_absurd_embedding_dim_is_refused_before_allocating(tmp_path: Path, dim) -> None:
+    import json
+
+    buffer = _vlm_buffer()
+    _fill(buffer, 10)
+    path = save_buffer(buffer, tmp_path / "b", step=10)
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(npz["meta"].tobytes())
+    meta["vlm"]["embedding_dim"] = dim
+    bad = _npz_with(path, tmp_path / "dim.npz", meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    fresh = _vlm_buffer()
+    with pytest.raises(CorruptFileError, match=rf"embedding_dim {dim!r} is not an integer in \[1, 8192\]"):
+        load_buffer(bad, fresh)
+    assert fresh.embedding_dim is None  # nothing allocated
+
+
+def test_a_deeply_nested_meta_is_one_line(tmp_path: Path) -> None:
+    buffer = _vlm_buffer()
+    _fill(buffer, 4)
+    path = save_buffer(buffer, tmp_path / "b", step=4)
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    bad = _npz_with(path, tmp_path / "deep.npz", meta=np.frombuffer(deep, np.uint8))
+    with pytest.raises(CorruptFileError, match=r"deep.npz:meta' is not valid: JSON nested deeper than 64 levels"):
+        load_buffer(bad, _vlm_buffer())

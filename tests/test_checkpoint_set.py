@@ -110,3 +110,25 @@ def test_a_damaged_set_is_kept_and_refused_not_dropped(tmp_path: Path) -> None:
     assert ckpt.recover() is None and ckpt.model.is_file() and ckpt.buffer.is_file()
     with pytest.raises(CheckpointError, match=r"\(meta.json is missing or unreadable\): restore it, or delete"):
         ckpt.load(SAC, None, device="cpu")
+
+
+@pytest.mark.parametrize("bad", [{"python": [3, [1, 2], None]}, {"numpy_rng": ["MT19937", [1, 2, 3], 0, 0, 0.0]},
+                                 {"torch": [1, 2, 3]}, {"action_space": {"bit_generator": "PCG64", "state": 5}},
+                                 {"python": "not a state"}])
+def test_a_malformed_rng_state_is_one_line(tmp_path: Path, bad: dict) -> None:
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    ckpt.write(_model())
+    meta = json.loads(ckpt.meta.read_text())
+    ckpt.meta.write_text(json.dumps({**meta, "rng": {**meta["rng"], **bad}}))
+    with pytest.raises(CheckpointError, match=r"RNG states in meta.json are malformed .*cannot be resumed") as info:
+        ckpt.load(SAC, None, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_a_deeply_nested_meta_json_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    ckpt.write(_model())
+    ckpt.meta.write_text('{"num_timesteps": 8, "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert ckpt.exists() and ckpt.step() is None
+    with pytest.raises(CheckpointError, match=r"meta.json is missing or unreadable"):
+        ckpt.load(SAC, None, device="cpu")

@@ -72,3 +72,25 @@ def test_read_only_directory_is_an_os_error_naming_the_file(tmp_path: Path) -> N
         assert LOCK_NAME in str(err.value.filename)
     finally:
         tmp_path.chmod(0o700)
+
+
+@pytest.mark.parametrize("kind", ["link", "dangling", "fifo"])
+def test_a_planted_lock_file_is_refused_and_never_followed(tmp_path: Path, kind: str) -> None:
+    from furl_wrappers._safe_files import UnsafeFileError
+
+    target = tmp_path / "victim.txt"
+    if kind == "link":
+        target.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    if kind == "fifo":
+        os.mkfifo(run / LOCK_NAME)
+    else:
+        (run / LOCK_NAME).symlink_to(target)
+    what = "a FIFO" if kind == "fifo" else "a symlink"
+    with pytest.raises(UnsafeFileError, match=rf"\.furl_lock' is {what}: furl reads and writes run files only as "
+                                              "regular files"):
+        RunLock(run).acquire()
+    with pytest.raises(UnsafeFileError, match=what):
+        RunLock(run).holder()
+    assert target.read_text() == "precious" if kind == "link" else not target.exists()

@@ -291,3 +291,116 @@ def test_truncated_or_damaged_zip(tmp_path: Path) -> None:
     with pytest.raises(CorruptFileError, match=r"relay_cut\.zip"):
         RelayPolicy.load(tmp_path / "relay_cut.zip", env=_venv())
 
+
+
+# ------------------------------------------------------------------------------------------------ planted plain keys
+def _plant_env_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A module that gym.make("planted_env_mod:X-v0") would import; importing it creates the marker."""
+    marker = tmp_path / "imported"
+    (tmp_path / "planted_env_mod.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return marker
+
+
+def test_a_planted_env_key_never_imports_a_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = _plant_env_module(tmp_path, monkeypatch)
+    save_model(_sac(), tmp_path / "m.zip")
+    _rewrite(tmp_path / "m.zip", tmp_path / "evil.zip",
+             lambda e: _edit_json(e, "data", lambda d: d.update(env="planted_env_mod:X-v0")))
+    with pytest.raises(UnsafeFileError, match=r"evil\.zip.*'env', which SB3's save never writes"):
+        load_model(SAC, tmp_path / "evil.zip")  # env=None: SB3 would gym.make the planted id
+    assert not marker.exists() and "planted_env_mod" not in sys.modules
+
+
+@pytest.mark.parametrize("key, value", [("device", "cuda:7"), ("replay_buffer", {"a": 1}), ("policy", "x"),
+                                        ("_vec_normalize_env", None), ("_logger", "x"), ("actor", None),
+                                        ("observation_space", [0, 1]), ("_last_obs", [[1.0, 2.0, 3.0]]),
+                                        ("policy_class", "MlpPolicy")])
+def test_planted_plain_keys_are_refused(tmp_path: Path, key: str, value) -> None:
+    save_model(_sac(learn=12), tmp_path / "m.zip")
+    _rewrite(tmp_path / "m.zip", tmp_path / "evil.zip",
+             lambda e: _edit_json(e, "data", lambda d: d.update({key: value})))
+    with pytest.raises(UnsafeFileError, match=rf"evil\.zip.*{key!r}"):
+        load_model(SAC, tmp_path / "evil.zip")
+
+
+def test_a_planted_env_key_in_the_relays_inner_zip_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    _relay(_venv(), learn=6).save(tmp_path / "relay.zip")
+    marker = _plant_env_module(tmp_path, monkeypatch)
+
+    def poison(entries: dict[str, bytes]) -> None:
+        with zipfile.ZipFile(io.BytesIO(entries["relay_sac.zip"])) as archive:
+            inner = {name: archive.read(name) for name in archive.namelist()}
+        _edit_json(inner, "data", lambda d: d.update(env="planted_env_mod:X-v0"))
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            for name, blob in inner.items():
+                archive.writestr(name, blob)
+        entries["relay_sac.zip"] = out.getvalue()
+
+    _rewrite(tmp_path / "relay.zip", tmp_path / "evil.zip", poison)
+    with pytest.raises(UnsafeFileError, match=r"evil\.zip:relay_sac\.zip.*'env'"):
+        RelayPolicy.load(tmp_path / "evil.zip", env=_venv())
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------------ bombs
+@pytest.mark.parametrize("entry", ["data", SAFE_ENTRY])
+def test_deeply_nested_json_is_one_line(tmp_path: Path, entry: str) -> None:
+    save_model(_sac(), tmp_path / "m.zip")
+
+    def nest(entries: dict[str, bytes]) -> None:
+        entries[entry] = entries[entry][:-1] + b', "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    _rewrite(tmp_path / "m.zip", tmp_path / "deep.zip", nest)
+    with pytest.raises(CorruptFileError, match=rf"deep\.zip:{entry}' is not valid: JSON nested deeper than 64"):
+        load_model(SAC, tmp_path / "deep.zip")
+
+
+def test_huge_spaces_are_refused_before_allocating(tmp_path: Path) -> None:
+    save_model(_sac(), tmp_path / "m.zip")
+
+    def huge(safe: dict) -> None:
+        box = safe["data"]["observation_space"]
+        box["shape"] = {"__type__": "tuple", "items": [8000, 8000]}
+        box["low"] = box["high"] = 0.0  # scalars: Box would broadcast them to 8000 x 8000
+    _rewrite(tmp_path / "m.zip", tmp_path / "huge.zip", lambda e: _edit_json(e, SAFE_ENTRY, huge))
+    with pytest.raises(UnsafeFileError, match=r"'observation_space'.*64000000 elements, more than the 16777216"):
+        load_model(SAC, tmp_path / "huge.zip")
+
+
+def test_an_abstract_class_is_refused(tmp_path: Path) -> None:
+    save_model(_sac(), tmp_path / "m.zip")
+    _rewrite(tmp_path / "m.zip", tmp_path / "abstract.zip", lambda e: _edit_json(
+        e, SAFE_ENTRY, lambda s: s["data"].update(policy_class={
+            "__type__": "class", "path": "stable_baselines3.common.policies:BasePolicy"})))
+    with pytest.raises(UnsafeFileError, match=r"'policy_class'.*BasePolicy' is abstract"):
+        load_model(SAC, tmp_path / "abstract.zip")
+
+
+def test_a_pickle_in_policy_pth_is_one_line(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    save_model(_sac(), tmp_path / "m.zip")
+
+    def plant(entries: dict[str, bytes]) -> None:
+        blob = io.BytesIO()
+        torch.save({"x": _Marker(marker)}, blob)
+        entries["policy.pth"] = blob.getvalue()
+
+    _rewrite(tmp_path / "m.zip", tmp_path / "evil.zip", plant)
+    with pytest.raises(UnsafeFileError, match=r"evil\.zip.*'policy.pth' holds pickled objects") as info:
+        load_model(SAC, tmp_path / "evil.zip")
+    assert "\n" not in str(info.value) and not marker.exists()
+
+
+def test_an_oversized_entry_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sizes a zip declares are checked before any entry is read (a zip bomb declares gigabytes): with the
+    limit lowered below policy.pth's size, loading stops at that check, naming the entry."""
+    save_model(_sac(), tmp_path / "m.zip")
+    with zipfile.ZipFile(tmp_path / "m.zip") as archive:
+        size = archive.getinfo("policy.pth").file_size
+    monkeypatch.setattr(serialization, "MAX_ENTRY_BYTES", size - 1)
+    with pytest.raises(CorruptFileError, match=rf"'policy.pth' unpacks to {size} bytes, more than the {size - 1}"):
+        load_model(SAC, tmp_path / "m.zip")

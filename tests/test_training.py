@@ -165,6 +165,21 @@ def test_resume_checks_and_finished_runs_are_never_written(finished_run: Path, t
     assert (out / "config.json").read_text() == config and not (out / "summary.json").exists()
 
 
+@pytest.mark.parametrize("name", ["progress.csv", "evaluations.csv"])
+def test_resume_never_writes_through_a_symlinked_log(finished_run: Path, tmp_path: Path, name: str) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    (out / "summary.json").unlink()
+    victim = tmp_path / "victim.csv"
+    victim.write_text("time/total_timesteps,step\n999999,999999\n")
+    (out / name).unlink()
+    (out / name).symlink_to(victim)
+    with pytest.raises(UnsafeFileError, match=rf"{name}' is a symlink: furl reads and writes run files only as "
+                                              "regular files"):
+        train_run(_spec(out, resume=True))
+    assert victim.read_text() == "time/total_timesteps,step\n999999,999999\n" and (out / name).is_symlink()
+
+
 def test_a_folder_that_is_not_a_run_is_never_written_or_cleared(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "progress.csv").write_text("time/total_timesteps\n10\n")  # looks like a failed run, beside mine
