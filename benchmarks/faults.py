@@ -19,7 +19,11 @@ the same seed:
   full disk: consistent when the run stops with a one-line error, no temp files stay, and ``--resume`` without
   the limit ends equal to the uninterrupted run;
 - ``policy_kwargs injection``: ``--hyperparams policy_kwargs="__import__('os').system(...)"``: refused (exit 2)
-  without running it.
+  without running it;
+- hostile files and folders (``benchmarks/faults_hostile.py``): planted plain keys SB3's load acts on, a pickle in
+  ``policy.pth``, nested-JSON and size bombs, a malformed RNG state, run files replaced by symlinks, ``--out``
+  folders holding only files named like a run's, ``--hyperparams gamma=nan``: consistent when each is one line,
+  exit 2, nothing planted runs and nothing aimed at changes.
 
 "Env steps redone" is the training between the last checkpoint and the kill (work lost to the fault; read from
 the last ``progress.csv`` row before the kill, so a lower bound: rows are written at episode ends); "log bytes
@@ -64,8 +68,10 @@ def command(out: Path, *extra: str) -> list[str]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def run(out: Path, *extra: str, preexec: Optional[Callable[[], None]] = None) -> subprocess.CompletedProcess:
-    return subprocess.run(command(out, *extra), env=ENV, capture_output=True, text=True, preexec_fn=preexec)
+def run(out: Path, *extra: str, preexec: Optional[Callable[[], None]] = None, env: Optional[dict[str, str]] = None,
+        cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    return subprocess.run(command(out, *extra), env=env or ENV, capture_output=True, text=True, preexec_fn=preexec,
+                          cwd=cwd)
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
@@ -314,6 +320,11 @@ def main() -> None:
     result = run(out, "--hyperparams", f"policy_kwargs=__import__('os').system('touch {marker2}')")
     rows.append(("policy_kwargs injection", 1, int(result.returncode == 2 and not marker2.exists()
                                                    and not out.exists()), "-", 0, 0))
+
+    # hostile files and folders: planted keys, pickles in tensors, bombs, links, foreign folders, NaN settings
+    from faults_hostile import hostile_rows
+
+    rows.extend(hostile_rows(root, base, reference, run, ENV))
 
     print(f"\nfault injection, {platform.node()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}, "
           f"{time.time() - started:.0f} s\n")

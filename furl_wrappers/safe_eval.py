@@ -3,7 +3,7 @@
 rl-zoo runs ``eval`` on these YAML strings; a YAML file or ``--hyperparams`` entry is not code, so here they are
 parsed (``ast.parse(text, mode="eval")``) and only this grammar is evaluated:
 
-- literals: numbers, strings, ``True``/``False``/``None``, lists, tuples, dicts, unary ``-``/``+`` on a number;
+- literals: finite numbers, strings, ``True``/``False``/``None``, lists, tuples, dicts, unary ``-``/``+`` on a number;
 - ``dict(key=value, ...)`` (keyword arguments only);
 - names from a fixed table: ``nn.<activation>`` (also ``th.nn.`` / ``torch.nn.``) for ReLU, Tanh, ELU, LeakyReLU,
   GELU, SiLU, Sigmoid; ``th.optim.<optimizer>`` (also ``torch.optim.``) for Adam, AdamW, SGD, RMSprop.
@@ -12,8 +12,9 @@ parsed (``ast.parse(text, mode="eval")``) and only this grammar is evaluated:
 (rl-zoo's spelling), ``VLMReplayBuffer``, or one of their dotted module paths (``stable_baselines3.HerReplayBuffer``,
 ``furl_wrappers.buffers.VLMReplayBuffer``, ...).
 
-Anything else (other names or attributes, other calls, lambdas, subscripts, operators, comprehensions, ...) is
-refused with one line naming the key, the offending piece and what is allowed.
+Anything else (other names or attributes, other calls, lambdas, subscripts, operators, comprehensions, ``1e999``,
+expressions over :data:`MAX_LENGTH` characters, ...) is refused with one line naming the key, the offending piece
+and what is allowed.
 
 Example:
     >>> safe_eval("dict(net_arch=[256, 256], activation_fn=nn.ReLU)", "policy_kwargs")
@@ -28,10 +29,13 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 from typing import Any
 
 __all__ = ["safe_eval", "ACTIVATIONS", "OPTIMIZERS", "BUFFERS"]
 
+#: longest expression read (rl-zoo's longest policy_kwargs are well under 500 characters)
+MAX_LENGTH = 10_000
 ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid")
 OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
 #: replay buffer class name → its module
@@ -77,10 +81,14 @@ def safe_eval(text: str, key: str, error: type = ValueError) -> Any:
     Raises:
         error (``ValueError`` unless given, e.g. ``ConfigError``): ``"<key>: '<piece>' is not allowed (<grammar>)"``.
     """
+    if len(text) > MAX_LENGTH:  # CPython's parser recurses per operator: 60k terms overflow its stack
+        raise error(f"{key}: the expression is {len(text)} characters long, more than the {MAX_LENGTH} allowed")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        raise error(f"{key}: {text!r} is not a Python expression ({exc.msg}); allowed: {_allowed(key)}") from None
+        raise error(f"{key}: {text[:60]!r} is not a Python expression ({exc.msg}); allowed: {_allowed(key)}") from None
+    except (RecursionError, MemoryError):
+        raise error(f"{key}: the expression is nested too deeply to read; allowed: {_allowed(key)}") from None
     table = _table(key)
 
     def refuse(node: ast.AST, why: str = "") -> None:
@@ -90,6 +98,8 @@ def safe_eval(text: str, key: str, error: type = ValueError) -> Any:
 
     def value(node: ast.AST) -> Any:
         if isinstance(node, ast.Constant):
+            if isinstance(node.value, float) and not math.isfinite(node.value):
+                refuse(node, " (not a finite number)")  # 1e999 reads as inf
             if node.value is None or isinstance(node.value, (bool, int, float, str)):
                 return node.value
             refuse(node)
@@ -111,7 +121,8 @@ def safe_eval(text: str, key: str, error: type = ValueError) -> Any:
             operand = node.operand
             if (isinstance(operand, ast.Constant) and isinstance(operand.value, (int, float))
                     and not isinstance(operand.value, bool)):
-                return -operand.value if isinstance(node.op, ast.USub) else operand.value
+                number = value(operand)  # a finite number, or refused
+                return -number if isinstance(node.op, ast.USub) else number
             refuse(node)
         if isinstance(node, ast.Call):
             if isinstance(node.func, ast.Name) and node.func.id == "dict":

@@ -29,7 +29,7 @@ from furl_wrappers.protocol import eval_episodes, eval_seed
 from furl_wrappers.run_dir import RunDir
 from furl_wrappers.run_lock import RunLock, RunLockedError
 from furl_wrappers.tasks import canonical_task, short_task
-from furl_wrappers.validation import check_int
+from furl_wrappers.validation import check_hyperparams, check_int
 from furl_wrappers.zoo import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
 
 __all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run", "evaluate_run", "NOT_PRETRAINED_NOTICE",
@@ -242,6 +242,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
     if spec.steps is not None:
         config["n_timesteps"] = check_int("steps", spec.steps, error=ConfigError)
     algo_kwargs, zoo = split_config(config)
+    check_hyperparams(algo_kwargs, error=ConfigError)  # a NaN gamma would otherwise die 50 steps in
     total = int(zoo["n_timesteps"])
     env_kwargs = {**zoo.get("env_kwargs", {}), **spec.env_kwargs}
     if spec.image_preset is not None:
@@ -289,11 +290,12 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
         venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                             wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
                             monitor_kwargs={"info_keywords": ("is_success",)})
-        if vec_wrapper is not None:  # the VLM reward wrapper checks observations and rewards itself
+        vlm_reward = None
+        if vec_wrapper is not None:  # the YAML's VLM reward wrapper: it owns the VLM reward
             venv = vec_wrapper(venv)
-        else:  # the plain baselines: a NaN observation or reward stops the run all the same
-            venv = VecCheckNan(venv, raise_exception=True)
-        vlm_reward = getattr(venv, "vlm_reward", None)  # the YAML's VLM reward wrapper is the outermost layer
+            vlm_reward = getattr(venv, "vlm_reward", None)
+        # every method: a NaN or inf action, observation or reward stops the run at once, naming it
+        venv = VecCheckNan(venv, raise_exception=True)
         cls = algo_class(zoo["_algo"])
         if vlm_reward is not None and is_relay(cls):
             algo_kwargs["vlm_reward"] = vlm_reward

@@ -12,6 +12,10 @@ Example:
     ValueError: lag must be an integer >= 1, got 0
     >>> check_number("rho", 0.05, low=0.0, hint="0.05 in the paper")
     0.05
+    >>> check_hyperparams({"gamma": float("nan")})
+    Traceback (most recent call last):
+    ...
+    ValueError: gamma must be a finite number > 0 and <= 1 (0.99 in the paper), got nan
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import math
 from numbers import Integral, Real
 from typing import Any, Optional
 
-__all__ = ["check_int", "check_number"]
+__all__ = ["check_int", "check_number", "check_hyperparams"]
 
 
 def _fail(error: type, name: str, what: str, value: Any, hint: str) -> None:
@@ -61,3 +65,61 @@ def check_number(name: str, value: Any, low: Optional[float] = None, high: Optio
             bounds.append(f"<= {high:g}")
         _fail(error, name, "a finite number" + (f" {' and '.join(bounds)}" if bounds else ""), value, hint)
     return float(value)
+
+
+#: SB3 off-policy hyperparameters checked by :func:`check_hyperparams`: (check, keyword arguments)
+_HYPERPARAMS: dict[str, tuple[Any, dict[str, Any]]] = {
+    "gamma": (check_number, dict(low=0.0, high=1.0, low_open=True, hint="0.99 in the paper")),
+    "tau": (check_number, dict(low=0.0, high=1.0, low_open=True, hint="0.01 in the paper")),
+    "learning_rate": (check_number, dict(low=0.0, low_open=True, hint="1e-4 in the paper")),
+    "batch_size": (check_int, dict(low=1, hint="256 in the paper")),
+    "buffer_size": (check_int, dict(low=1)),
+    "learning_starts": (check_int, dict(low=0)),
+    "gradient_steps": (check_int, dict(low=-1, hint="-1: as many as env steps")),
+    "target_update_interval": (check_int, dict(low=1)),
+    "n_timesteps": (check_number, dict(low=0.0)),
+}
+
+
+def _non_finite(value: Any, path: str) -> Optional[str]:
+    """The path of the first non-finite float inside ``value`` (dicts, lists, tuples), or ``None``."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, Real) and not isinstance(item, Integral) and not math.isfinite(float(item)):
+            return where
+        if isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}") for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def check_hyperparams(hyperparams: dict[str, Any], *, error: type = ValueError) -> dict[str, Any]:
+    """Refuse non-finite numbers anywhere in ``hyperparams`` and out-of-range SB3 settings (``gamma``, ``tau``,
+    ``learning_rate`` unless a schedule, ``batch_size``, ``buffer_size``, ``learning_starts``, ``gradient_steps``,
+    ``target_update_interval``, ``ent_coef``), before anything is built: a NaN would otherwise reach training
+    silently (SB3 checks none of them). Returns ``hyperparams`` unchanged."""
+    for key, value in hyperparams.items():
+        if key in _HYPERPARAMS and not callable(value) and not (key == "learning_rate" and isinstance(value, str)):
+            check, kwargs = _HYPERPARAMS[key]
+            check(key, value, error=error, **kwargs)
+        where = _non_finite(value, key)
+        if where is not None:
+            raise error(f"{where} must be a finite number, got {value!r}" if where == key else
+                        f"{where} must be a finite number (in {key}={value!r})")
+    ent_coef = hyperparams.get("ent_coef")
+    if isinstance(ent_coef, str):
+        ok = ent_coef == "auto" or (ent_coef.startswith("auto_") and _positive(ent_coef[5:]))
+        if not ok:
+            _fail(error, "ent_coef", "'auto', 'auto_<initial value>' or a number > 0", ent_coef, "")
+    elif ent_coef is not None:
+        check_number("ent_coef", ent_coef, low=0.0, low_open=True, error=error)
+    return hyperparams
+
+
+def _positive(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) > 0
+    except ValueError:
+        return False

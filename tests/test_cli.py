@@ -128,3 +128,16 @@ def test_every_option_says_what_it_does() -> None:
     assert missing == []
     text = sub.choices["train"].format_help()
     assert "furl-mw-vlm" in text and "falls back" in text and "(default 0)" in text
+
+
+@pytest.mark.parametrize("param, match", [("gamma=nan", "gamma must be a finite number > 0 and <= 1"),
+                                          ("learning_rate=1e999", "learning_rate must be a finite number > 0"),
+                                          ("policy_kwargs=dict(net_arch=[1e999])", "'1e999' is not allowed")])
+def test_non_finite_hyperparams_exit_2_before_anything_is_written(tmp_path, capsys: pytest.CaptureFixture[str],
+                                                                  param: str, match: str) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--method", "sac", "--task", "reach", "--steps", "50", "--out", str(out),
+                 "--hyperparams", param]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("furl: error: ") and match in err and err.count("\n") == 1
+    assert not out.exists()

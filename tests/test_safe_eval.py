@@ -50,3 +50,19 @@ def test_config_strings_outside_the_grammar_are_refused(key: str, text: str, pie
 def test_config_strings_that_are_not_expressions() -> None:
     with pytest.raises(ConfigError, match="policy_kwargs: 'net_arch=\\[64\\]' is not a Python expression"):
         safe_eval("net_arch=[64]", "policy_kwargs", error=ConfigError)
+
+
+@pytest.mark.parametrize("text", ["1e999", "dict(net_arch=[64, -1e999])", "[1e308 * 10]"])
+def test_non_finite_numbers_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"policy_kwargs: '(-?1e999|1e308 \* 10)' is not allowed"):
+        safe_eval(text, "policy_kwargs")
+
+
+def test_huge_or_deep_expressions_are_one_line() -> None:
+    with pytest.raises(ValueError, match=r"policy_kwargs: the expression is 119999 characters long, more than the "
+                                         r"10000 allowed"):
+        safe_eval("+".join(["1"] * 60_000), "policy_kwargs")
+    deep = "+".join(["1"] * 4_000)  # under the length limit, deep enough for the parser on some Pythons
+    with pytest.raises(ValueError, match=r"policy_kwargs: .*(not allowed|nested too deeply)") as info:
+        safe_eval(deep, "policy_kwargs")
+    assert "\n" not in str(info.value)

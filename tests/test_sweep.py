@@ -204,3 +204,17 @@ def test_cli_sweep(tmp_path: Path, capsys) -> None:
     assert main(["sweep", "--out", str(tmp_path / "x"), "--methods", "sac", "--tasks", "reach", "--seeds", "0",
                  "--cpus-per-run", "100000", "--quiet"]) == 2
     assert "CPUs" in capsys.readouterr().err
+
+
+def test_a_symlinked_sweep_log_is_never_appended_to(tmp_path: Path) -> None:
+    from furl_wrappers.sweep.cell import run_cell
+
+    cell = tmp_path / "sac" / "reach" / "seed0"
+    cell.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (cell / "sweep_log.txt").symlink_to(victim)
+    result = run_cell({"method": "sac", "task": "reach", "seed": 0, "run_dir": str(cell), "attempt": 1,
+                       "spec": {"steps": 60, "vlm": "random-clip:tiny", "env_kwargs": TINY_ENV}})
+    assert result["ok"] is False and "sweep_log.txt' is a symlink" in result["error"]
+    assert victim.read_text() == "precious\n" and not (cell / "summary.json").exists()

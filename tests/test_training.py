@@ -345,3 +345,19 @@ def test_random_goal_is_evaluated_on_seed_plus_100_ten_episodes(tmp_path: Path) 
                           env_kwargs={"image_size": 32, "max_episode_steps": 5}, hyperparams={"learning_starts": 10}))
     config = json.loads((run / "config.json").read_text())
     assert (config["train_instance_seed"], config["eval_instance_seed"], config["eval_episodes"]) == (2, 102, 10)
+
+
+def test_vec_check_nan_guards_the_vlm_methods_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN that the VLM reward wrapper lets through (here: planted in its observation) stops the run at once."""
+    from furl_wrappers.wrappers import VecFuzzyVLMReward
+
+    step_wait = VecFuzzyVLMReward.step_wait
+
+    def poisoned(self):
+        obs, rewards, dones, infos = step_wait(self)
+        obs[:, 0] = np.nan
+        return obs, rewards, dones, infos
+
+    monkeypatch.setattr(VecFuzzyVLMReward, "step_wait", poisoned)
+    with pytest.raises(ValueError, match=r"found nan in observations"):
+        train_run(_spec(tmp_path / "run", steps=40, eval_freq=40))

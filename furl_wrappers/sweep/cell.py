@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from furl_wrappers._atomic import atomic_write_text
-from furl_wrappers._safe_files import open_regular
+from furl_wrappers._safe_files import UnsafeFileError, open_regular
 from furl_wrappers.run_dir import RunDir
 
 __all__ = ["RECORDED_FAILURE_EXIT", "BUSY_EXIT", "read_status", "write_status", "record_failure", "cell_progress",
@@ -121,7 +121,11 @@ def _run_locked(payload: dict[str, Any], run: RunDir, attempt: int, lock: Any) -
 
     spec = RunSpec(method=payload["method"], task=payload["task"], seed=int(payload["seed"]), out=str(run.path),
                    device=payload.get("device", "auto"), resume=resume, quiet=True, **payload["spec"])
-    with open_regular(run.sweep_log, "a", buffering=1) as log:  # never appended through a link
+    try:
+        log = open_regular(run.sweep_log, "a", buffering=1)  # never appended through a link
+    except UnsafeFileError as exc:
+        return {"ok": False, "error": str(exc)}
+    with log:
         log.write(f"\n=== attempt {attempt} on {platform.node()} pid {os.getpid()} "
                   f"({'resume' if spec.resume else 'fresh'}) ===\n")
         try:
