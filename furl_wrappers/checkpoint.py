@@ -140,16 +140,23 @@ def write_checkpoint(path: Union[str, os.PathLike, IO[bytes]], save_sb3: Callabl
     return atomic_write(path, lambda handle: handle.write(data))
 
 
-def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[Path, dict[str, Any], dict[str, Any], Optional[bytes]]:
-    """``(path, state, tensors, relay SAC zip bytes or None)``; ``path`` gains ``.zip`` when only that exists.
+def read_checkpoint(source: Union[str, os.PathLike, bytes],
+                    name: Optional[str] = None) -> tuple[dict[str, Any], dict[str, Any], Optional[bytes]]:
+    """``(state, tensors, relay SAC zip bytes or None)`` of a checkpoint: a path (gains ``.zip`` when only that
+    exists) or the zip's bytes (``name``: how errors name them).
 
     Raises:
         ValueError: the file is not a RelayPolicy checkpoint (no ``furl_state.json``), naming it.
+        UnsafeFileError, CorruptFileError: its tensors hold pickles, or its entries are malformed.
     """
-    path = Path(path)
-    if not path.exists() and path.with_name(path.name + ".zip").exists():
-        path = path.with_name(path.name + ".zip")
-    with zipfile.ZipFile(path) as archive:
+    if isinstance(source, bytes):
+        path, handle = name or "<bytes>", io.BytesIO(source)
+    else:
+        found = Path(source)
+        if not found.exists() and found.with_name(found.name + ".zip").exists():
+            found = found.with_name(found.name + ".zip")
+        path, handle = str(found), found
+    with zipfile.ZipFile(handle) as archive:
         names = set(archive.namelist())
         if _STATE not in names:
             raise ValueError(f"{str(path)!r} is not a RelayPolicy checkpoint (no {_STATE}); load plain SB3 models "
@@ -166,7 +173,7 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> tuple[Path, dict[str, Any]
         if not (isinstance(state, dict) and isinstance(tensors, dict)):
             raise CorruptFileError(f"{str(path)!r}: {_STATE} or {_TENSORS} is not a mapping")
         sac_bytes = archive.read(_SAC) if _SAC in names else None
-    return path, state, tensors, sac_bytes
+    return state, tensors, sac_bytes
 
 
 def relay_state(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -72,7 +72,7 @@ def check_goal(goal: Any, error: type = ValueError) -> str:
     return goal
 
 
-class SparseTaskReward(gym.Wrapper):
+class SparseTaskReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Replaces Meta-World's shaped reward with the sparse task reward and reports success the SB3 way.
 
     Reward: ``success - 1`` (−1 or 0, the paper's) with ``sparse_reward="minus_one"``, ``success`` (0 or 1) with
@@ -94,6 +94,7 @@ class SparseTaskReward(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, sparse: bool = True, sparse_reward: SparseReward = "minus_one") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, sparse=sparse, sparse_reward=sparse_reward)
         super().__init__(env)
         if not isinstance(sparse, bool):
             raise ValueError(f"sparse must be True or False, got {sparse!r}")
@@ -115,7 +116,7 @@ class SparseTaskReward(gym.Wrapper):
         return obs, (task_reward if self.sparse else float(shaped)), terminated, truncated, info
 
 
-class MetaWorldGoal(gym.Wrapper):
+class MetaWorldGoal(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Fixed or random goals for a Meta-World env, following the paper's two settings.
 
     - ``"fixed"`` (Table 1): object and goal positions are drawn once from ``seed`` and kept on every reset;
@@ -131,6 +132,8 @@ class MetaWorldGoal(gym.Wrapper):
 
     def __init__(self, env: gym.Env, task: str, goal: GoalSetting, seed: int, image_preset: str = "fast",
                  vlm: Optional[str] = None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, task=task, goal=goal, seed=seed, image_preset=image_preset,
+                                                 vlm=vlm)
         super().__init__(env)
         self.task = canonical_task(task)
         self.goal = goal
@@ -215,6 +218,9 @@ def build_metaworld(task: str, seed: int, observable: bool, max_episode_steps: i
     env._partially_observable = not observable
     if "sawyer_observation_space" in env.__dict__:
         del env.sawyer_observation_space  # cached property: recompute for the new observability
+    # MuJoCo's env keeps the space it was built with (goal hidden, goal bounds [0, 0]): give it the one for its
+    # observability, whose goal part is bounded by the task's goal_space (what step() clips observations to)
+    env.observation_space = env.sawyer_observation_space
     state = np.random.get_state()
     np.random.seed(seed)
     try:
@@ -436,9 +442,9 @@ def register_envs() -> list[str]:
                     id=eid,
                     entry_point="furl_wrappers.envs:make_metaworld_env",
                     kwargs={"task": short_task(task), "goal": goal},
-                    # Meta-World's goal-hidden observation space has equal bounds in its goal slots, which
-                    # Gymnasium's passive checker warns about on every make: the space is correct, so skip it.
-                    disable_env_checker=True,
+                    # a hidden goal is three zeros, bounded by [0, 0]: correct, but Gymnasium's passive checker
+                    # warns about equal bounds on every make, so it is skipped for fixed goals only
+                    disable_env_checker=goal == "fixed",
                 )
             ids.append(eid)
     return ids

@@ -161,8 +161,13 @@ class PixelReplayBuffer(ReplayBuffer):
         rows = (batch_inds[:, None] - k + offsets[None, :]) % size
         frames = self.frames[rows, env_indices[:, None]]  # (B, k+1, 3, H, W)
         for i in np.flatnonzero(steps < k):  # stacks reaching back to the episode's first frame
-            first = self.first_frames[((int(batch_inds[i]) - int(steps[i])) % size, int(env_indices[i]))]
-            frames[i, : k - steps[i]] = first
+            start = ((int(batch_inds[i]) - int(steps[i])) % size, int(env_indices[i]))
+            if start not in self.first_frames:  # rows claimed (full, pos) but never written by add()
+                raise ValueError(f"{type(self).__name__}: row {int(batch_inds[i])} of env {start[1]} was never "
+                                 f"written (no episode start frame at row {start[0]}), yet the buffer claims it "
+                                 f"(full={self.full}, pos={self.pos}): only add() or loading a saved buffer may "
+                                 "mark rows as filled")
+            frames[i, : k - steps[i]] = self.first_frames[start]
         shape = (len(batch_inds), k * _CHANNELS, *frames.shape[-2:])
         return frames[:, :k].reshape(shape), frames[:, 1:].reshape(shape)
 

@@ -55,11 +55,11 @@ from typing import IO, Any, ClassVar, Optional, Sequence, Union
 import numpy as np
 import torch
 from stable_baselines3 import SAC
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.type_aliases import MaybeCallback
 
 from furl_wrappers import checkpoint, serialization
+from furl_wrappers._relay_train import PrefixLogger, shared_batches
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
 from furl_wrappers.checkpoint import CheckpointMismatchError
@@ -67,23 +67,6 @@ from furl_wrappers.validation import check_int, check_number
 from furl_wrappers.vlm_reward import VLMReward
 
 __all__ = ["RelayPolicy", "CheckpointMismatchError", "is_relay"]
-
-
-class _PrefixLogger(Logger):
-    """Forwards ``record`` to another logger under a prefix (the relay SAC agent logs as ``relay_sac/...``)."""
-
-    def __init__(self, parent: Logger, prefix: str) -> None:
-        super().__init__(folder=None, output_formats=[])
-        self.parent, self.prefix = parent, prefix
-
-    def record(self, key: str, value: Any, exclude: Any = None) -> None:
-        self.parent.record(self.prefix + key.split("/", 1)[-1], value, exclude)
-
-    def record_mean(self, key: str, value: Any, exclude: Any = None) -> None:
-        self.parent.record_mean(self.prefix + key.split("/", 1)[-1], value, exclude)
-
-    def dump(self, step: int = 0) -> None:
-        pass
 
 
 def is_relay(cls_or_model: Any) -> bool:
@@ -231,10 +214,10 @@ class _Relay:
     def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True,
                      tb_log_name: str = "run", progress_bar: bool = False) -> tuple[int, BaseCallback]:
         if self.alignment_callback is not None:
-            callbacks = [self.alignment_callback]
-            if callback is not None:
-                callbacks += list(callback) if isinstance(callback, list) else [callback]
-            callback = CallbackList(callbacks)
+            given = [] if callback is None else list(callback) if isinstance(callback, list) else [callback]
+            # SB3 wraps a plain function (called with locals, globals) only when it gets the function itself
+            callback = CallbackList([self.alignment_callback] + [c if isinstance(c, BaseCallback) else
+                                                                 ConvertCallback(c) for c in given])
         if self.vlm_reward is None:
             raise ValueError(f"{type(self).__name__} has no VLM reward to train with: pass vlm_reward=..., or an env "
                              "built with "
@@ -242,7 +225,7 @@ class _Relay:
         total, callback = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
                                                progress_bar)
         if self.sac_agent is not None:
-            self.sac_agent.set_logger(_PrefixLogger(self.logger, "relay_sac/"))
+            self.sac_agent.set_logger(PrefixLogger(self.logger, "relay_sac/"))
             self.sac_agent.num_timesteps = self.num_timesteps
         return total, callback
 
@@ -310,13 +293,15 @@ class _Relay:
         self.logger.record("furl/vlm_steps", self.vlm_steps)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        """Each gradient step: the VLM agent on a relabelled batch, then (while relaying) the SAC agent on the
-        same batch's task rewards."""
-        for _ in range(gradient_steps):
-            super().train(1, batch_size)
-            if self.relay_active and self.sac_agent is not None:
-                self.sac_agent._current_progress_remaining = self._current_progress_remaining
-                self.sac_agent.train(1, batch_size)
+        """The VLM agent's ``train(n)`` on relabelled batches, then (while relaying) the SAC agent's ``train(n)`` on
+        the task rewards of the same batches, in order: each counts, updates its targets and logs as its algorithm's
+        own ``train(n)`` does."""
+        second = self.sac_agent if self.relay_active else None
+        with shared_batches(self, second):
+            super().train(gradient_steps, batch_size)
+            if second is not None:
+                second._current_progress_remaining = self._current_progress_remaining
+                second.train(gradient_steps, batch_size)
 
     # -------------------------------------------------------------- save/load
     def save(self, path: Union[str, os.PathLike, IO[bytes]], exclude: Any = None, include: Any = None) -> None:
@@ -337,12 +322,12 @@ class _Relay:
         checkpoint.write_checkpoint(path, save_sb3, sac, state, tensors)
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], env: Any = None, device: Union[torch.device, str] = "auto",
+    def load(cls, path: Union[str, os.PathLike, IO[bytes]], env: Any = None, device: Union[torch.device, str] = "auto",
              custom_objects: Optional[dict[str, Any]] = None, print_system_info: bool = False,
              force_reset: bool = True, trusted: bool = False, **kwargs: Any) -> Any:
-        """Load a :meth:`save` checkpoint; with ``env``, check it was made for the same task, encoder and spaces,
-        restore the reward heads into the env's VLM reward (or ``vlm_reward=``), and restore RNG states so that
-        ``learn(..., reset_num_timesteps=False)`` continues exactly (with ``load_replay_buffer`` for the buffer).
+        """Load a :meth:`save` checkpoint (a path or a binary handle); with ``env``, check it was made for the same
+        task, encoder and spaces, restore the reward heads into the env's VLM reward (or ``vlm_reward=``), and restore
+        RNG states so that ``learn(..., reset_num_timesteps=False)`` continues exactly (with ``load_replay_buffer``).
 
         Nothing is unpickled: both agents' pickled SB3 attributes are rebuilt from their safe descriptions
         (:func:`furl_wrappers.serialization.safe_custom_objects`). ``trusted=True`` loads a checkpoint without them
@@ -354,10 +339,10 @@ class _Relay:
             CorruptFileError: the file is truncated or corrupt.
         """
         raw, name = serialization.read_model_zip(path)  # complete (else CorruptFileError); SB3 loads these bytes
-        path, state, tensors, sac_bytes = checkpoint.read_checkpoint(path)
-        safe = {} if trusted else serialization.safe_custom_objects(raw, name)
+        state, tensors, sac_bytes = checkpoint.read_checkpoint(raw, name)
+        safe = {} if trusted else serialization.safe_custom_objects(raw, name, cls)
         sac_safe = ({} if trusted or sac_bytes is None else
-                    serialization.safe_custom_objects(sac_bytes, f"{name}:relay_sac.zip"))
+                    serialization.safe_custom_objects(sac_bytes, f"{name}:relay_sac.zip", cls.backbone))
         if env is not None:
             if kwargs.get("vlm_reward") is None:
                 from furl_wrappers.wrappers import vlm_reward_of

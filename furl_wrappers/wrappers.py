@@ -75,6 +75,39 @@ def _check_observations(who: str, obs: Any, batched: bool) -> None:
                          "(its simulation state or an observation wrapper): it would be stored and trained on")
 
 
+def _check_actions(who: str, actions: Any, batched: bool) -> None:
+    """``ValueError`` naming the env index and its action when an action holds NaN or inf, before it is stepped
+    (MuJoCo would only warn and reset the simulation)."""
+    values = np.asarray(actions)
+    if values.dtype.kind not in "fc" or np.isfinite(values).all():
+        return
+    rows = values.reshape(len(values), -1) if batched and values.ndim else values.reshape(1, -1)
+    env = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
+    raise ValueError(f"{who}: the action for env {env} contains {nonfinite_kind(rows[env])} ({rows[env].tolist()}); "
+                     "actions must be finite: check the policy (its weights or its observations)")
+
+
+class _Shared:
+    """A live object among a wrapper's recorded constructor arguments (``env.spec``): Gymnasium deep-copies specs,
+    and a copied :class:`VLMReward` is ``None`` (it pickles to nothing), so an env re-made from the spec
+    shares this one."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __deepcopy__(self, memo: dict) -> "_Shared":
+        return self
+
+    def __eq__(self, other: object) -> bool:  # specs compare their wrappers' arguments: the same live object
+        return isinstance(other, _Shared) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
 def _no_frame(who: str, env: int, name: str, render_mode: Any) -> ValueError:
     return ValueError(f"{who}: render() of env {env} ({name}) returned None, not an RGB frame: the env must have "
                       f"render_mode=\"rgb_array\" (it reports {render_mode!r}; a wrapper overriding render() may "
@@ -108,7 +141,7 @@ class _HasVLMReward:
         return self.vlm_reward.describe()
 
 
-class FuzzyVLMRewardWrapper(_HasVLMReward, gym.Wrapper):
+class FuzzyVLMRewardWrapper(_HasVLMReward, gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Adds ``ρ·r_VLM`` of the rendered frame to a Meta-World env's sparse task reward.
 
     Args:
@@ -118,19 +151,25 @@ class FuzzyVLMRewardWrapper(_HasVLMReward, gym.Wrapper):
         vlm_reward: the :class:`~furl_wrappers.VLMReward` to use (shared with buffer, alignment, relay).
         **build: instead of ``vlm_reward``, :meth:`VLMReward.build` arguments (``vlm``, ``rho``, ``mode``, ``text``,
             ``goal_image``, ``device``, ...); the instruction defaults to the env's task.
+
+    ``env.spec`` records the reward itself: an env re-made from the spec (``gymnasium.make(env.spec)``,
+    ``check_env``) shares it; such a spec has no JSON form (``to_json``), like one holding a function.
     """
 
     def __init__(self, env: gym.Env, vlm_reward: Optional[VLMReward] = None, **build: Any) -> None:
         check_furl_env(env, "FuzzyVLMRewardWrapper")
         super().__init__(env)
+        vlm_reward = vlm_reward.value if isinstance(vlm_reward, _Shared) else vlm_reward  # re-made from env.spec
         context: dict[str, Any] = {}
         if vlm_reward is None:
             context["instance"] = instance_of(env)
             if context["instance"] is None and build.get("text") is None:
                 context["task"] = task_of(env)
         self.vlm_reward = _reward(vlm_reward, build, "FuzzyVLMRewardWrapper", **context)
+        gym.utils.RecordConstructorArgs.__init__(self, vlm_reward=_Shared(self.vlm_reward))
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        _check_actions("FuzzyVLMRewardWrapper", action, batched=False)
         obs, reward, terminated, truncated, info = self.env.step(action)
         _check_observations("FuzzyVLMRewardWrapper", obs, batched=False)
         frame = self.env.render()
@@ -140,7 +179,7 @@ class FuzzyVLMRewardWrapper(_HasVLMReward, gym.Wrapper):
         return obs, float(total[0]), terminated, truncated, info
 
 
-class FrameInInfo(gym.Wrapper):
+class FrameInInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Puts the frame rendered right after each step into ``info["frame"]`` (for :class:`VecFuzzyVLMReward`).
 
     A ``None`` frame (an env not rendering ``"rgb_array"``) is passed on as it is: the vector wrapper, in the main
@@ -152,6 +191,7 @@ class FrameInInfo(gym.Wrapper):
 
     def __init__(self, env: gym.Env) -> None:
         check_furl_env(env, "FrameInInfo")
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         self.task_instance: Optional[TaskInstance] = instance_of(env)
         self.task = self.task_instance.task if self.task_instance is not None else task_of(env)
@@ -189,6 +229,10 @@ class VecFuzzyVLMReward(_HasVLMReward, VecEnvWrapper):
 
     def reset(self) -> Any:
         return self.venv.reset()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        _check_actions("VecFuzzyVLMReward", actions, batched=True)
+        self.venv.step_async(actions)
 
     def step_wait(self) -> Any:
         obs, rewards, dones, infos = self.venv.step_wait()

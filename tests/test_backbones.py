@@ -118,6 +118,28 @@ def test_one_batch_task_rewards_for_second_relabelled_for_vlm(cls, monkeypatch: 
     torch.testing.assert_close(seen["vlm"].rewards, task + 0.05 * r_vlm, rtol=1e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("cls", CLASSES, ids=ids)
+def test_gradient_steps_train_each_agent_as_its_backbone_does(cls, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train(4) with target_update_interval=2: both agents count and log 4 updates and update their targets at
+    steps 0 and 2 of the call, as the backbone's own train(4) does (CrossQ has no target networks)."""
+    from sb3_contrib.tqc import tqc as tqc_module
+    from stable_baselines3.sac import sac as sac_module
+
+    module = tqc_module if cls is RelayTQC else sac_module  # DrQ trains through SAC's train
+    polyak: list = []
+    real = module.polyak_update
+    monkeypatch.setattr(module, "polyak_update", lambda *a: (polyak.append(a[2]), real(*a))[1])
+    interval = {} if cls is RelayCrossQ else {"target_update_interval": 2}
+    model = _model(cls, _env_for(cls), gradient_steps=4, learning_starts=10_000, align=False, **interval)
+    model.learn(20)  # fills the buffer, no training (learning_starts)
+    model.train(4, 8)
+    logged = model.logger.name_to_value
+    assert model._n_updates == model.sac_agent._n_updates == 4
+    assert logged["train/n_updates"] == logged["relay_sac/n_updates"] == 4
+    assert len(polyak) == (0 if cls is RelayCrossQ else 2 * 2 * 2)  # agents x updates x (critic, batch-norm stats)
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
 def test_save_load_gives_the_same_actions_without_unpickling(cls, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:

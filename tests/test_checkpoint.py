@@ -37,13 +37,15 @@ def test_round_trip_path_and_handle(tmp_path: Path) -> None:
     tensors = {"w": torch.arange(3.0)}
     written = checkpoint.write_checkpoint(tmp_path / "ckpt", _sb3_zip, None, state, tensors)
     assert written == tmp_path / "ckpt.zip" and [p.name for p in tmp_path.iterdir()] == ["ckpt.zip"]
-    path, got_state, got_tensors, sac = checkpoint.read_checkpoint(tmp_path / "ckpt")
-    assert path == written and got_state == {"format": checkpoint.FORMAT, **state} and sac is None
+    got_state, got_tensors, sac = checkpoint.read_checkpoint(tmp_path / "ckpt")
+    assert got_state == {"format": checkpoint.FORMAT, **state} and sac is None
     torch.testing.assert_close(got_tensors["w"], tensors["w"])
-    assert "data" in zipfile.ZipFile(path).namelist()  # SB3's own entries stay
+    assert checkpoint.read_checkpoint(written.read_bytes(), "mine.zip")[0] == got_state
+    assert "data" in zipfile.ZipFile(written).namelist()  # SB3's own entries stay
     handle = io.BytesIO()
     assert checkpoint.write_checkpoint(handle, _sb3_zip, None, state, tensors) is None
-    assert handle.getvalue() == written.read_bytes()
+    with zipfile.ZipFile(handle) as a, zipfile.ZipFile(written) as b:  # same entries (timestamps may differ)
+        assert {n: a.read(n) for n in a.namelist()} == {n: b.read(n) for n in b.namelist()}
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
@@ -63,6 +65,8 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
         archive.writestr("data", "{}")
     with pytest.raises(ValueError, match="sb3.zip' is not a RelayPolicy checkpoint"):
         checkpoint.read_checkpoint(tmp_path / "sb3.zip")
+    with pytest.raises(ValueError, match="'handle.zip' is not a RelayPolicy checkpoint"):
+        checkpoint.read_checkpoint((tmp_path / "sb3.zip").read_bytes(), "handle.zip")
 
 
 def test_global_rng_round_trip() -> None:

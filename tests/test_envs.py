@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -82,6 +84,51 @@ def test_fixed_goal_is_hidden_random_goal_observable() -> None:
     rand = make_metaworld_env("reach", goal="random", image_size=SMALL)
     obs, _ = rand.reset()
     np.testing.assert_allclose(obs[-3:], _goal(rand))
+
+
+
+@pytest.mark.parametrize("task", ["reach", "drawer-open", "plate-slide-back"])
+def test_observations_lie_in_the_observation_space(task: str) -> None:
+    rand = make_metaworld_env(task, goal="random", seed=0, image_size=SMALL, max_episode_steps=10)
+    goal_space = rand.unwrapped.goal_space  # the random goal's bounds are the task's
+    np.testing.assert_array_equal(rand.observation_space.low[-3:], goal_space.low)
+    np.testing.assert_array_equal(rand.observation_space.high[-3:], goal_space.high)
+    fixed = make_metaworld_env(task, goal="fixed", seed=0, image_size=SMALL, max_episode_steps=10)
+    np.testing.assert_array_equal(fixed.observation_space.low[-3:], 0.0)  # a hidden goal: three zeros
+    np.testing.assert_array_equal(fixed.observation_space.high[-3:], 0.0)
+    goals = set()
+    for seed in (0, 1, None, None):
+        for env in (rand, fixed):
+            obs, _ = env.reset(seed=seed)
+            assert env.observation_space.contains(obs), obs
+            for _ in range(3):
+                obs = env.step(env.action_space.sample())[0]
+                assert env.observation_space.contains(obs), obs
+            if env is rand:
+                np.testing.assert_allclose(obs[-3:], _goal(rand))  # the goal is observed, within its bounds
+                goals.add(tuple(obs[-3:]))
+    assert len(goals) == 4  # a new goal at every reset
+
+
+def _layers(env: gym.Env) -> list[type]:
+    out = []
+    while isinstance(env, gym.Wrapper):
+        out, env = out + [type(env)], env.env
+    return out
+
+
+def test_gymnasium_env_checker_passes_and_runs_for_random_goal_ids() -> None:
+    from gymnasium.utils.env_checker import check_env
+    from gymnasium.wrappers import PassiveEnvChecker
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # check_env warns that the spaces have infinite bounds and wrappers
+        for env in (gym.make("furl/reach-v3-random-goal", image_size=SMALL),
+                    make_metaworld_env("drawer-open", goal="random", image_size=SMALL),
+                    gym.make("furl/reach-v3", image_size=SMALL)):
+            check_env(env)
+    assert PassiveEnvChecker in _layers(gym.make("furl/reach-v3-random-goal", image_size=SMALL))
+    assert PassiveEnvChecker not in _layers(gym.make("furl/reach-v3", image_size=SMALL))  # its [0, 0] goal bounds
 
 
 def test_fixed_goal_matches_metaworld_goal_hidden_env() -> None:

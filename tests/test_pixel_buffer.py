@@ -232,6 +232,23 @@ def test_buffer_not_longer_than_the_stack_refuses_to_sample_once_full() -> None:
         buffer.sample(4)
 
 
+def test_rows_marked_filled_but_never_written_are_named() -> None:
+    buffer = _pixels()
+    buffer.full = True  # claims every row, none written
+    with pytest.raises(ValueError, match=r"^PixelReplayBuffer: row \d+ of env [01] was never written \(no episode "
+                                         r"start frame at row \d+\), yet the buffer claims it \(full=True, pos=0\)"):
+        buffer.sample(4)
+    stream, written = FrameStackStream(seed=3), _pixels()
+    for _ in range(5):  # rows 0-4 written; the rest still claimed by full=True
+        transition = stream.next()
+        buffer.add(*transition)
+        written.add(*transition)
+    np.random.seed(0)
+    with pytest.raises(ValueError, match=r"was never written .* \(full=True, pos=5\)"):
+        buffer.sample(500)
+    assert written.sample(500).observations.shape == (500, 3 * K, H, W)  # the rows add() wrote sample fine
+
+
 # ----------------------------------------------------------------------------------------------- memory
 def test_memory_per_transition() -> None:
     space = spaces.Box(0, 255, (9, 84, 84), np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 
 import numpy as np
@@ -156,6 +157,86 @@ def test_eval_and_checkpoint_callbacks(tmp_path) -> None:
     assert (tmp_path / "evaluations.npz").exists()
     loaded = RelayPolicy.load(tmp_path / "relay_30_steps.zip", env=venv)
     assert loaded.num_timesteps == 30
+
+
+
+@pytest.mark.parametrize("in_list", [False, True], ids=["alone", "in_a_list"])
+def test_function_callbacks_as_sb3_calls_them(in_list: bool) -> None:
+    """A plain function (alone or in a list with BaseCallbacks) gets (locals, globals) each step; False stops."""
+    model = _model(_venv(), learning_starts=5)  # align=True: the alignment callback runs beside it
+    calls: list = []
+
+    def fn(locals_: dict, globals_: dict) -> bool:
+        calls.append((locals_["self"] is model, "__name__" in globals_, model.num_timesteps))
+        return len(calls) < 7
+
+    rec = _Record(lambda cb: cb.num_timesteps)
+    model.learn(30, callback=[rec, fn] if in_list else fn)
+    assert calls == [(True, True, t) for t in range(1, 8)]  # stopped by the function at step 7
+    assert model.num_timesteps == 7 and model.alignment_callback.n_calls == 7
+    assert rec.rows == (list(range(1, 8)) if in_list else [])
+
+
+def test_save_and_load_through_file_objects(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cloudpickle
+
+    venv = _venv()
+    model = _model(venv, learning_starts=10)
+    model.learn(20)
+    memory = io.BytesIO()
+    model.save(memory)
+    with open(tmp_path / "ckpt.zip", "wb") as handle:
+        model.save(handle)
+    assert (tmp_path / "ckpt.zip").read_bytes() == memory.getvalue()
+    monkeypatch.setattr(cloudpickle, "loads", lambda *a, **k: pytest.fail("unpickled"))  # trusted=False: none
+    obs = venv.reset()
+    memory.seek(0)
+    with open(tmp_path / "ckpt.zip", "rb") as handle:
+        for source in (memory, handle):
+            loaded = RelayPolicy.load(source, env=_venv(), device="cpu")
+            assert (loaded.num_timesteps, loaded.sac_steps, loaded.vlm_steps) == (20, model.sac_steps,
+                                                                                  model.vlm_steps)
+            for a, b in ((model, loaded), (model.sac_agent, loaded.sac_agent)):
+                np.testing.assert_array_equal(a.predict(obs, deterministic=True)[0],
+                                              b.predict(obs, deterministic=True)[0])
+    with pytest.raises(ValueError, match=r"^'<stream>' is not a RelayPolicy checkpoint"):
+        from stable_baselines3 import SAC
+
+        plain = io.BytesIO()
+        SAC("MlpPolicy", _venv(), buffer_size=10).save(plain)
+        plain.seek(0)
+        RelayPolicy.load(plain, env=_venv(), trusted=True)
+
+
+def test_gradient_steps_count_update_targets_and_log_as_the_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train(4) with target_update_interval=2: each agent updates its targets twice (steps 0 and 2, as SAC's own
+    train(4)), counts 4 updates and logs them and its losses' means over the 4 steps."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.sac import sac as sac_module
+
+    settings = dict(gradient_steps=4, target_update_interval=2, learning_starts=10_000)
+    models = {"relay": _model(_venv(), align=False, **settings),
+              "sac": SAC("MlpPolicy", _venv(), buffer_size=2000, batch_size=8, seed=0, device="cpu", **settings)}
+    polyak, mse = [], []
+    real_polyak, real_mse = sac_module.polyak_update, sac_module.F.mse_loss
+    monkeypatch.setattr(sac_module, "polyak_update", lambda *a: (polyak.append(a[2]), real_polyak(*a))[1])
+    monkeypatch.setattr(sac_module.F, "mse_loss", lambda *a, **k: (lambda v: (mse.append(v.item()), v)[1])(
+        real_mse(*a, **k)))
+    counts = {}
+    for name, model in models.items():
+        model.learn(20)  # fills the buffer, no training (learning_starts)
+        polyak.clear(), mse.clear()
+        model.train(4, 8)
+        counts[name] = len(polyak)
+        logged = model.logger.name_to_value
+        assert model._n_updates == logged["train/n_updates"] == 4
+        steps = [0.5 * (a + b) for a, b in zip(mse[0::2], mse[1::2])]  # 2 critics per step
+        assert len(steps) == (8 if name == "relay" else 4)
+        assert logged["train/critic_loss"] == pytest.approx(np.mean(steps[:4]), rel=1e-6)
+        if name == "relay":
+            assert model.sac_agent._n_updates == logged["relay_sac/n_updates"] == 4
+            assert logged["relay_sac/critic_loss"] == pytest.approx(np.mean(steps[4:]), rel=1e-6)
+    assert counts == {"sac": 4, "relay": 8}  # 2 target updates x (critic + batch-norm stats) per agent
 
 
 def _params(model: RelayPolicy) -> list[torch.Tensor]:

@@ -325,3 +325,41 @@ def test_nan_from_a_user_encoder_names_it() -> None:
     bad.reset()
     with pytest.raises(ValueError, match="^bad image embeddings: 1 of 1 embeddings contain NaN or inf"):
         bad.step(np.zeros(4, np.float32))
+
+
+def test_check_env_passes_and_the_spec_remakes_the_wrapper_around_the_same_reward(encoder: RandomCLIPEncoder) -> None:
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    for goal in ("fixed", "random"):
+        env = FuzzyVLMRewardWrapper(gym.make(furl_wrappers.env_id("reach", goal), image_size=SIZE), vlm=encoder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # check_env warns of infinite bounds and of wrappers
+            check_env(env)  # re-makes the env from env.spec, this wrapper included
+        wrapper = env.spec.additional_wrappers[-1]
+        assert (wrapper.name, list(wrapper.kwargs)) == ("FuzzyVLMRewardWrapper", ["vlm_reward"])
+        remade = env.spec.make()
+        assert type(remade) is FuzzyVLMRewardWrapper and remade.vlm_reward is env.vlm_reward  # shared, not rebuilt
+        assert env.spec.make().spec.additional_wrappers[-1] == wrapper
+    framed = FrameInInfo(gym.make("furl/reach-v3", image_size=SIZE))
+    assert framed.spec.additional_wrappers[-1].kwargs == {} and type(framed.spec.make()) is FrameInInfo
+
+
+def test_non_finite_actions_are_refused_before_stepping(encoder: RandomCLIPEncoder) -> None:
+    env = FuzzyVLMRewardWrapper(make_metaworld_env("reach", image_size=SIZE), vlm=encoder)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"^FuzzyVLMRewardWrapper: the action for env 0 contains NaN "
+                                         r"\(\[nan, 0\.0, 0\.5, 0\.0\]\); actions must be finite: check the policy"):
+        env.step(np.array([np.nan, 0.0, 0.5, 0.0], np.float32))
+    assert env.unwrapped.curr_path_length == 0  # nothing reached MuJoCo
+    venv = make_vlm_vec_env("reach", n_envs=3, vlm_reward=env.vlm_reward, env_kwargs={"image_size": SIZE})
+    venv.reset()
+    actions = np.zeros((3, 4), np.float32)
+    actions[2] = [0.0, np.inf, -np.inf, np.nan]
+    with pytest.raises(ValueError, match=r"^VecFuzzyVLMReward: the action for env 2 contains NaN and inf "
+                                         r"\(\[0\.0, inf, -inf, nan\]\); actions must be finite"):
+        venv.step(actions)
+    assert venv.get_attr("curr_path_length") == [0, 0, 0]
+    venv.step(np.zeros((3, 4), np.float32))  # finite actions step as before
+    assert venv.get_attr("curr_path_length") == [1, 1, 1]
