@@ -73,6 +73,22 @@ def _edit_json(entries: dict[str, bytes], name: str, fn: Callable[[dict], None])
     entries[name] = json.dumps(data).encode()
 
 
+def _in_relay_sac(fn: Callable[[dict], None]) -> Callable[[dict[str, bytes]], None]:
+    """An edit for :func:`_rewrite` applying ``fn`` to the ``data`` of the relay's nested ``relay_sac.zip``."""
+
+    def poison(entries: dict[str, bytes]) -> None:
+        with zipfile.ZipFile(io.BytesIO(entries["relay_sac.zip"])) as archive:
+            inner = {name: archive.read(name) for name in archive.namelist()}
+        _edit_json(inner, "data", fn)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            for name, blob in inner.items():
+                archive.writestr(name, blob)
+        entries["relay_sac.zip"] = out.getvalue()
+
+    return poison
+
+
 def _sac(learn: int = 0, cls: type = SAC) -> SAC:
     model = cls("MlpPolicy", gym.make("Pendulum-v1"), buffer_size=100, learning_starts=10, batch_size=8, seed=0,
                 device="cpu", policy_kwargs={"net_arch": [8, 8], "activation_fn": torch.nn.Tanh,
@@ -215,18 +231,7 @@ def test_relay_nested_zip_is_checked_too(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     _relay(_venv(), learn=6).save(tmp_path / "relay.zip")
 
-    def poison(entries: dict[str, bytes]) -> None:
-        _rewrite_bytes = io.BytesIO(entries["relay_sac.zip"])
-        with zipfile.ZipFile(_rewrite_bytes) as archive:
-            inner = {name: archive.read(name) for name in archive.namelist()}
-        _edit_json(inner, "data", lambda d: d.update(evil=_payload(marker)))
-        out = io.BytesIO()
-        with zipfile.ZipFile(out, "w") as archive:
-            for name, blob in inner.items():
-                archive.writestr(name, blob)
-        entries["relay_sac.zip"] = out.getvalue()
-
-    _rewrite(tmp_path / "relay.zip", tmp_path / "evil.zip", poison)
+    _rewrite(tmp_path / "relay.zip", tmp_path / "evil.zip", _in_relay_sac(lambda d: d.update(evil=_payload(marker))))
     with pytest.raises(UnsafeFileError, match=r"evil\.zip:relay_sac\.zip.*'evil'"):
         RelayPolicy.load(tmp_path / "evil.zip", env=_venv())
     assert not marker.exists()
@@ -329,18 +334,8 @@ def test_a_planted_env_key_in_the_relays_inner_zip_is_refused(tmp_path: Path, mo
                                                               ) -> None:
     _relay(_venv(), learn=6).save(tmp_path / "relay.zip")
     marker = _plant_env_module(tmp_path, monkeypatch)
-
-    def poison(entries: dict[str, bytes]) -> None:
-        with zipfile.ZipFile(io.BytesIO(entries["relay_sac.zip"])) as archive:
-            inner = {name: archive.read(name) for name in archive.namelist()}
-        _edit_json(inner, "data", lambda d: d.update(env="planted_env_mod:X-v0"))
-        out = io.BytesIO()
-        with zipfile.ZipFile(out, "w") as archive:
-            for name, blob in inner.items():
-                archive.writestr(name, blob)
-        entries["relay_sac.zip"] = out.getvalue()
-
-    _rewrite(tmp_path / "relay.zip", tmp_path / "evil.zip", poison)
+    plant = _in_relay_sac(lambda d: d.update(env="planted_env_mod:X-v0"))
+    _rewrite(tmp_path / "relay.zip", tmp_path / "evil.zip", plant)
     with pytest.raises(UnsafeFileError, match=r"evil\.zip:relay_sac\.zip.*'env'"):
         RelayPolicy.load(tmp_path / "evil.zip", env=_venv())
     assert not marker.exists()
