@@ -8,15 +8,16 @@ version: dict = {}
 exec((Path(__file__).parent / "furl_wrappers" / "_version.py").read_text(), version)
 
 EXTRAS = {
-    # rl-zoo3's `enjoy` imports requests without declaring it.
-    "zoo": ["rl-zoo3>=2.4", "requests>=2.28"],
+    # rl-zoo3's `enjoy` imports requests without declaring it; its `-optimize` writes the study's report with pandas
+    # (optuna's trials_dataframe) without declaring it either (optuna itself is an rl-zoo3 dependency).
+    "zoo": ["rl-zoo3>=2.4", "requests>=2.28", "pandas>=2.0"],
     # Ray Core is enough for `furl sweep --ray-address` (ray[default] adds the dashboard)
     "ray": ["ray>=2.9"],
     "plots": ["matplotlib>=3.7"],
     # what the tests need: rl-zoo3 (its train/enjoy are exercised), matplotlib (furl report's plots), Ray (the
     # sweep's cluster backend runs on a local Ray instance), sentence-transformers (MiniLM pooling parity), ruff
     # (the lint that runs before the tests; settings in pyproject.toml)
-    "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28", "ray>=2.9",
+    "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28", "pandas>=2.0", "ray>=2.9",
             "sentence-transformers>=2.2", "ruff>=0.4"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})

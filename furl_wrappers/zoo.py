@@ -3,8 +3,9 @@
 ``zoo_configs/<method>.yml`` hold one block per env id (``furl/<task>-v3`` and ``furl/<task>-v3-random-goal``) in
 rl-zoo's format. Methods whose algorithm is SAC (or sb3-contrib's TQC, CrossQ) run with rl-zoo directly; the relay
 methods need ``RelayPolicy`` (or ``RelayTQC``, ``RelayCrossQ``, ``RelayDrQ``) and the pixel baseline needs ``DrQ``,
-which rl-zoo cannot import by name, so this module is also a launcher that adds them to ``rl_zoo3.utils.ALGOS`` as
-``"relay"`` (``"relay_tqc"``, ``"relay_crossq"``, ``"relay_drq"``, ``"drq"``) and hands over to rl-zoo's own
+which rl-zoo cannot import by name, so this module's :func:`main` is also a launcher
+(:mod:`furl_wrappers.zoo_launcher`) that adds them to ``rl_zoo3.utils.ALGOS`` as ``"relay"`` (``"relay_tqc"``,
+``"relay_crossq"``, ``"relay_drq"``, ``"drq"``), with samplers for ``-optimize``, and hands over to rl-zoo's own
 ``train``/``enjoy``::
 
     python -m furl_wrappers.zoo train --algo relay --env furl/drawer-open-v3 --gym-packages furl_wrappers \\
@@ -25,14 +26,11 @@ import copy
 import difflib
 import importlib
 import inspect
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import yaml
 
-from furl_wrappers.envs import RANDOM_GOAL_SUFFIX
-from furl_wrappers.protocol import eval_seed
 from furl_wrappers.safe_eval import safe_eval
 
 __all__ = [
@@ -309,102 +307,13 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return algo_kwargs, zoo
 
 
-_VALUE_FLAGS = ("--seed", "--env", "--conf-file", "-conf", "--env-kwargs", "--eval-env-kwargs")
-
-
-def _values(argv: list[str], *flags: str) -> Optional[tuple[int, int]]:
-    """``(start, end)`` of the values after the last of ``flags`` in ``argv`` (``None`` when absent)."""
-    hits = [i for i, a in enumerate(argv) if a in flags]
-    if not hits:
-        return None
-    start = hits[-1] + 1
-    end = next((i for i in range(start, len(argv)) if argv[i].startswith("-") and not _is_number(argv[i])), len(argv))
-    return start, end
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def launcher_args(argv: list[str]) -> list[str]:
-    """rl-zoo ``train`` arguments, adjusted for the paper's protocol and for rl-zoo's handling of ``env_kwargs``.
-
-    - ``--seed S`` selects the task instance: ``seed:S`` joins ``--env-kwargs`` (run seed s trains on instance s
-      and, with a fixed goal, is evaluated on it); a random-goal run's evaluation env gets ``seed:S+100``. An
-      explicit ``seed:`` entry is kept; without ``--seed`` (or with rl-zoo's ``-1``) the instance is 0.
-    - rl-zoo replaces the YAML block's ``env_kwargs`` with the command line's ``--env-kwargs`` as a whole, so the
-      YAML's entries (``image_preset: reference``) are carried into the one ``--env-kwargs`` written here, the
-      user's own entries winning (e.g. ``vlm:"'furl-mw-vlm'"`` with ``image_preset:"'fast'"``).
-
-    Example:
-        >>> launcher_args(["--env", "furl/reach-v3", "--seed", "3", "--env-kwargs", "image_size:128"])
-        ['--env', 'furl/reach-v3', '--seed', '3', '--env-kwargs', 'image_size:128', 'seed:3']
-    """
-    split: list[str] = []
-    for arg in argv:  # "--seed=3" → "--seed", "3"
-        flag, eq, value = arg.partition("=")
-        split += [flag, value] if eq and flag in _VALUE_FLAGS else [arg]
-    argv = split
-    seed_at, env_at, conf_at = _values(argv, "--seed"), _values(argv, "--env"), _values(argv, "--conf-file", "-conf")
-    seed = int(argv[seed_at[0]]) if seed_at and seed_at[0] < len(argv) else None
-    seed = None if seed is None or seed < 0 else seed
-    at = _values(argv, "--env-kwargs")
-    if seed is None and at is None:
-        return argv
-    env = argv[env_at[0]] if env_at and env_at[0] < len(argv) else ""
-    yaml_kwargs: dict[str, Any] = {}
-    if conf_at and conf_at[0] < len(argv) and env:
-        try:
-            block = (yaml.safe_load(Path(argv[conf_at[0]]).read_text()) or {}).get(env) or {}
-            yaml_kwargs = dict(block.get("env_kwargs") or {})
-        except (OSError, yaml.YAMLError, AttributeError):
-            pass  # rl-zoo reports an unreadable config itself
-    entries: dict[str, str] = {k: f"{k}:{v!r}" for k, v in yaml_kwargs.items()}
-    if at is not None:
-        entries.update({a.split(":", 1)[0]: a for a in argv[at[0]:at[1]]})
-        argv = argv[: at[0] - 1] + argv[at[1]:]
-    if seed is not None:
-        entries.setdefault("seed", f"seed:{seed}")
-    argv = argv + ["--env-kwargs", *entries.values()]
-    if seed is not None and env.endswith(RANDOM_GOAL_SUFFIX):  # evaluated on seed s + 100
-        eval_at = _values(argv, "--eval-env-kwargs")
-        evals = {k: v for k, v in entries.items() if k != "seed"}
-        if eval_at is not None:
-            evals.update({a.split(":", 1)[0]: a for a in argv[eval_at[0]:eval_at[1]]})
-            argv = argv[: eval_at[0] - 1] + argv[eval_at[1]:]
-        evals.setdefault("seed", f"seed:{eval_seed(seed, 'random')}")
-        argv += ["--eval-env-kwargs", *evals.values()]
-    return argv
-
-
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo with ``relay`` (RelayPolicy), ``relay_tqc``,
-    ``relay_crossq``, ``drq`` and ``relay_drq`` added to ALGOS, and
-    ``--seed`` selecting the task instance and the YAML's ``env_kwargs`` kept (:func:`launcher_args`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("train", "enjoy"):
-        print("usage: python -m furl_wrappers.zoo {train,enjoy} [rl-zoo arguments...]", file=sys.stderr)
-        raise SystemExit(2)
-    try:
-        import rl_zoo3.utils
-    except ImportError as exc:
-        raise SystemExit("rl-zoo3 is not installed: pip install 'furl_wrappers[zoo]'") from exc
-    for name in ALGOS:  # relay, relay_tqc, relay_crossq, drq, relay_drq: the algorithms rl-zoo lacks
-        rl_zoo3.utils.ALGOS.setdefault(name, algo_class(name))
-    command = argv.pop(0)
-    sys.argv = [f"rl_zoo3.{command}", *(launcher_args(argv) if command == "train" else argv)]
-    if command == "train":
-        from rl_zoo3.train import train
+    """``python -m furl_wrappers.zoo {train,enjoy} ...``: the rl-zoo launcher, :func:`furl_wrappers.zoo_launcher.main`
+    (rl-zoo with FuRL's algorithms and samplers added, run files loaded safely, ``--seed`` selecting the task
+    instance)."""
+    from furl_wrappers.zoo_launcher import main as launch  # rl-zoo is imported only when launching
 
-        train()
-    else:
-        from rl_zoo3.enjoy import enjoy
-
-        enjoy()
+    launch(argv)
 
 
 if __name__ == "__main__":

@@ -145,14 +145,14 @@ def test_rho_from_yaml_reaches_env_and_sampled_rewards_alike() -> None:
       "seed:102"]),
 ])
 def test_launcher_ties_seed_to_the_task_instance(argv: list, expected: list) -> None:
-    from furl_wrappers.zoo import launcher_args
+    from furl_wrappers.zoo_launcher import launcher_args
 
     assert launcher_args(argv) == expected
 
 
 def test_launcher_keeps_the_yamls_env_kwargs() -> None:
     """rl-zoo replaces the YAML's env_kwargs with the command line's: the launcher carries them over."""
-    from furl_wrappers.zoo import launcher_args
+    from furl_wrappers.zoo_launcher import launcher_args
 
     conf = str(CONFIG_DIR / "furl.yml")
     out = launcher_args(["--env", "furl/reach-v3", "--conf-file", conf, "--seed", "4", "--env-kwargs", "image_size:32"])
@@ -188,6 +188,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 ZOO_ARGS = ["--gym-packages", "furl_wrappers", "-n", "150", "--eval-freq", "-1", "--seed", "0",
             "--env-kwargs", "image_size:32", "max_episode_steps:50"]
+FAST = "image_preset:'fast'"  # an --env-kwargs entry: the cheap render path (the YAMLs ask for the reference one)
 
 
 def test_rl_zoo_train_with_a_non_relay_config(tmp_path: Path) -> None:
@@ -240,6 +241,195 @@ def test_launcher_with_a_relay_config(tmp_path: Path, algo: str, config: str) ->
 def test_launcher_usage() -> None:
     out = _run(["-m", "furl_wrappers.zoo"], Path.cwd())
     assert out.returncode == 2 and "usage" in out.stderr
+
+
+# ---- the launcher's hand-over: run files loaded safely, lin_ schedules, -optimize ---------------------------------
+def test_zoo_yaml_loader_reads_what_rl_zoo_writes_and_nothing_else() -> None:
+    from collections import OrderedDict
+
+    from torch import nn, optim
+
+    from furl_wrappers.buffers import VLMReplayBuffer
+    from furl_wrappers.zoo_launcher import UnsafeYAMLError, ZooYAMLLoader
+
+    written = OrderedDict([("policy_kwargs", {"activation_fn": nn.ReLU, "optimizer_class": optim.AdamW,
+                                              "net_arch": [32]}),
+                           ("train_freq", (1, "episode")), ("replay_buffer_class", VLMReplayBuffer),
+                           ("normalize", "dict(norm_obs=False, norm_reward=True)"), ("n_timesteps", 10)])
+    text = yaml.dump(written)  # what rl-zoo's _save_config writes
+    assert "!!python/object/apply:collections.OrderedDict" in text and "!!python/name:torch.nn" in text
+    loaded = yaml.load(text, Loader=ZooYAMLLoader)
+    assert type(loaded) is OrderedDict and loaded["policy_kwargs"]["activation_fn"] is nn.ReLU
+    assert loaded["replay_buffer_class"] is VLMReplayBuffer and loaded["train_freq"] == (1, "episode")
+    assert loaded["normalize"] == {"norm_obs": False, "norm_reward": True}  # parsed, never eval-ed
+    assert {k: v for k, v in loaded.items() if k != "normalize"} == {k: v for k, v in written.items()
+                                                                      if k != "normalize"}
+    for bad, why in [("!!python/object/apply:os.system ['true']", r"YAML tag '!!python/object/apply:os.system'"),
+                     ("!!python/object/new:subprocess.Popen [['true']]", r"'!!python/object/new:subprocess.Popen'"),
+                     ("a: !!python/name:os.system ''", r"!!python/name:os.system is refused .*outside"),
+                     ("!!python/name:builtins.eval ''", r"!!python/name:builtins.eval is refused"),
+                     ("!!python/module:os ''", r"YAML tag '!!python/module:os' is refused"),
+                     ("!!python/object/apply:collections.OrderedDict {args: [[[a, 1]]]}", "one list of \\[key"),
+                     ("normalize: \"__import__('os').system('true')\"", "normalize: '__import__' is not allowed")]:
+        with pytest.raises(UnsafeYAMLError, match=f"^<unicode string>.*{why}"):
+            yaml.load(bad, Loader=ZooYAMLLoader)
+
+
+_PLANTED = {
+    "nested tag": ("config.yml", "!!python/object/apply:collections.OrderedDict\n- - - env_wrapper\n"
+                   "    - furl_wrappers.wrappers.FrameInInfo\n  - - policy\n"
+                   "    - !!python/object/apply:os.system [\"touch {marker}\"]\n", r"config\.yml, line 5: YAML tag "
+                   r"'!!python/object/apply:os\.system' is refused"),
+    "args.yml": ("args.yml", "!!python/object/apply:collections.OrderedDict\n- - - env_kwargs\n"
+                 "    - !!python/object/apply:os.system [\"touch {marker}\"]\n",
+                 r"args\.yml, line 3: YAML tag '!!python/object/apply:os\.system' is refused"),
+    "normalize string": ("config.yml", "normalize: \"__import__('os').system('touch {marker}')\"\n",
+                         r"config\.yml: normalize: '__import__' is not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", list(_PLANTED))
+def test_enjoy_runs_no_code_from_a_planted_logs_folder(tmp_path: Path, case: str) -> None:
+    """rl-zoo's enjoy reads config.yml/args.yml with PyYAML's unsafe loader and evals a normalize string: through
+    the launcher a planted file runs nothing and is refused in one line naming it."""
+    pytest.importorskip("rl_zoo3")
+    name, text, error = _PLANTED[case]
+    marker = tmp_path / "pwned"
+    run = tmp_path / "logs" / "relay" / "furl-reach-v3_1"
+    (run / "furl-reach-v3").mkdir(parents=True)
+    (run / "furl-reach-v3.zip").write_bytes(b"not read: the run files come first")
+    if name == "args.yml":
+        (run / "furl-reach-v3" / "config.yml").write_text(yaml.dump({"env_wrapper": "x"}))
+    (run / "furl-reach-v3" / name).write_text(text.format(marker=marker))
+    out = _run(["-m", "furl_wrappers.zoo", "enjoy", "--algo", "relay", "--env", "furl/reach-v3", "--gym-packages",
+                "furl_wrappers", "-f", str(tmp_path / "logs"), "-n", "10", "--no-render"], tmp_path)
+    assert not marker.exists()
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-3000:]
+    assert lines[0].startswith(f"error: {run / 'furl-reach-v3' / name}"), lines[0]
+    import re
+
+    assert re.search(error, lines[0]), lines[0]
+
+
+def test_launcher_train_parses_config_strings_rl_zoo_would_eval(tmp_path: Path) -> None:
+    pytest.importorskip("rl_zoo3")
+    marker = tmp_path / "pwned"
+    block = yaml.safe_load((CONFIG_DIR / "sac.yml").read_text())["furl/reach-v3"]
+    conf = tmp_path / "evil.yml"
+    block["policy_kwargs"] = f"__import__('os').system('touch {marker}')"  # rl-zoo would eval it
+    conf.write_text(yaml.dump({"furl/reach-v3": block}))
+    out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", "sac", "--env", "furl/reach-v3", "--conf-file", str(conf),
+                "-f", str(tmp_path), *ZOO_ARGS], tmp_path)
+    assert not marker.exists()
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-3000:]
+    assert lines[0].startswith("error: config string: '__import__' is not allowed (literals, dict(...), nn."), lines[0]
+
+
+def test_relay_zip_with_lin_schedule_loads_without_trusted_and_enjoys(tmp_path: Path) -> None:
+    """rl-zoo's lin_1e-4 becomes SB3's LinearSchedule (pickle-free); config.yml holds rl-zoo's OrderedDict and
+    class tags, which enjoy's safe loader reads."""
+    pytest.importorskip("rl_zoo3")
+    from stable_baselines3.common.utils import FloatSchedule, LinearSchedule
+    from torch import nn
+
+    from furl_wrappers.relay import RelayPolicy
+    from furl_wrappers.serialization import load_model
+
+    out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", "relay", "--env", "furl/reach-v3", "--conf-file",
+                str(CONFIG_DIR / "furl.yml"), "-f", str(tmp_path), *ZOO_ARGS, FAST, "-params", "learning_starts:50",
+                "batch_size:32", "learning_rate:'lin_1e-4'", "policy_kwargs:dict(net_arch=[32], activation_fn=nn.ReLU)",
+                "vec_env_wrapper:[{'furl_wrappers.wrappers.VecFuzzyVLMReward': {'vlm': 'random-clip:tiny'}}]",
+                "alignment_kwargs:{'batch_size': 32}"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "relay" / "furl-reach-v3_1"
+    config = (run / "furl-reach-v3" / "config.yml").read_text()
+    assert "!!python/object/apply:collections.OrderedDict" in config and "!!python/name:torch.nn" in config
+    for model in (RelayPolicy.load(run / "furl-reach-v3.zip", device="cpu"),  # trusted=False: no unpickling
+                  load_model(RelayPolicy, run / "furl-reach-v3.zip", device="cpu")):
+        assert type(model.learning_rate) is LinearSchedule and type(model.lr_schedule) is FloatSchedule
+        lr = model.learning_rate
+        assert (lr.start, lr.end, lr.end_fraction) == (1e-4, 0.0, 1.0)
+        for agent in (model, model.sac_agent):
+            for progress in (1.0, 0.5, 0.2, 0.0):  # rl-zoo's: progress_remaining * 1e-4
+                assert agent.lr_schedule(progress) == pytest.approx(1e-4 * progress, rel=1e-12, abs=1e-20)
+        assert model.policy_kwargs["activation_fn"] is nn.ReLU
+        assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4 * model._current_progress_remaining)
+    enjoy = _run(["-m", "furl_wrappers.zoo", "enjoy", "--algo", "relay", "--env", "furl/reach-v3", "--gym-packages",
+                  "furl_wrappers", "-f", str(tmp_path), "-n", "60", "--no-render", "--env-kwargs", "image_size:32",
+                  "max_episode_steps:50"], tmp_path)
+    assert enjoy.returncode == 0, enjoy.stderr[-3000:]
+    assert "Success rate" in enjoy.stdout
+
+
+@pytest.mark.parametrize("algo", ["relay", "relay_tqc", "relay_crossq", "relay_drq", "drq", "crossq"])
+def test_samplers_give_what_the_converter_rebuilds(algo: str) -> None:
+    """-optimize samples with rl-zoo's SAC (TQC) sampler plus FuRL's knobs; --trial-id converts a trial back."""
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("rl_zoo3")
+    from furl_wrappers.zoo import _valid_keys
+    from furl_wrappers.zoo_launcher import convert_params, sample_params
+
+    params = {"one_minus_gamma": 0.01, "batch_size_pow": 5, "learning_rate": 3e-4, "train_freq": 2, "tau": 0.02,
+              "net_arch": "small", "n_quantiles": 10, "top_quantiles_to_drop_per_net": 2, "relay_threshold": 1200,
+              "relay_length": 25, "relay_noise": 0.3, "rho": 0.1, "alignment_lr": 2e-4, "alignment_margin": 0.2,
+              "alignment_goal_margin": 0.3}
+    sampled = sample_params(algo, optuna.trial.FixedTrial(params), 4, 1, {"using_her_replay_buffer": False})
+    assert sampled == convert_params(algo, {k: v for k, v in params.items()
+                                            if algo.endswith("tqc") or "quantiles" not in k})
+    assert (sampled["batch_size"], sampled["gamma"], sampled["gradient_steps"]) == (32, 0.99, 2)
+    assert sampled["policy_kwargs"]["net_arch"] == [64, 64] and ("tau" in sampled) == ("crossq" not in algo)
+    assert set(sampled) - {"furl_tuning"} <= _valid_keys(algo)  # nothing the algorithm does not take
+    if algo.startswith("relay"):
+        assert (sampled["relay_threshold"], sampled["relay_lengths"], sampled["relay_noise"]) == (
+            1200, [25, 50, 75, 100], 0.3)
+        assert sampled["furl_tuning"] == {"rho": 0.1, "alignment_kwargs": {"lr": 2e-4, "margin": 0.2,
+                                                                           "goal_margin": 0.3}}
+    else:
+        assert not {"relay_threshold", "furl_tuning"} & set(sampled)
+
+
+def test_tunable_sets_rho_and_updates_alignment_kwargs() -> None:
+    from furl_wrappers.relay import RelayPolicy
+    from furl_wrappers.zoo_launcher import tunable
+
+    venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", env_kwargs={"image_size": 32})
+    model = tunable(RelayPolicy)("MlpPolicy", venv, buffer_size=100, alignment_kwargs={"batch_size": 16},
+                                 furl_tuning={"rho": 0.12, "alignment_kwargs": {"lr": 3e-4, "margin": 0.2}})
+    assert venv.vlm_reward.rho == 0.12 and model.vlm_reward is venv.vlm_reward
+    assert model.alignment_kwargs == {"batch_size": 16, "lr": 3e-4, "margin": 0.2}
+    assert (model.alignment_callback.lr, model.alignment_callback.batch_size) == (3e-4, 16)
+    with pytest.raises(ConfigError, match=r"^furl_tuning: unknown key 'rhoo' \(valid: alignment_kwargs, rho\)"):
+        tunable(RelayPolicy)("MlpPolicy", venv, buffer_size=100, furl_tuning={"rhoo": 0.1})
+    venv.close()
+
+
+@pytest.mark.parametrize("algo, config", [("sac", "sac.yml"), ("relay", "furl.yml")])
+def test_launcher_optimize(tmp_path: Path, algo: str, config: str) -> None:
+    """-optimize: relay had no sampler (KeyError: 'relay'); SAC's report needs pandas (the zoo extra has it)."""
+    pytest.importorskip("rl_zoo3")
+    import csv
+    import math
+
+    vlm = (["vec_env_wrapper:[{'furl_wrappers.wrappers.VecFuzzyVLMReward': {'vlm': 'random-clip:tiny'}}]",
+            "alignment_kwargs:{'batch_size': 32}"] if algo == "relay" else [])
+    out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", algo, "--env", "furl/reach-v3", "--conf-file",
+                str(CONFIG_DIR / config), "-f", str(tmp_path), *ZOO_ARGS, FAST, "-n", "200", "-optimize", "--n-trials",
+                "2", "--n-jobs", "1", "--sampler", "random", "--pruner", "none", "--n-evaluations", "1",
+                "--eval-episodes", "1", "--no-optim-plots", "-params", "learning_starts:150", *vlm], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report, = (tmp_path / algo).glob("report_furl-reach-v3_2-trials-200-random-none_*.csv")
+    rows = list(csv.DictReader(report.open()))
+    assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
+    for row in rows:
+        assert math.isfinite(float(row["value"])) and row["params_net_arch"] in ("small", "medium", "big")
+        if algo == "relay":
+            assert 500 <= int(row["params_relay_threshold"]) <= 10_000 and row["params_relay_length"] in (
+                "25", "50", "100")
+            assert 0.01 <= float(row["params_rho"]) <= 0.25 and 1e-5 <= float(row["params_alignment_lr"]) <= 1e-3
+        else:
+            assert "params_rho" not in row
 
 
 # ---- policy_kwargs / replay_buffer_* strings: a restricted grammar, not eval --------------------------------------
