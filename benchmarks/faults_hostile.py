@@ -181,7 +181,7 @@ def hostile_rows(root: Path, interrupted: Path, finished: Path, run: Callable[..
 
     for label, files in (("checkpoint/epoch=99.ckpt", {"checkpoint/epoch=99.ckpt": "weights"}),
                          ("config.json = {}", {"config.json": "{}"}), ("model.zip", {"model.zip": "mine"}),
-                         ("TensorBoard events only", {"events.out.tfevents.1.host.1.0": "events"})):
+                         ("TensorBoard events", {"events.out.tfevents.1.host.1.0": "events"})):
         attack(f"--out holding only {label}", foreign(files), lambda f: run(f, env=env, cwd=root))
 
     # non-finite hyperparameters

@@ -101,7 +101,7 @@ def restore_global_rng_state(state: dict[str, Any], tensors: dict[str, Any]) -> 
         np.random.set_state((np_rng[0], np.array(np_rng[1], dtype=np.uint32), *np_rng[2:]))
         torch.set_rng_state(tensors["torch_rng"])
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise CorruptFileError(f"the saved numpy/torch RNG state is malformed ({type(err).__name__}: "
+        raise CorruptFileError(f"the saved numpy/torch RNG state does not fit ({type(err).__name__}: "
                                f"{str(err)[:80]})") from None
 
 

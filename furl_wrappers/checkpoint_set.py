@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from furl_wrappers._atomic import atomic_write_text
-from furl_wrappers._safe_files import loads_json
+from furl_wrappers._safe_files import CorruptFileError, loads_json
 
 __all__ = ["CheckpointSet", "CheckpointError", "capture_rng", "restore_rng"]
 
@@ -70,8 +70,9 @@ def restore_rng(model: Any, state: dict[str, Any]) -> None:
         if state.get("action_space") is not None:
             model.action_space.np_random.bit_generator.state = state["action_space"]
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise CheckpointError(f"the RNG states in {CheckpointSet.META} are malformed ({type(err).__name__}: "
-                              f"{str(err)[:80]}); the checkpoint cannot be resumed") from None
+        why = f"{type(err).__name__}: {str(err)[:80]}" if not isinstance(err, CorruptFileError) else str(err)
+        raise CheckpointError(f"the RNG states in {CheckpointSet.META} are malformed ({why}); the checkpoint cannot "
+                              "be resumed") from None
 
 
 class CheckpointSet:
