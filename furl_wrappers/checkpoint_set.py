@@ -85,9 +85,8 @@ class CheckpointSet:
     MODEL = "model.zip"
     BUFFER = "replay_buffer.npz"
     META = "meta.json"
-    LEGACY_BUFFER = "replay_buffer.pkl"
     #: every name a set writes (nothing else in its folder is furl's)
-    NAMES = (MODEL, BUFFER, META, LEGACY_BUFFER)
+    NAMES = (MODEL, BUFFER, META)
 
     def __init__(self, path: Union[str, os.PathLike]) -> None:
         self.path = Path(path)
@@ -130,7 +129,7 @@ class CheckpointSet:
         """A set is in place or can be put back by :meth:`recover`: a complete one (its ``meta.json``, written
         last, is readable), or a damaged ``checkpoint/`` that :meth:`load` refuses, naming it (never dropped)."""
         return (any(self._read_meta(d) is not None for d in (self.path, self.staging, self.previous))
-                or (self.path.is_dir() and any(p.suffix in (".zip", ".npz", ".pkl", ".json")
+                or (self.path.is_dir() and any(p.suffix in (".zip", ".npz", ".json")
                                                for p in self.path.iterdir())))
 
     # ------------------------------------------------------------------ write
@@ -195,7 +194,7 @@ class CheckpointSet:
         start of the episode it was in (see the module docstring).
 
         Raises:
-            CheckpointError: no complete set, a pickled buffer without ``trusted``, or parts that disagree.
+            CheckpointError: no complete set, or parts that disagree.
         """
         from furl_wrappers.buffer_file import load_buffer
         from furl_wrappers.serialization import load_model
@@ -205,18 +204,10 @@ class CheckpointSet:
             raise CheckpointError(f"{str(self.path)!r} holds no complete checkpoint ({self.META} is missing or "
                                   "unreadable): restore it, or delete that folder to start the run over")
         step = int(meta["num_timesteps"])
-        legacy = self.path / self.LEGACY_BUFFER
         model = load_model(cls, self.model, env=env, device=device, trusted=trusted, **kwargs)
-        if not self.buffer.is_file() and legacy.is_file():
-            if not trusted:
-                raise CheckpointError(f"{str(legacy)!r} was written by an older furl_wrappers with pickle, which can "
-                                      "run code when loaded: pass --trusted (trusted=True) if you made it yourself")
-            model.load_replay_buffer(legacy)
-            buffer_step = step
-        else:
-            buffer_step = load_buffer(self.buffer, model.replay_buffer)
-            if hasattr(model, "_connect_buffer"):
-                model._connect_buffer()  # a RelayPolicy re-attaches its VLM reward and the SAC agent's view
+        buffer_step = load_buffer(self.buffer, model.replay_buffer)
+        if hasattr(model, "_connect_buffer"):
+            model._connect_buffer()  # a RelayPolicy re-attaches its VLM reward and the SAC agent's view
         if not step == int(model.num_timesteps) == buffer_step:
             raise CheckpointError(f"{str(self.path)!r} is inconsistent: meta.json at step {step}, model at "
                                   f"{model.num_timesteps}, replay buffer at {buffer_step}; it cannot be resumed")

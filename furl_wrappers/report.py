@@ -45,7 +45,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     run = run_dir.read_summary()
     rows = run_dir.evaluation_rows()
     steps = [int(r["step"]) for r in rows]
-    success = [r["success"] if r["success"] is not None else r["success_any_step"] for r in rows]
+    success = [r["success"] for r in rows]
     run.update(dir=str(run_dir.path), curve_steps=np.array(steps), curve_success=np.array(success))
     return run
 
@@ -99,10 +99,6 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
     note = ("Success rate (%) of the final evaluation, mean ± std over seeds: success at the episode's final step, "
             "the paper's criterion (success at any step is in each run's evaluations.csv). The paper's Table 1 "
             "numbers (1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with that budget.")
-    legacy = sum(1 for run in runs if run.get("success_criterion") != "final_step")
-    if legacy:
-        note += (f" {legacy} run(s) were recorded before final-step success was logged: their numbers count "
-                 "success at any step.")
     used: dict[str, set] = defaultdict(set)
     for run, method in zip(runs, _row_labels(runs)):
         pretrained = {True: "pretrained", False: "NOT pretrained"}.get(run.get("encoder_pretrained"),

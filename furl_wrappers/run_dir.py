@@ -69,24 +69,18 @@ RUN_STATES: tuple[str, ...] = ("new", "running", "interrupted", "finished", "fai
 SWEEP_PREFIX = "sweep_"
 
 
-def read_evaluation_rows(path: Union[str, os.PathLike]) -> list[dict[str, Optional[float]]]:
+def read_evaluation_rows(path: Union[str, os.PathLike]) -> list[dict[str, float]]:
     """An ``evaluations.csv`` as rows of floats: ``step``, ``success`` (final step), ``success_any_step``,
-    ``mean_task_return``. Rows of runs recorded before final-step success was logged (one ``success_rate``
-    column, success at any step) have ``success=None``. Missing or unreadable file: ``[]``."""
+    ``mean_task_return``. Missing file: ``[]``; a torn last line (a killed write) is skipped."""
     try:
-        with open(path, newline="") as handle:
+        with open_regular(path, "r", newline="") as handle:
             rows = list(csv.DictReader(handle))
-    except OSError:
+    except FileNotFoundError:
         return []
     out = []
     for row in rows:
         try:
-            old = "success" not in row  # the one-column layout: success_rate, at any step
-            unknown = old or row["success"] == ""  # final-step success not recorded then
-            out.append({"step": float(row["step"]),
-                        "success": None if unknown else float(row["success"]),
-                        "success_any_step": float(row["success_rate" if old else "success_any_step"]),
-                        "mean_task_return": float(row["mean_task_return"])})
+            out.append({key: float(row[key]) for key in ("step", "success", "success_any_step", "mean_task_return")})
         except (KeyError, TypeError, ValueError):
             continue  # a torn last line of a killed run
     return out
@@ -295,7 +289,7 @@ class RunDir:
             raise CorruptFileError(f"{str(self.summary)!r} is not a JSON object")
         return summary
 
-    def evaluation_rows(self) -> list[dict[str, Optional[float]]]:
+    def evaluation_rows(self) -> list[dict[str, float]]:
         """``evaluations.csv`` as rows of floats (see :func:`read_evaluation_rows`)."""
         return read_evaluation_rows(self.evaluations)
 

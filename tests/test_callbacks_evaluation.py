@@ -48,21 +48,6 @@ def test_schedule_and_csv(tmp_path: Path) -> None:
     assert callback.last_success == 1.0 and callback.best_success == 1.0
 
 
-def test_a_resumed_legacy_log_is_rewritten_in_todays_columns(tmp_path: Path) -> None:
-    from furl_wrappers.run_dir import RunDir
-
-    log = tmp_path / "evaluations.csv"
-    log.write_text("step,success_rate,mean_task_return,wall_time_s\n4,1.0,-3.0,1.5\n")  # any-step, before
-    callback = PaperEvalCallback(ScriptedSuccessEnv(4, success_at=(4,)), eval_freq=4, n_episodes=1,
-                                 log_path=str(log))
-    model = SAC("MlpPolicy", ScriptedSuccessEnv(), learning_starts=100, buffer_size=100, device="cpu", seed=0)
-    model.learn(4, callback=callback)
-    assert log.read_text().splitlines()[:2] == ["step,success,success_any_step,mean_task_return,wall_time_s",
-                                                "4,,1.0,-3.0,1.5"]
-    rows = RunDir(tmp_path).evaluation_rows()
-    assert [(r["success"], r["success_any_step"]) for r in rows] == [(None, 1.0), (1.0, 1.0)]
-
-
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="eval_freq must be an integer >= 1"):
         PaperEvalCallback(ScriptedSuccessEnv(), eval_freq=0, n_episodes=1)

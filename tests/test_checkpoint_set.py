@@ -76,20 +76,6 @@ def test_load_restores_the_rng_and_refuses_mixed_sets(tmp_path: Path) -> None:
         ckpt.load(SAC, None, device="cpu")
 
 
-def test_a_pickled_buffer_of_an_older_version_needs_trusted(tmp_path: Path) -> None:
-    from furl_wrappers.serialization import save_model
-
-    ckpt = CheckpointSet(tmp_path / "checkpoint")
-    model = _model()
-    ckpt.path.mkdir()
-    save_model(model, ckpt.model)
-    model.save_replay_buffer(ckpt.path / CheckpointSet.LEGACY_BUFFER)
-    ckpt.meta.write_text(json.dumps({"num_timesteps": 8}))
-    with pytest.raises(CheckpointError, match="older furl_wrappers with pickle.*--trusted"):
-        ckpt.load(SAC, None, device="cpu")
-    assert ckpt.load(SAC, None, device="cpu", trusted=True).replay_buffer.size() == 8
-
-
 def test_rng_state_round_trips_through_json() -> None:
     class Holder:
         action_space = ScriptedSuccessEnv().action_space

@@ -16,13 +16,13 @@ def _fake_run(root: Path, method: str, task: str, seed: int, curve: list[tuple[i
     run.mkdir(parents=True)
     (run / "summary.json").write_text(json.dumps({
         "method": method, "task": f"{task}-v3", "goal": "fixed", "seed": seed, "steps": steps,
-        "final_success": curve[-1][1], "best_success": max(s for _, s in curve)}))
+        "final_success": curve[-1][1], "best_success": max(s for _, s in curve), "success_criterion": "final_step"}))
     (run / "config.json").write_text(json.dumps({"encoder_spec": None}))
     with open(run / "evaluations.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["step", "success_rate", "mean_task_return", "wall_time_s"])
+        writer.writerow(["step", "success", "success_any_step", "mean_task_return", "wall_time_s"])
         for step, success in curve:
-            writer.writerow([step, success, -100.0, 1.0])
+            writer.writerow([step, success, success, -100.0, 1.0])
     return run
 
 
@@ -37,8 +37,7 @@ def test_table_numbers_and_paper_column(tmp_path: Path) -> None:
     assert "50 ± 50 (n=2)" in furl_row and f"[paper {PAPER_TABLE_1['furl'][3]}]" in furl_row
     sac_row = next(line for line in table.splitlines() if line.startswith("| sac "))
     assert "100 ± 0 (n=1)" in sac_row and "paper" not in sac_row and "2,000" in sac_row
-    # these fake runs have the old one-column CSV and no success criterion: the table says what they count
-    assert "3 run(s) were recorded before final-step success was logged" in table
+    assert "recorded before final-step success" not in table  # no old-run label: old layouts are not read
 
 
 def test_report_writes_table_and_curves(tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers._safe_files import open_regular
 from furl_wrappers.validation import check_int
 
@@ -78,19 +77,6 @@ def evaluate_policy_success(model: Any, env: gym.Env, n_episodes: int, frames: O
     return EvalResult(float(np.mean(final)), float(np.mean(any_step)), float(np.mean(returns)), len(final))
 
 
-def _legacy_rows(path: Path) -> Optional[list[list[str]]]:
-    """The rows of an ``evaluations.csv`` written before final-step success was logged, in today's columns
-    (``success`` left empty: it was not recorded), or ``None`` when the file is missing or already current."""
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-    except OSError:
-        return None
-    if not rows or tuple(rows[0]) == EVALUATION_COLUMNS:
-        return None
-    return [list(EVALUATION_COLUMNS)] + [[r[0], "", r[1], r[2], r[3]] for r in rows[1:] if len(r) == 4]
-
-
 class PaperEvalCallback(BaseCallback):
     """Periodic evaluation with the paper's protocol (see the module docstring).
 
@@ -120,7 +106,6 @@ class PaperEvalCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         if self.log_path is not None:
-            self._upgrade_legacy_log()
             self._read_earlier_rows()
         # continue the schedule after a resume
         steps = self.model.num_timesteps
@@ -139,19 +124,9 @@ class PaperEvalCallback(BaseCallback):
         # a resumed run: its best and last success count the evaluations made before it was stopped
         from furl_wrappers.run_dir import read_evaluation_rows
 
-        successes = [row["success"] for row in read_evaluation_rows(self.log_path) if row["success"] is not None]
+        successes = [row["success"] for row in read_evaluation_rows(self.log_path)]
         if successes:
             self.last_success, self.best_success = successes[-1], max(successes)
-
-    def _upgrade_legacy_log(self) -> None:
-        # a resumed run from before final-step success was logged: rewrite its rows in today's columns
-        rows = _legacy_rows(self.log_path)
-        if rows is not None:
-            import io
-
-            text = io.StringIO()
-            csv.writer(text).writerows(rows)
-            atomic_write_text(self.log_path, text.getvalue())
 
     def evaluate(self) -> float:
         """Run the evaluation now; returns the (final-step) success rate."""

@@ -62,7 +62,7 @@ def cell_progress(run_dir: str | Path) -> tuple[Optional[int], Optional[float]]:
     if rows:
         last = rows[-1]
         steps = int(last["step"])
-        success = last["success"] if last["success"] is not None else last["success_any_step"]
+        success = last["success"]
     try:
         with open(run.progress, newline="") as f:
             values = [r.get("time/total_timesteps") for r in csv.DictReader(f) if r.get("time/total_timesteps")]
