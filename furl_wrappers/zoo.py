@@ -1,12 +1,13 @@
 """rl-zoo-style YAML configs: loading and validation, building envs and models, and the rl-zoo launcher.
 
 ``zoo_configs/<method>.yml`` hold one block per env id (``furl/<task>-v3`` and ``furl/<task>-v3-random-goal``) in
-rl-zoo's format. Methods whose algorithm is SAC (or sb3-contrib's TQC, CrossQ) run with rl-zoo directly; the relay
+rl-zoo's format. Methods whose algorithm is SAC (or sb3-contrib's TQC, CrossQ) run with rl-zoo directly (through
+the launcher below their zips carry the pickle-free entry its ``enjoy`` loads without ``--trusted``); the relay
 methods need ``RelayPolicy`` (or ``RelayTQC``, ``RelayCrossQ``, ``RelayDrQ``) and the pixel baseline needs ``DrQ``,
 which rl-zoo cannot import by name, so this module's :func:`main` is also a launcher
 (:mod:`furl_wrappers.zoo_launcher`) that adds them to ``rl_zoo3.utils.ALGOS`` as ``"relay"`` (``"relay_tqc"``,
 ``"relay_crossq"``, ``"relay_drq"``, ``"drq"``), with samplers for ``-optimize``, and hands over to rl-zoo's own
-``train``/``enjoy``::
+``train``/``enjoy`` (loading every algorithm's model zips without unpickling; ``--trusted`` opts in)::
 
     python -m furl_wrappers.zoo train --algo relay --env furl/drawer-open-v3 --gym-packages furl_wrappers \\
         --conf-file zoo_configs/furl.yml
@@ -308,9 +309,10 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m furl_wrappers.zoo {train,enjoy} ...``: the rl-zoo launcher, :func:`furl_wrappers.zoo_launcher.main`
-    (rl-zoo with FuRL's algorithms and samplers added, run files loaded safely, ``--seed`` selecting the task
-    instance)."""
+    """``python -m furl_wrappers.zoo {train,enjoy} [--trusted] ...``: the rl-zoo launcher,
+    :func:`furl_wrappers.zoo_launcher.main` (rl-zoo with FuRL's algorithms and samplers added, run files and every
+    algorithm's model zips loaded without running code from them, ``--seed`` selecting the task instance;
+    ``--trusted`` loads zips without furl's pickle-free entry and rl-zoo's pickles, for runs you made)."""
     from furl_wrappers.zoo_launcher import main as launch  # rl-zoo is imported only when launching
 
     launch(argv)

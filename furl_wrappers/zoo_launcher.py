@@ -1,33 +1,33 @@
-"""The rl-zoo launcher (``python -m furl_wrappers.zoo {train,enjoy} ...``): rl-zoo's own ``train``/``enjoy``, with
-what it lacks for FuRL added and what is unsafe in it replaced, for the duration of the hand-over only.
+"""The rl-zoo launcher (``python -m furl_wrappers.zoo {train,enjoy} [--trusted] ...``): rl-zoo's own
+``train``/``enjoy``, with what it lacks for FuRL added and what is unsafe in it replaced, for the duration of the
+hand-over only.
 
 - ``relay`` (``relay_tqc``, ``relay_crossq``, ``relay_drq``) and ``drq`` join ``rl_zoo3.utils.ALGOS``.
 - ``-optimize`` gets samplers for them (and ``crossq``): rl-zoo's SAC (TQC) sampler plus, for the relay agents,
   FuRL's own knobs (:func:`sample_params`); ``--trial-id`` converts a trial back (:func:`convert_params`).
 - ``lin_<v>`` schedules become SB3's ``LinearSchedule`` (same values), which a model zip's pickle-free entry
-  describes, so a relay zip trained with them loads without ``--trusted``.
-- The run files ``enjoy`` reads (``config.yml``, ``args.yml``) are loaded by :class:`ZooYAMLLoader` instead of
-  PyYAML's unsafe loader, and a ``normalize`` string in them is parsed, not ``eval``-ed: a planted logs folder
-  runs no code; a refused file exits with status 2 and one line naming it. ``train`` parses the config strings
-  rl-zoo would ``eval`` (``policy_kwargs``, ...) the way ``furl train`` does (:func:`config_eval`).
+  describes, so a zip trained with them loads without ``--trusted``.
+- Nothing in a logs folder runs code (:mod:`furl_wrappers.zoo_safety`): ``config.yml``/``args.yml`` are read by
+  :class:`ZooYAMLLoader` (a ``normalize`` string parsed, not ``eval``-ed; ``env_wrapper``/``vec_env_wrapper``
+  only wrapper classes of furl_wrappers, Gymnasium, SB3, sb3-contrib, rl-zoo); every algorithm's model zips
+  (final, best, checkpoints) are written with the pickle-free entry and loaded from it by ``enjoy`` and
+  ``train -i``, a zip without it (trained by plain ``rl_zoo3.train``) refused; ``vecnormalize.pkl`` and
+  ``replay_buffer.pkl`` are refused. ``--trusted`` (stripped before rl-zoo sees the arguments) lifts these: SB3's
+  and rl-zoo's unpickling and any wrapper, which run code from the files: only for runs you made. A refused file
+  exits with status 2 and one line naming it. ``train`` parses the config strings rl-zoo would ``eval``
+  (``policy_kwargs``, ...) the way ``furl train`` does (:func:`config_eval`).
 - ``--seed`` selects the task instance and the YAML's ``env_kwargs`` are kept (:func:`launcher_args`).
 
 Example:
-    >>> yaml.load("!!python/tuple [1, 2]", Loader=ZooYAMLLoader)
-    (1, 2)
-    >>> yaml.load("!!python/object/apply:os.system ['echo hi']", Loader=ZooYAMLLoader)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    furl_wrappers.zoo_launcher.UnsafeYAMLError: <unicode string>, line 1: YAML tag '!!python/object/apply:os.system' ...
+    >>> launcher_args(["--env", "furl/reach-v3", "--seed", "1"])
+    ['--env', 'furl/reach-v3', '--seed', '1', '--env-kwargs', 'seed:1']
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import sys
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Optional
 from unittest import mock
@@ -36,119 +36,20 @@ import yaml
 
 from furl_wrappers.envs import RANDOM_GOAL_SUFFIX
 from furl_wrappers.protocol import eval_seed
-from furl_wrappers.safe_eval import safe_eval
 from furl_wrappers.validation import check_number
 from furl_wrappers.zoo import ALGOS, RELAY_ALGOS, ConfigError, algo_class
+from furl_wrappers.zoo_safety import (
+    TRUSTED_FLAG,
+    UnsafeYAMLError,
+    ZooYAML,
+    ZooYAMLLoader,
+    config_eval,
+    guard_pickles,
+    guarded,
+)
 
 __all__ = ["UnsafeYAMLError", "ZooYAMLLoader", "config_eval", "BACKBONES", "sample_params", "convert_params", "tunable",
-           "linear_schedule", "handover", "launcher_args", "main"]
-
-
-# ------------------------------------------------------------------------------------ run files, loaded safely
-class UnsafeYAMLError(ConfigError):
-    """A run file holds a YAML tag or a ``normalize`` expression that would run code."""
-
-
-_NAME_TAG = "tag:yaml.org,2002:python/name:"
-_ORDERED_DICT_TAG = "tag:yaml.org,2002:python/object/apply:collections.OrderedDict"
-_NAME_BASES_DOC = "torch.nn modules, torch.optim optimizers, SB3 policies and replay buffers"
-_ALLOWED = (f"plain YAML, !!python/tuple, !!python/object/apply:collections.OrderedDict (a list of [key, value] "
-            f"pairs) and !!python/name: of {_NAME_BASES_DOC} (what rl-zoo writes)")
-
-
-class ZooYAMLLoader(yaml.SafeLoader):
-    """PyYAML's safe loader plus the tags rl-zoo writes into ``config.yml``/``args.yml``: ``OrderedDict`` (its
-    hyperparameters and arguments), tuples, and classes by name (``policy_kwargs``' ``activation_fn``, ...),
-    resolved only inside stable_baselines3, sb3_contrib, furl_wrappers, torch.nn and torch.optim
-    (the rules of :mod:`furl_wrappers.serialization`). Any other tag raises :class:`UnsafeYAMLError`; nothing is called
-    but ``OrderedDict`` and ``tuple``."""
-
-    def _where(self, node: yaml.Node) -> str:
-        return f"{self.name}, line {node.start_mark.line + 1}"
-
-    def _refuse(self, node: yaml.Node) -> Any:
-        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-        raise UnsafeYAMLError(f"{self._where(node)}: YAML tag {tag!r} is refused; allowed: {_ALLOWED}")
-
-    def _tuple(self, node: yaml.Node) -> tuple:
-        if not isinstance(node, yaml.SequenceNode):
-            self._refuse(node)
-        return tuple(self.construct_sequence(node, deep=True))
-
-    def _ordered_dict(self, node: yaml.Node) -> OrderedDict:
-        args = self.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else None
-        pairs = args[0] if args and len(args) == 1 and isinstance(args[0], list) else None
-        if pairs is None or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
-            raise UnsafeYAMLError(f"{self._where(node)}: !!python/object/apply:collections.OrderedDict must hold one "
-                                  "list of [key, value] pairs, as rl-zoo writes it")
-        try:
-            return OrderedDict((key, value) for key, value in pairs)
-        except TypeError:  # an unhashable key
-            raise UnsafeYAMLError(f"{self._where(node)}: an OrderedDict key is not hashable") from None
-
-    def _class(self, suffix: str, node: yaml.Node) -> type:
-        import torch
-        from stable_baselines3.common.buffers import ReplayBuffer
-        from stable_baselines3.common.policies import BasePolicy
-
-        from furl_wrappers.serialization import _resolve_class
-
-        module, _, name = suffix.rpartition(".")
-        bases = (torch.nn.Module, torch.optim.Optimizer, BasePolicy, ReplayBuffer)
-        try:  # imports a module only under the allowed roots; refuses functions (os.system) and other classes
-            return _resolve_class(f"{module}:{name}", bases)
-        except (ImportError, ValueError) as err:
-            raise UnsafeYAMLError(f"{self._where(node)}: !!python/name:{suffix} is refused ({err}); allowed: "
-                                  f"{_NAME_BASES_DOC}") from None
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        data = super().construct_document(node)
-        if isinstance(data, dict) and isinstance(data.get("normalize"), str):
-            # enjoy eval()s this string (rl_zoo3.utils.get_saved_hyperparams): parsed in the restricted grammar
-            data["normalize"] = safe_eval(data["normalize"], f"{self.name}: normalize", error=UnsafeYAMLError)
-        return data
-
-
-ZooYAMLLoader.add_constructor(None, ZooYAMLLoader._refuse)  # SafeLoader's fallback for every unknown tag
-ZooYAMLLoader.add_constructor("tag:yaml.org,2002:python/tuple", ZooYAMLLoader._tuple)
-ZooYAMLLoader.add_constructor(_ORDERED_DICT_TAG, ZooYAMLLoader._ordered_dict)
-ZooYAMLLoader.add_multi_constructor(_NAME_TAG, ZooYAMLLoader._class)
-
-
-def _zoo_load(stream: Any, Loader: Any = None) -> Any:
-    return yaml.load(stream, Loader=ZooYAMLLoader)  # the loader above, whichever rl-zoo asked for
-
-
-def _zoo_load_all(stream: Any, Loader: Any = None) -> Iterator[Any]:
-    return yaml.load_all(stream, Loader=ZooYAMLLoader)
-
-
-class _ZooYAML:
-    """``yaml`` as rl-zoo's modules see it during the hand-over: every loader they can name is
-    :class:`ZooYAMLLoader` (``yaml.load(f, Loader=yaml.UnsafeLoader)`` included); dumping is PyYAML's."""
-
-    UnsafeLoader = Loader = FullLoader = ZooYAMLLoader
-    load = unsafe_load = full_load = staticmethod(_zoo_load)
-    load_all = unsafe_load_all = full_load_all = staticmethod(_zoo_load_all)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(yaml, name)
-
-
-def config_eval(text: str, *_: Any) -> Any:
-    """What rl-zoo's ``train`` ``eval``s in a config (``policy_kwargs``, ``replay_buffer_class``/``_kwargs``,
-    ``monitor_kwargs``, ``normalize`` strings), in :func:`~furl_wrappers.safe_eval.safe_eval`'s grammar as
-    ``furl train`` reads them; a lone dotted name is read as a replay buffer class.
-
-    Raises:
-        ConfigError: anything outside the grammar, naming the piece and what is allowed.
-    """
-    try:
-        return safe_eval(text, "config string", error=ConfigError)
-    except ConfigError:
-        if not re.fullmatch(r"\s*[A-Za-z_][\w.]*\s*", text):
-            raise
-        return safe_eval(text, "replay_buffer_class", error=ConfigError)
+           "linear_schedule", "handover", "launcher_args", "USAGE", "main"]
 
 
 # --------------------------------------------------------------------------------------------------- schedules
@@ -249,11 +150,14 @@ def tunable(cls: type) -> type:
 
 # --------------------------------------------------------------------------------------------------- hand-over
 @contextlib.contextmanager
-def handover(command: str) -> Iterator[None]:
+def handover(command: str, trusted: bool = False) -> Iterator[None]:
     """rl-zoo patched for ``train``/``enjoy`` (see the module docstring), restored on exit.
 
     Args:
         command: ``"train"`` (relay agents registered through :func:`tunable`) or ``"enjoy"``.
+        trusted: ``--trusted``: model zips, ``vecnormalize.pkl`` and ``replay_buffer.pkl`` load with SB3's
+            unpickling; otherwise zips load from their pickle-free entry (:func:`~furl_wrappers.zoo_safety.guarded`)
+            and the pickles are refused.
     """
     import rl_zoo3.enjoy
     import rl_zoo3.exp_manager
@@ -261,11 +165,14 @@ def handover(command: str) -> Iterator[None]:
     import rl_zoo3.train
     import rl_zoo3.utils
 
-    algos = {name: algo_class(name) for name in ALGOS if name not in rl_zoo3.utils.ALGOS}
+    algos = {**rl_zoo3.utils.ALGOS, **{name: algo_class(name) for name in ALGOS if name not in rl_zoo3.utils.ALGOS}}
     if command == "train":  # optimize and --trial-id pass furl_tuning
         algos = {name: tunable(cls) if name in RELAY_ALGOS else cls for name, cls in algos.items()}
+    algos = {name: guarded(cls, trusted) for name, cls in algos.items()}  # every algorithm, rl-zoo's own included
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.dict(rl_zoo3.utils.ALGOS, algos))
+        stack.enter_context(guard_pickles(trusted))
+        stack.enter_context(mock.patch.object(ZooYAMLLoader, "trusted_classes", trusted))
         for table, make in ((opt.HYPERPARAMS_SAMPLER, sample_params), (opt.HYPERPARAMS_CONVERTER, convert_params)):
             stack.enter_context(mock.patch.dict(table, {a: functools.partial(make, a) for a in BACKBONES
                                                         if a not in table}))
@@ -274,7 +181,7 @@ def handover(command: str) -> Iterator[None]:
         stack.enter_context(mock.patch.object(rl_zoo3.utils, "linear_schedule", linear_schedule))
         for name, module in list(sys.modules.items()):
             if name.split(".")[0] == "rl_zoo3" and getattr(module, "yaml", None) is yaml:
-                stack.enter_context(mock.patch.object(module, "yaml", _ZooYAML()))
+                stack.enter_context(mock.patch.object(module, "yaml", ZooYAML()))
         yield
 
 
@@ -350,13 +257,27 @@ def launcher_args(argv: list[str]) -> list[str]:
     return argv
 
 
+USAGE = f"""usage: python -m furl_wrappers.zoo {{train,enjoy}} [{TRUSTED_FLAG}] [rl-zoo arguments...]
+  {TRUSTED_FLAG}  load model zips without furl's pickle-free entry (trained by plain rl_zoo3.train, downloaded),
+             vecnormalize.pkl and replay_buffer.pkl with SB3's/rl-zoo's unpickling, and build any env_wrapper /
+             vec_env_wrapper a run's config.yml names: all run code from the files, only for runs you made
+             (default: such files are refused, exit status 2)"""
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m furl_wrappers.zoo {train,enjoy} ...``: rl-zoo inside :func:`handover`, ``train`` arguments
-    through :func:`launcher_args`. A refused file or setting exits with status 2 and one line."""
+    """``python -m furl_wrappers.zoo {train,enjoy} [--trusted] ...``: rl-zoo inside :func:`handover`, ``train``
+    arguments through :func:`launcher_args`; ``--trusted`` (anywhere in ``argv``) is the launcher's own flag and is
+    removed before rl-zoo parses the rest. A refused file or setting exits with status 2 and one line."""
+    from furl_wrappers.serialization import CorruptFileError, UnsafeFileError
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    trusted = TRUSTED_FLAG in argv
+    argv = [a for a in argv if a != TRUSTED_FLAG]
     if not argv or argv[0] not in ("train", "enjoy"):
-        print("usage: python -m furl_wrappers.zoo {train,enjoy} [rl-zoo arguments...]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         raise SystemExit(2)
+    if {"-h", "--help"} & set(argv):
+        print(USAGE + "\n\nrl-zoo's arguments:")  # rl-zoo's argparse help follows
     try:
         import rl_zoo3.utils  # noqa: F401
     except ImportError as exc:
@@ -364,7 +285,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     command = argv.pop(0)
     sys.argv = [f"rl_zoo3.{command}", *(launcher_args(argv) if command == "train" else argv)]
     try:
-        with handover(command):
+        with handover(command, trusted):
             if command == "train":
                 from rl_zoo3.train import train
 
@@ -373,10 +294,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                 from rl_zoo3.enjoy import enjoy
 
                 enjoy()
-    except ConfigError as exc:
+    except (ConfigError, UnsafeFileError, CorruptFileError) as exc:  # one line naming the file or setting
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-
 
 if __name__ == "__main__":
     main()

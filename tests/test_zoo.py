@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+from typing import Optional
+from unittest import mock
 
 import pytest
 import yaml
@@ -216,21 +221,32 @@ def test_rl_zoo_picks_the_vlm_with_one_env_kwarg(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("algo, config", [("relay", "furl.yml"), ("relay_crossq", "furl_crossq.yml"),
-                                          ("relay_drq", "furl_pixels.yml")])
+                                          ("relay_drq", "furl_pixels.yml"), ("sac", "vlm.yml")])
 def test_launcher_with_a_relay_config(tmp_path: Path, algo: str, config: str) -> None:
+    """Launcher-trained runs enjoy without --trusted; every zip rl-zoo writes (final, and for sac the best model and
+    a checkpoint) carries the pickle-free entry."""
     pytest.importorskip("rl_zoo3")
-    pixels = ["pixel_size:32"] if algo == "relay_drq" else []  # the YAML's observation/stack/repeat are kept
-    out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", algo, "--env", "furl/reach-v3", "--conf-file",
-                str(CONFIG_DIR / config), "-f", str(tmp_path), *ZOO_ARGS, *pixels, "-params", "learning_starts:50",
-                "batch_size:32", "vec_env_wrapper:[{'furl_wrappers.wrappers.VecFuzzyVLMReward': "
-                "{'vlm': 'random-clip:tiny', 'goal_image': 'auto'}}]", "alignment_kwargs:{'batch_size': 32}"],
-               tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    saved = tmp_path / algo / "furl-reach-v3_1" / "furl-reach-v3.zip"
-    assert saved.exists()
-    import zipfile
+    from furl_wrappers.serialization import SAFE_ENTRY
 
-    assert "relay_sac.zip" in zipfile.ZipFile(saved).namelist()  # RelayPolicy's own save ran
+    pixels = ["pixel_size:32"] if algo == "relay_drq" else []  # the YAML's observation/stack/repeat are kept
+    relay = algo in RELAY_ALGOS
+    extra = ["alignment_kwargs:{'batch_size': 32}"] if relay else []
+    saves = [] if relay else ["--save-freq", "100", "--eval-freq", "100", "--eval-episodes", "1"]  # after ZOO_ARGS
+    out = _run(["-m", "furl_wrappers.zoo", "train", "--algo", algo, "--env", "furl/reach-v3", "--conf-file",
+                str(CONFIG_DIR / config), "-f", str(tmp_path), *ZOO_ARGS, *pixels, *saves, "-params",
+                "learning_starts:50", "batch_size:32", "vec_env_wrapper:[{'furl_wrappers.wrappers.VecFuzzyVLMReward': "
+                "{'vlm': 'random-clip:tiny', 'goal_image': 'auto'}}]", *extra], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / algo / "furl-reach-v3_1"
+    saved = run / "furl-reach-v3.zip"
+    assert saved.exists()
+    zips = sorted(p.name for p in run.glob("*.zip"))
+    assert zips == (["furl-reach-v3.zip"] if relay else ["best_model.zip", "furl-reach-v3.zip",
+                                                         "rl_model_100_steps.zip"])
+    for path in run.glob("*.zip"):
+        assert SAFE_ENTRY in zipfile.ZipFile(path).namelist(), path.name
+    if relay:
+        assert "relay_sac.zip" in zipfile.ZipFile(saved).namelist()  # RelayPolicy's own save ran
     enjoy = _run(["-m", "furl_wrappers.zoo", "enjoy", "--algo", algo, "--env", "furl/reach-v3", "--gym-packages",
                   "furl_wrappers", "-f", str(tmp_path), "-n", "60", "--no-render", "--env-kwargs", "image_size:32",
                   "max_episode_steps:50", *(["observation:'pixels'", *pixels] if pixels else [])], tmp_path)
@@ -255,7 +271,9 @@ def test_zoo_yaml_loader_reads_what_rl_zoo_writes_and_nothing_else() -> None:
     written = OrderedDict([("policy_kwargs", {"activation_fn": nn.ReLU, "optimizer_class": optim.AdamW,
                                               "net_arch": [32]}),
                            ("train_freq", (1, "episode")), ("replay_buffer_class", VLMReplayBuffer),
-                           ("normalize", "dict(norm_obs=False, norm_reward=True)"), ("n_timesteps", 10)])
+                           ("normalize", "dict(norm_obs=False, norm_reward=True)"), ("n_timesteps", 10),
+                           ("env_wrapper", "furl_wrappers.wrappers.FrameInInfo"),
+                           ("vec_env_wrapper", [{"furl_wrappers.wrappers.VecFuzzyVLMReward": {"vlm": "liv"}}])])
     text = yaml.dump(written)  # what rl-zoo's _save_config writes
     assert "!!python/object/apply:collections.OrderedDict" in text and "!!python/name:torch.nn" in text
     loaded = yaml.load(text, Loader=ZooYAMLLoader)
@@ -270,9 +288,19 @@ def test_zoo_yaml_loader_reads_what_rl_zoo_writes_and_nothing_else() -> None:
                      ("!!python/name:builtins.eval ''", r"!!python/name:builtins.eval is refused"),
                      ("!!python/module:os ''", r"YAML tag '!!python/module:os' is refused"),
                      ("!!python/object/apply:collections.OrderedDict {args: [[[a, 1]]]}", "one list of \\[key"),
-                     ("normalize: \"__import__('os').system('true')\"", "normalize: '__import__' is not allowed")]:
+                     ("normalize: \"__import__('os').system('true')\"", "normalize: '__import__' is not allowed"),
+                     ("env_wrapper: [{pydoc.pipepager: {cmd: 'true'}}]", r": env_wrapper 'pydoc\.pipepager' is "
+                      r"refused; allowed: gymnasium Wrapper subclasses in furl_wrappers, gymnasium\.wrappers, .*"
+                      r"--trusted"),
+                     ("vec_env_wrapper: furl_wrappers.wrappers.FrameInInfo", "vec_env_wrapper 'furl_wrappers.wrappers"
+                      ".FrameInInfo' is refused; allowed: stable_baselines3 VecEnvWrapper subclasses"),
+                     ("env_wrapper: furl_wrappers.cli.main", "env_wrapper 'furl_wrappers.cli.main' is refused"),
+                     ("env_wrapper: furl_wrappers.__main__.X", "env_wrapper 'furl_wrappers.__main__.X' is refused")]:
         with pytest.raises(UnsafeYAMLError, match=f"^<unicode string>.*{why}"):
             yaml.load(bad, Loader=ZooYAMLLoader)
+    wrappers = "env_wrapper: furl_wrappers.wrappers.FrameInInfo\nvec_env_wrapper: [{pydoc.pipepager: {cmd: 'true'}}]\n"
+    with mock.patch.object(ZooYAMLLoader, "trusted_classes", True):  # --trusted: rl-zoo builds what it names
+        assert yaml.load(wrappers, Loader=ZooYAMLLoader)["vec_env_wrapper"] == [{"pydoc.pipepager": {"cmd": "true"}}]
 
 
 _PLANTED = {
@@ -285,6 +313,8 @@ _PLANTED = {
                  r"args\.yml, line 3: YAML tag '!!python/object/apply:os\.system' is refused"),
     "normalize string": ("config.yml", "normalize: \"__import__('os').system('touch {marker}')\"\n",
                          r"config\.yml: normalize: '__import__' is not allowed"),
+    "wrapper callable": ("config.yml", "env_wrapper:\n- pydoc.pipepager: {{cmd: 'touch {marker}'}}\n",
+                         r"config\.yml: env_wrapper 'pydoc\.pipepager' is refused; allowed: gymnasium Wrapper"),
 }
 
 
@@ -299,7 +329,8 @@ def test_enjoy_runs_no_code_from_a_planted_logs_folder(tmp_path: Path, case: str
     (run / "furl-reach-v3").mkdir(parents=True)
     (run / "furl-reach-v3.zip").write_bytes(b"not read: the run files come first")
     if name == "args.yml":
-        (run / "furl-reach-v3" / "config.yml").write_text(yaml.dump({"env_wrapper": "x"}))
+        (run / "furl-reach-v3" / "config.yml").write_text(yaml.dump({"env_wrapper": "furl_wrappers.wrappers."
+                                                                                       "FrameInInfo"}))
     (run / "furl-reach-v3" / name).write_text(text.format(marker=marker))
     out = _run(["-m", "furl_wrappers.zoo", "enjoy", "--algo", "relay", "--env", "furl/reach-v3", "--gym-packages",
                 "furl_wrappers", "-f", str(tmp_path / "logs"), "-n", "10", "--no-render"], tmp_path)
@@ -307,9 +338,138 @@ def test_enjoy_runs_no_code_from_a_planted_logs_folder(tmp_path: Path, case: str
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr[-3000:]
     assert lines[0].startswith(f"error: {run / 'furl-reach-v3' / name}"), lines[0]
-    import re
-
     assert re.search(error, lines[0]), lines[0]
+
+
+class _Marker:
+    """Unpickling it creates ``path`` (what a hostile file would do, harmlessly)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path(self.path),))
+
+
+def _payload(marker: Path) -> dict:
+    """A pickled ``data`` value of a model zip whose unpickling creates ``marker``."""
+    import base64
+
+    import cloudpickle
+
+    return {":type:": "<class 'numpy.ndarray'>", ":serialized:": base64.b64encode(cloudpickle.dumps(_Marker(marker)))
+            .decode()}
+
+
+def _sac_run(logs: Path, planted: Optional[Path]) -> Path:
+    """``logs/sac/furl-reach-v3_1/furl-reach-v3.zip`` of an untrained SAC: SB3's own save (what plain
+    ``rl_zoo3.train`` writes) when ``planted`` is None, else furl's safe save plus a new pickled key."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    from furl_wrappers.serialization import save_model
+
+    run = logs / "sac" / "furl-reach-v3_1"
+    run.mkdir(parents=True)
+    env = gym.make("furl/reach-v3", image_size=32, max_episode_steps=50)
+    model = SAC("MlpPolicy", env, buffer_size=10, device="cpu")
+    if planted is None:
+        model.save(run / "furl-reach-v3.zip")
+        return run
+    save_model(model, run / "safe.zip")
+    with zipfile.ZipFile(run / "safe.zip") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(entries["data"])
+    data["evil"] = _payload(planted)
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(run / "furl-reach-v3.zip", "w") as archive:
+        for name, blob in entries.items():
+            archive.writestr(name, blob)
+    (run / "safe.zip").unlink()
+    return run
+
+
+def _enjoy_sac(logs: Path, *flags: str) -> subprocess.CompletedProcess:
+    return _run(["-m", "furl_wrappers.zoo", "enjoy", *flags, "--algo", "sac", "--env", "furl/reach-v3",
+                 "--gym-packages", "furl_wrappers", "-f", str(logs), "-n", "10", "--no-render", "--env-kwargs",
+                 "image_size:32", "max_episode_steps:50"], logs.parent)
+
+
+def _one_error_line(out: subprocess.CompletedProcess) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", ["sb3 save", "planted pickle"])
+def test_enjoy_loads_a_non_relay_zip_without_unpickling(tmp_path: Path, case: str) -> None:
+    """rl-zoo's enjoy loads a SAC zip with SB3's unpickling: through the launcher a zip without furl's entry (plain
+    rl_zoo3.train) or with a planted pickle is refused in one line; --trusted is the opt-in (the payload runs)."""
+    pytest.importorskip("rl_zoo3")
+    marker = tmp_path / "pwned"
+    run = _sac_run(tmp_path / "logs", marker if case == "planted pickle" else None)
+    line = _one_error_line(_enjoy_sac(tmp_path / "logs"))
+    assert not marker.exists()
+    key = "evil" if case == "planted pickle" else "[a-z_]+"
+    assert re.match(rf"error: '{re.escape(str(run / 'furl-reach-v3.zip'))}': '{key}' is stored only as a pickle "
+                    r".*--trusted", line), line
+    if case == "planted pickle":
+        trusted = _enjoy_sac(tmp_path / "logs", "--trusted")
+        assert trusted.returncode == 0, trusted.stderr[-3000:]
+        assert marker.exists()  # the explicit opt-in: SB3 unpickled the file
+
+
+def test_enjoy_refuses_a_planted_vecnormalize_pkl(tmp_path: Path) -> None:
+    """rl-zoo's enjoy unpickles <run>/<env>/vecnormalize.pkl when the run's config asks for normalize."""
+    pytest.importorskip("rl_zoo3")
+    import cloudpickle
+
+    marker = tmp_path / "pwned"
+    stats = tmp_path / "logs" / "sac" / "furl-reach-v3_1" / "furl-reach-v3"
+    stats.mkdir(parents=True)
+    (stats.parent / "furl-reach-v3.zip").write_bytes(b"not read: the statistics come first")
+    (stats / "config.yml").write_text(yaml.dump({"normalize": True}))
+    (stats / "vecnormalize.pkl").write_bytes(cloudpickle.dumps(_Marker(marker)))
+    line = _one_error_line(_enjoy_sac(tmp_path / "logs"))
+    assert not marker.exists()
+    assert line.startswith(f"error: '{stats / 'vecnormalize.pkl'}': VecNormalize statistics (rl-zoo's normalize) "
+                           "are a pickle, so they are not loaded") and "--trusted" in line, line
+
+
+def test_guarded_algorithms_save_the_entry_once_and_refuse_pickles(tmp_path: Path) -> None:
+    """The classes the launcher registers: SB3's save gains the entry (the relay agents' own save is kept: nothing
+    is done twice), load rebuilds from it into the same class, SB3's replay-buffer and VecNormalize pickles are
+    refused unless trusted."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from furl_wrappers.relay import RelayPolicy
+    from furl_wrappers.serialization import SAFE_ENTRY, UnsafeFileError
+    from furl_wrappers.zoo_launcher import tunable
+    from furl_wrappers.zoo_safety import guard_pickles, guarded
+
+    assert guarded(RelayPolicy).save is RelayPolicy.save and guarded(tunable(RelayPolicy)).save is RelayPolicy.save
+    model = guarded(SAC)("MlpPolicy", gym.make("Pendulum-v1"), buffer_size=10, device="cpu")
+    model.save(tmp_path / "guarded")  # SB3's rule: ".zip" added
+    assert SAFE_ENTRY in zipfile.ZipFile(tmp_path / "guarded.zip").namelist()
+    loaded = guarded(SAC).load(tmp_path / "guarded.zip", device="cpu")
+    assert type(loaded) is guarded(SAC) and type(loaded).__name__ == "SAC"  # a continued run saves through it too
+    SAC.save(model, tmp_path / "plain.zip")
+    with pytest.raises(UnsafeFileError, match=r"plain\.zip'.*stored only as a pickle.*--trusted"):
+        guarded(SAC).load(tmp_path / "plain.zip")
+    assert type(guarded(SAC, True).load(tmp_path / "plain.zip", device="cpu")) is guarded(SAC, True)
+    model.save_replay_buffer(tmp_path / "replay_buffer.pkl")
+    with pytest.raises(UnsafeFileError, match=r"replay_buffer\.pkl'.*is a pickle.*--trusted"):
+        loaded.load_replay_buffer(tmp_path / "replay_buffer.pkl")
+    guarded(SAC, True).load(tmp_path / "guarded.zip", device="cpu").load_replay_buffer(tmp_path / "replay_buffer.pkl")
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
+    venv.save(str(tmp_path / "vecnormalize.pkl"))
+    with guard_pickles(), pytest.raises(UnsafeFileError, match=r"vecnormalize\.pkl'.*--trusted"):
+        VecNormalize.load(str(tmp_path / "vecnormalize.pkl"), venv.venv)
+    with guard_pickles(trusted=True):
+        assert isinstance(VecNormalize.load(str(tmp_path / "vecnormalize.pkl"), venv.venv), VecNormalize)
+    assert isinstance(VecNormalize.load(str(tmp_path / "vecnormalize.pkl"), venv.venv), VecNormalize)  # restored
 
 
 def test_launcher_train_parses_config_strings_rl_zoo_would_eval(tmp_path: Path) -> None:
