@@ -184,6 +184,72 @@ def hostile_rows(root: Path, interrupted: Path, finished: Path, run: Callable[..
                          ("TensorBoard events", {"events.out.tfevents.1.host.1.0": "events"})):
         attack(f"--out holding only {label}", foreign(files), lambda f: run(f, env=env, cwd=root))
 
+    # the rl-zoo launcher's enjoy on a planted logs folder (rl-zoo itself would run each of these)
+    def enjoy(logs: Path, algo: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "furl_wrappers.zoo", "enjoy", "--algo", algo, "--env",
+                               "furl/reach-v3", "--gym-packages", "furl_wrappers", "-f", str(logs), "-n", "10",
+                               "--no-render", "--env-kwargs", "image_size:32", "max_episode_steps:50"],
+                              env=env, capture_output=True, text=True, cwd=root)
+
+    def logs_folder(label: str, algo: str, files: dict[str, bytes]) -> None:
+        logs = root / label.replace(" ", "_").replace("/", "_")[:60]
+        run_dir = logs / algo / "furl-reach-v3_1"
+        (run_dir / "furl-reach-v3").mkdir(parents=True)
+        (run_dir / "furl-reach-v3.zip").write_bytes(b"not a zip: the run files are read first")
+        for name, blob in files.items():
+            (run_dir / name).write_bytes(blob)
+        result = enjoy(logs, algo)
+        print(f"{label}: exit {result.returncode}: {result.stderr.strip()[:160]}")
+        rows.append((label, 1, int(_one_line(result) and not marker.exists()), "-", 0, 0))
+        marker.unlink(missing_ok=True)
+
+    touch = f'!!python/object/apply:os.system ["touch {marker}"]'
+    logs_folder("zoo enjoy: config.yml with !!python/object/apply", "relay",
+                {"furl-reach-v3/config.yml": f"!!python/object/apply:collections.OrderedDict\n- - - policy\n"
+                                             f"    - {touch}\n".encode()})
+    logs_folder("zoo enjoy: config.yml env_wrapper pydoc.pipepager", "relay",
+                {"furl-reach-v3/config.yml": f"env_wrapper:\n- pydoc.pipepager: {{cmd: 'touch {marker}'}}\n"
+                 .encode()})
+
+    def planted_sac_zip() -> bytes:
+        import base64
+
+        import cloudpickle
+        import gymnasium as gym
+        from stable_baselines3 import SAC
+
+        from furl_wrappers.serialization import save_model
+
+        class Touch:
+            def __reduce__(self):  # noqa: ANN204 - what a hostile file would hold
+                return (os.system, (f"touch {marker}",))
+
+        blob = io.BytesIO()
+        save_model(SAC("MlpPolicy", gym.make("furl/reach-v3", image_size=32, max_episode_steps=50), buffer_size=10,
+                       device="cpu"), blob)
+
+        def change(entries: dict[str, bytes]) -> None:
+            doc = json.loads(entries["data"])
+            doc["evil"] = {":type:": "<class 'object'>",
+                           ":serialized:": base64.b64encode(cloudpickle.dumps(Touch())).decode()}
+            entries["data"] = json.dumps(doc).encode()
+
+        return _rewrite_zip(blob.getvalue(), change)
+
+    logs_folder("zoo enjoy: SAC zip with a pickled key", "sac", {"furl-reach-v3.zip": planted_sac_zip()})
+
+    def vecnormalize() -> bytes:
+        import cloudpickle
+
+        class Touch:
+            def __reduce__(self):  # noqa: ANN204
+                return (os.system, (f"touch {marker}",))
+
+        return cloudpickle.dumps(Touch())
+
+    logs_folder("zoo enjoy: planted vecnormalize.pkl", "sac",
+                {"furl-reach-v3/config.yml": b"normalize: true\n", "furl-reach-v3/vecnormalize.pkl": vecnormalize()})
+
     # non-finite hyperparameters
     out = root / "nan"
     result = run(out, "--hyperparams", "gamma=nan", env=env, cwd=root)
