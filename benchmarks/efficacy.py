@@ -1,6 +1,6 @@
 """Efficacy at a small budget: methods × tasks × seeds through `furl sweep`, then `furl report` (Table-1 layout).
 
-A thin wrapper over :func:`furl_wrappers.sweep.run_sweep` with the benchmark's settings: paper hyperparameters
+A thin wrapper over :func:`furl_wrappers.runs.sweep.run_sweep` with the benchmark's settings: paper hyperparameters
 except ``--learning-starts``, the fast image path (``--image-preset``),
 CPU, one torch thread per run, ``--jobs`` runs side by side. Runs go to
 ``--out/<method>/<task>/seed<seed>`` (finished runs are skipped, interrupted ones resumed from their checkpoint);
@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from furl_wrappers.run_dir import RunDir
-from furl_wrappers.sweep import SweepGrid, run_sweep
+from furl_wrappers.runs.run_dir import RunDir
+from furl_wrappers.runs.sweep import SweepGrid, run_sweep
 
 
 def main() -> None:

@@ -141,7 +141,7 @@ def kill_when(out: Path, ready: Callable[[Path], bool], delay: float) -> tuple[b
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    from furl_wrappers.run_dir import RunDir
+    from furl_wrappers.runs.run_dir import RunDir
 
     return not (out / "summary.json").exists(), RunDir(out).checkpoint_step()
 
@@ -264,8 +264,8 @@ def main() -> None:
     # truncated checkpoint files
     base = root / "interrupted"
     kill_when(base, lambda o: (o / "checkpoint" / "meta.json").is_file(), 0.0)
-    from furl_wrappers.run_dir import RunDir
-    from furl_wrappers.run_lock import LOCK_NAME  # its holder info changes hands: not the run's data
+    from furl_wrappers.runs.run_dir import RunDir
+    from furl_wrappers.runs.run_lock import LOCK_NAME  # its holder info changes hands: not the run's data
 
     for name in ("model.zip", "replay_buffer.npz", "meta.json"):
         out = root / f"trunc-{name}"

@@ -62,7 +62,7 @@ def _one_line(result: subprocess.CompletedProcess) -> bool:
 def hostile_rows(root: Path, interrupted: Path, finished: Path, run: Callable[..., subprocess.CompletedProcess],
                  env: dict[str, str]) -> list[Row]:
     """The rows of the hostile-file attacks (see the module docstring)."""
-    from furl_wrappers.run_dir import RunDir
+    from furl_wrappers.runs.run_dir import RunDir
 
     rows: list[Row] = []
     root = root / "hostile"

@@ -70,7 +70,7 @@ _LAZY = {
     "save_model": "furl_wrappers.serialization",
     "UnsafeFileError": "furl_wrappers.serialization",
     "CorruptFileError": "furl_wrappers.serialization",
-    "RunLockedError": "furl_wrappers.run_lock",
+    "RunLockedError": "furl_wrappers.runs.run_lock",
 }
 
 

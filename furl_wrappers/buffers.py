@@ -47,7 +47,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from furl_wrappers.alignment_store import AlignmentStore
 from furl_wrappers.validation import check_int
-from furl_wrappers.vlm_reward import EmbeddingReward
+from furl_wrappers.vlm_reward import EmbeddingReward, nonfinite_kind
 
 __all__ = ["VLMReplayBuffer", "TaskRewardView"]
 
@@ -163,8 +163,6 @@ class VLMReplayBuffer(ReplayBuffer):
                 raise ValueError(f"VLMReplayBuffer.add: {name} must have shape {(self.n_envs, *self.obs_shape)}, "
                                  f"got {value.shape}")
             if value.dtype.kind == "f" and not np.isfinite(value).all():
-                from furl_wrappers.vlm_reward import nonfinite_kind
-
                 env = int(np.flatnonzero(~np.isfinite(value.reshape(self.n_envs, -1)).all(axis=1))[0])
                 raise ValueError(f"VLMReplayBuffer.add: {name} of env {env} contains "
                                  f"{nonfinite_kind(value.reshape(self.n_envs, -1)[env])}; check the env (and any "
@@ -226,7 +224,6 @@ class VLMReplayBuffer(ReplayBuffer):
         task = np.asarray(task_rewards, np.float32)
         for key, values in (("vlm_embedding", embeddings), ("task_reward", task)):
             if not np.isfinite(values).all():  # one check per array; the env index only on the error path
-                from furl_wrappers.vlm_reward import nonfinite_kind
 
                 env = int(np.flatnonzero(~np.isfinite(values.reshape(len(infos), -1)).all(axis=1))[0])
                 raise ValueError(f"VLMReplayBuffer.add: info[{key!r}] of env {env} contains "

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one paper method on one Meta-World task")
     from furl_wrappers.pretraining.data import DATA_DEFAULTS
     from furl_wrappers.pretraining.objective import PretrainConfig
-    from furl_wrappers.zoo import METHODS
+    from furl_wrappers.runs.zoo_config import METHODS
 
     _PRETRAIN = PretrainConfig()
 
@@ -199,7 +199,7 @@ def _key_values(pairs: Sequence[str], what: str) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from furl_wrappers.training import NOT_PRETRAINED_NOTICE, OFFLINE_VLM_NOTICE, RunSpec, train_run
+    from furl_wrappers.runs.training import NOT_PRETRAINED_NOTICE, OFFLINE_VLM_NOTICE, RunSpec, train_run
 
     console = Console()
     spec = RunSpec(method=args.method, task=args.task, seed=args.seed, steps=args.steps, vlm=args.vlm,
@@ -209,7 +209,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                    hyperparams=_key_values(args.hyperparams, "--hyperparams"),
                    env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), resume=args.resume, quiet=args.quiet,
                    trusted=args.trusted)
-    from furl_wrappers.run_dir import RunDir
+    from furl_wrappers.runs.run_dir import RunDir
 
     run_dir = train_run(spec, console=console)
     summary = RunDir(run_dir).read_summary()
@@ -223,7 +223,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from furl_wrappers.training import evaluate_run
+    from furl_wrappers.runs.training import evaluate_run
 
     result = evaluate_run(args.run_dir, episodes=args.episodes, video=args.video, seed=args.seed, device=args.device,
                           trusted=args.trusted)
@@ -236,7 +236,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from furl_wrappers.report import report
+    from furl_wrappers.runs.report import report
 
     written = report(args.run_dirs, args.out, plots=not args.no_plots)
     print(written["markdown"])
@@ -310,7 +310,7 @@ def _cmd_pretrain_vlm(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from furl_wrappers.sweep import load_grid, run_sweep
+    from furl_wrappers.runs.sweep import load_grid, run_sweep
 
     resources = {k: v for k, v in (("cpus", args.cpus_per_run), ("gpus", args.gpus_per_run)) if v is not None}
     grid = load_grid(args.grid, methods=args.methods, tasks=args.tasks, seeds=args.seeds, goal=args.goal,
@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     from furl_wrappers.encoders.clip import ModelUnavailableError
-    from furl_wrappers.run_lock import RunLockedError
+    from furl_wrappers.runs.run_lock import RunLockedError
 
     try:
         return int(args.func(args))

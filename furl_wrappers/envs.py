@@ -26,6 +26,7 @@ from typing import Any, Literal, Optional, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from furl_wrappers.goal_images import goal_image
 from furl_wrappers.pixels import OBSERVATIONS, PIXEL_DEFAULTS, ActionRepeat, PixelObservation
 from furl_wrappers.presets import get_preset
 from furl_wrappers.rendering import (
@@ -34,8 +35,8 @@ from furl_wrappers.rendering import (
     check_camera,
     check_image_size,
     check_render_quality,
-    import_mujoco,
 )
+from furl_wrappers.simulator import build_metaworld
 from furl_wrappers.tasks import ALL_TASKS, canonical_task, instruction, short_task
 from furl_wrappers.validation import check_int
 
@@ -46,7 +47,6 @@ __all__ = [
     "SparseTaskReward",
     "MetaWorldGoal",
     "TaskInstance",
-    "build_metaworld",
     "make_metaworld_env",
     "as_furl_env",
     "check_furl_env",
@@ -198,41 +198,8 @@ class TaskInstance:
         With random goals this is the goal image of the initial instance (the reference code loads one expert
         rollout per task, too).
         """
-        from furl_wrappers.goal_images import goal_image
-
         return goal_image(self.task, seed=self.seed, camera=self.camera, image_size=self.image_size,
                           render_quality=self.render_quality)
-
-
-def build_metaworld(task: str, seed: int, observable: bool, max_episode_steps: int) -> Any:
-    """Create the bare Meta-World env with its object/goal positions drawn from ``seed``.
-
-    Replicates Meta-World's goal-hidden/goal-observable constructors (numpy's global generator seeded with
-    ``seed`` for the first draw, then restored), without their fixed ``render_mode`` and size, so the
-    positions for a seed are the same as ``gymnasium.make("Meta-World/goal_hidden", seed=seed)``'s.
-    """
-    import_mujoco()  # picks headless GL before Meta-World imports MuJoCo
-    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
-    env = ALL_V3_ENVIRONMENTS[task]()
-    env._partially_observable = not observable
-    if "sawyer_observation_space" in env.__dict__:
-        del env.sawyer_observation_space  # cached property: recompute for the new observability
-    # MuJoCo's env keeps the space it was built with (goal hidden, goal bounds [0, 0]): give it the one for its
-    # observability, whose goal part is bounded by the task's goal_space (what step() clips observations to)
-    env.observation_space = env.sawyer_observation_space
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        env._freeze_rand_vec = False
-        env._set_task_called = True
-        env.reset()
-        env._freeze_rand_vec = True
-    finally:
-        np.random.set_state(state)
-    env.seed(seed)
-    env.max_path_length = max_episode_steps
-    return env
 
 
 def make_metaworld_env(

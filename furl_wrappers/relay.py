@@ -28,7 +28,7 @@ alignment callback.
 Hooks (no copy of ``collect_rollouts``): ``_sample_action`` (who acts), ``_store_transition`` (schedule counters,
 threshold), ``train`` (both agents, one batch). Logs under ``furl/``.
 
-Save/load: one zip in the format of :mod:`furl_wrappers.checkpoint` (SB3's own format for the VLM agent, plus the
+Save/load: one zip in the format of :mod:`furl_wrappers.relay_checkpoint` (SB3's own format for the VLM agent, plus the
 SAC agent, the relay state and the reward heads), written atomically. :meth:`load` checks task, encoder and spaces
 first. Nothing is unpickled on load: both agents' pickled SB3 attributes are rebuilt from the JSON descriptions
 :mod:`furl_wrappers.serialization` stores beside them; a zip without them (older, or foreign) is refused unless
@@ -48,7 +48,6 @@ from __future__ import annotations
 import inspect
 import io
 import os
-import warnings
 from types import SimpleNamespace
 from typing import IO, Any, ClassVar, Optional, Sequence, Union
 
@@ -58,13 +57,14 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.type_aliases import MaybeCallback
 
-from furl_wrappers import checkpoint, serialization
+from furl_wrappers import relay_checkpoint, serialization
 from furl_wrappers._relay_train import PrefixLogger, shared_batches
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
-from furl_wrappers.checkpoint import CheckpointMismatchError
-from furl_wrappers.validation import check_int, check_number
+from furl_wrappers.relay_checkpoint import CheckpointMismatchError
+from furl_wrappers.validation import check_int, check_number, init_keywords
 from furl_wrappers.vlm_reward import VLMReward
+from furl_wrappers.wrappers import vlm_reward_of
 
 __all__ = ["RelayPolicy", "CheckpointMismatchError", "is_relay"]
 
@@ -80,11 +80,6 @@ def is_relay(cls_or_model: Any) -> bool:
 _NOT_SHARED = frozenset({"self", "policy", "env", "buffer_size", "replay_buffer_class", "replay_buffer_kwargs",
                          "optimize_memory_usage", "n_steps", "action_noise", "stats_window_size", "tensorboard_log",
                          "verbose", "seed", "_init_setup_model", "use_sde", "sde_sample_freq", "use_sde_at_warmup"})
-
-
-#: alignment_kwargs keys of older checkpoints and YAMLs, still taken and moved to their homes (the buffer's lag,
-#: alignment_buffer_size and seed; the VLM reward's goal image): see ``_Relay._move_legacy_alignment_kwargs``
-LEGACY_ALIGNMENT_KEYS = frozenset({"lag", "alignment_buffer_size", "seed", "goal_image"})
 
 
 class _Relay:
@@ -135,7 +130,7 @@ class _Relay:
         # a mistyped alignment key fails here, naming it, not deep inside learn()
         valid = set(inspect.signature(RewardAlignmentCallback.__init__).parameters) - {"self", "vlm_reward"}
         for key in self.alignment_kwargs:
-            if key not in valid | LEGACY_ALIGNMENT_KEYS:
+            if key not in valid:
                 raise ValueError(f"alignment_kwargs: unknown key {key!r} (valid: {', '.join(sorted(valid))})")
         self.sac_agent: Optional[Any] = None
         self.alignment_callback: Optional[RewardAlignmentCallback] = None
@@ -148,13 +143,10 @@ class _Relay:
         if self.target_entropy == "paper":
             self.target_entropy = -float(np.prod(self.action_space.shape)) / 2.0
         if self.vlm_reward is None and self.env is not None:
-            from furl_wrappers.wrappers import vlm_reward_of
-
             try:
                 self.vlm_reward = vlm_reward_of(self.env)  # the env arrived without its reward (rl-zoo, YAML)
             except ValueError:
                 pass  # fine for predict and evaluation; learn() says what is missing
-        self._move_legacy_alignment_kwargs()
         if self.seed is not None and "seed" not in (self.replay_buffer_kwargs or {}):
             # the model's seed seeds the alignment sampling too: same seed, same run
             self.replay_buffer_kwargs = {**(self.replay_buffer_kwargs or {}), "seed": self.seed}
@@ -171,29 +163,14 @@ class _Relay:
         if self.align and self.alignment_callback is None:
             self.alignment_callback = RewardAlignmentCallback(self.vlm_reward, **self.alignment_kwargs)
 
-    def _move_legacy_alignment_kwargs(self) -> None:
-        """Settings that moved home (checkpoints and YAMLs written before): the alignment store's ``lag`` and
-        ``alignment_buffer_size`` are the buffer's, the goal image is the VLM reward's."""
-        moved = {k: self.alignment_kwargs.pop(k) for k in sorted(LEGACY_ALIGNMENT_KEYS - {"goal_image"})
-                 if k in self.alignment_kwargs}
-        if moved:
-            self.replay_buffer_kwargs = {**moved, **(self.replay_buffer_kwargs or {})}
-        goal = self.alignment_kwargs.pop("goal_image", None)
-        if moved or goal is not None:
-            warnings.warn(f"alignment_kwargs {sorted(moved) + (['goal_image'] if goal is not None else [])}: lag, "
-                          "alignment_buffer_size and seed are VLMReplayBuffer arguments now (moved to "
-                          "replay_buffer_kwargs), the goal image is the VLM reward's (goal_image= when it is built)",
-                          DeprecationWarning)
-
     def _build_sac_agent(self) -> None:
         """The second agent: a plain ``backbone`` with the VLM agent's settings that it takes, and no buffer of its
         own (``buffer_size=1``: it trains on the shared buffer's task-reward view)."""
         if not self.relay:
             self.sac_agent = None
             return
-        from furl_wrappers.zoo import _init_keys  # follows **kwargs up the MRO (DrQ passes SAC's on)
 
-        accepted = (_init_keys(self.backbone) or set()) - _NOT_SHARED
+        accepted = (init_keywords(self.backbone) or set()) - _NOT_SHARED  # follows **kwargs (DrQ passes SAC's on)
         shared = {name: getattr(self, name) for name in accepted if hasattr(self, name)}
         if isinstance(shared.get("policy_kwargs"), dict):
             shared["policy_kwargs"] = dict(shared["policy_kwargs"])  # the backbone adds keys: not to ours
@@ -310,7 +287,7 @@ class _Relay:
         A path is written atomically (an interrupted save leaves the previous checkpoint intact) and gets a
         ``.zip`` suffix when it has none (as in SB3); a binary handle is written directly.
         """
-        state, tensors = checkpoint.relay_state(self)
+        state, tensors = relay_checkpoint.relay_state(self)
 
         def save_sb3(handle: IO[bytes]) -> None:  # SB3's zip of the VLM agent + its pickle-free description
             raw = io.BytesIO()
@@ -319,7 +296,7 @@ class _Relay:
 
         sac = (None if self.sac_agent is None else  # the relay SAC agent's zip gets its description too
                SimpleNamespace(save=lambda handle: serialization.save_model(self.sac_agent, handle)))
-        checkpoint.write_checkpoint(path, save_sb3, sac, state, tensors)
+        relay_checkpoint.write_checkpoint(path, save_sb3, sac, state, tensors)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike, IO[bytes]], env: Any = None, device: Union[torch.device, str] = "auto",
@@ -339,26 +316,25 @@ class _Relay:
             CorruptFileError: the file is truncated or corrupt.
         """
         raw, name = serialization.read_model_zip(path)  # complete (else CorruptFileError); SB3 loads these bytes
-        state, tensors, sac_bytes = checkpoint.read_checkpoint(raw, name)
+        state, tensors, sac_bytes = relay_checkpoint.read_checkpoint(raw, name)
         safe = {} if trusted else serialization.safe_custom_objects(raw, name, cls)
         sac_safe = ({} if trusted or sac_bytes is None else
                     serialization.safe_custom_objects(sac_bytes, f"{name}:relay_sac.zip", cls.backbone))
         if env is not None:
             if kwargs.get("vlm_reward") is None:
-                from furl_wrappers.wrappers import vlm_reward_of
-
                 try:
                     kwargs["vlm_reward"] = vlm_reward_of(env)  # the env arrived without its reward: look once
                 except ValueError:
                     kwargs.pop("vlm_reward", None)  # no VLM reward on this env: checked without one
-            checkpoint.check_identity(state["identity"], checkpoint.env_identity(env, kwargs.get("vlm_reward")))
+            probe = relay_checkpoint.env_identity(env, kwargs.get("vlm_reward"))
+            relay_checkpoint.check_identity(state["identity"], probe)
         model = super().load(io.BytesIO(raw), env=env, device=device, custom_objects={**safe, **(custom_objects or {})},
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
         if sac_bytes is not None and model.sac_agent is not None:
             model.sac_agent = cls.backbone.load(io.BytesIO(sac_bytes), env=env, device=device, buffer_size=1,
                                                 custom_objects=sac_safe)
             model._connect_buffer()
-        checkpoint.restore_relay_state(model, state, tensors)
+        relay_checkpoint.restore_relay_state(model, state, tensors)
         return model
 
 

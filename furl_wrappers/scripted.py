@@ -21,6 +21,8 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
+from furl_wrappers.rendering import FrameRenderer
+from furl_wrappers.simulator import build_metaworld
 from furl_wrappers.tasks import canonical_task
 from furl_wrappers.validation import check_int, check_number
 
@@ -103,9 +105,6 @@ def run_scripted_episode(
         stop_after_success: stop this many steps after the first success (``None``: do not stop on success).
         stop_when_success_run_ends: also stop at the first step without success after the first success.
     """
-    from furl_wrappers.envs import build_metaworld
-    from furl_wrappers.rendering import FrameRenderer
-
     name = canonical_task(task)
     max_steps = check_int("max_steps", max_steps, 1)
     every = None if render in ("all", "goal") else check_int("render", render, 1, hint="'all', 'goal' or k >= 1")

@@ -5,7 +5,7 @@ SB3 pickles (cloudpickle, in the zip's ``data`` entry) every model attribute JSO
 rebuilds them from it as SB3 ``custom_objects``, so SB3 unpickles nothing. A pickled attribute without a description
 (an old or foreign zip) raises :class:`UnsafeFileError` unless ``trusted=True``. Classes are resolved only inside
 stable_baselines3, sb3_contrib, furl_wrappers, torch.nn and torch.optim, and only if they subclass what the attribute
-needs (policy, replay buffer, torch module, optimiser). Replay buffers: :mod:`furl_wrappers.buffer_file`.
+needs (policy, replay buffer, torch module, optimiser). Replay buffers: :mod:`furl_wrappers.runs.buffer_file`.
 
 Example:
     >>> import tempfile, gymnasium as gym

@@ -20,11 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from numbers import Integral, Real
 from typing import Any, Optional
 
-__all__ = ["check_int", "check_number", "check_hyperparams"]
+__all__ = ["check_int", "check_number", "check_hyperparams", "init_keywords"]
 
 
 def _fail(error: type, name: str, what: str, value: Any, hint: str) -> None:
@@ -123,3 +124,17 @@ def _positive(text: str) -> bool:
         return math.isfinite(float(text)) and float(text) > 0
     except ValueError:
         return False
+
+
+def init_keywords(cls: type) -> Optional[set[str]]:
+    """The keyword arguments ``cls(...)`` takes (following ``**kwargs`` up the MRO); ``None`` when unknowable."""
+    keys: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            return None
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters.values()
+            keys |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self"}
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                return keys
+    return None

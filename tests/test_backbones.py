@@ -200,8 +200,8 @@ ALGO = {"furl_tqc": "relay_tqc", "furl_crossq": "relay_crossq", "furl_pixels": "
 
 @pytest.mark.parametrize("method", ["furl_tqc", "furl_crossq", "furl_pixels"])
 def test_furl_train_runs_and_reports_its_own_row(method: str, tmp_path: Path) -> None:
-    from furl_wrappers.report import load_run, results_table
-    from furl_wrappers.training import RunSpec, train_run
+    from furl_wrappers.runs.report import load_run, results_table
+    from furl_wrappers.runs.training import RunSpec, train_run
 
     pixels = {"pixel_size": SIZE} if method == "furl_pixels" else {}  # the YAML sets observation/stack/repeat
     spec = RunSpec(method=method, task="reach", seed=0, steps=150, vlm="random-clip:tiny", out=str(tmp_path / method),
@@ -217,7 +217,7 @@ def test_furl_train_runs_and_reports_its_own_row(method: str, tmp_path: Path) ->
     table = results_table([load_run(run)])
     assert f"| {method} |" in table
     if method == "furl_pixels":  # evaluated on episodes as long as the training ones: 50 agent steps (repeat 2)
-        from furl_wrappers.training import evaluate_run
+        from furl_wrappers.runs.training import evaluate_run
 
         result = evaluate_run(run, episodes=1)
         assert result["mean_task_return"] == -100.0 or result["success_rate_any_step"] > 0
@@ -227,7 +227,7 @@ def test_furl_train_runs_and_reports_its_own_row(method: str, tmp_path: Path) ->
 def test_furl_train_resume_is_exact_for_each_backbone(method: str, tmp_path: Path) -> None:
     import shutil
 
-    from furl_wrappers.training import RunSpec, train_run
+    from furl_wrappers.runs.training import RunSpec, train_run
 
     def spec(out: Path, resume: bool = False) -> RunSpec:
         extra = {"alignment_kwargs": {"batch_size": 16}} if method.startswith("furl") else {}

@@ -16,7 +16,7 @@ def test_expert_reaches_success_on_mt10(task: str) -> None:
 
 def test_goal_image_is_the_envs_frame_of_the_same_instance() -> None:
     # The expert runs on the goal-observable twin: same object/goal positions as the fixed-goal env.
-    from furl_wrappers.envs import build_metaworld
+    from furl_wrappers.simulator import build_metaworld
 
     hidden = make_metaworld_env("drawer-open", seed=3, image_size=64).unwrapped
     twin = build_metaworld("drawer-open-v3", 3, observable=True, max_episode_steps=500)

@@ -67,7 +67,7 @@ def test_a_wheel_install_trains_from_another_directory(tmp_path) -> None:
     assert install.returncode == 0, install.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = ("import furl_wrappers, furl_wrappers.zoo as zoo; from furl_wrappers.cli import main; "
+    code = ("import furl_wrappers, furl_wrappers.runs.zoo_config as zoo; from furl_wrappers.cli import main; "
             "print(furl_wrappers.__file__); print(zoo.CONFIG_DIR); "
             "raise SystemExit(main(['train', '--method', 'sac', '--task', 'reach', '--steps', '20', '--eval-freq', "
             "'20', '--quiet', '--device', 'cpu', '--hyperparams', 'learning_starts=10', '--env-kwargs', "

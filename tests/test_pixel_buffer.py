@@ -13,9 +13,9 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from furl_wrappers.buffer_file import load_buffer, save_buffer
 from furl_wrappers.pixel_buffer import PixelReplayBuffer, VLMPixelReplayBuffer
 from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
 from furl_wrappers.vlm_reward import VLMReward
 
 K, H, W = 3, 8, 8  # frames per stack, frame side

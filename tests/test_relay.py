@@ -341,13 +341,11 @@ def test_bad_arguments() -> None:
         _model(venv, replay_buffer_class=ReplayBuffer)
 
 
-def test_alignment_settings_that_moved_home_are_migrated() -> None:
-    """Checkpoints and YAMLs from before keep lag / alignment_buffer_size / goal_image in alignment_kwargs."""
-    with pytest.warns(DeprecationWarning, match="VLMReplayBuffer arguments"):
-        model = _model(_venv(), alignment_kwargs={"batch_size": 8, "lag": 3, "alignment_buffer_size": 50,
-                                                  "goal_image": None})
-    assert (model.replay_buffer.lag, model.replay_buffer.alignment_buffer_size) == (3, 50)
-    assert model.alignment_callback.batch_size == 8
+def test_alignment_settings_of_other_homes_are_refused() -> None:
+    """lag / alignment_buffer_size are the buffer's (replay_buffer_kwargs), the goal image the VLM reward's: no
+    shim moves them from alignment_kwargs."""
+    with pytest.raises(ValueError, match=r"^alignment_kwargs: unknown key 'lag'"):
+        RelayPolicy("MlpPolicy", None, alignment_kwargs={"batch_size": 8, "lag": 3})
 
 
 def test_a_mistyped_alignment_key_is_named_before_anything_is_built() -> None:

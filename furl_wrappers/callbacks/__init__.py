@@ -1,18 +1,12 @@
-"""SB3 callbacks of furl_wrappers: reward alignment, the paper's evaluation, resumable checkpoints, progress.
+"""SB3 callbacks of furl_wrappers that a user adds to their own SB3 script: FuRL's reward alignment.
+
+(The paper's evaluation, resumable checkpoints and the progress display are ``furl train``'s own: see
+:mod:`furl_wrappers.runs`.)
 
 Kept under ``furl_wrappers.callbacks`` so it never collides with the ``callbacks.py`` many SB3 projects keep at
 their root.
 """
 
 from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
-from furl_wrappers.callbacks.checkpoint import ResumeCheckpointCallback
-from furl_wrappers.callbacks.evaluation import PaperEvalCallback, evaluate_policy_success
-from furl_wrappers.callbacks.progress import FuRLProgressCallback
 
-__all__ = [
-    "RewardAlignmentCallback",
-    "PaperEvalCallback",
-    "ResumeCheckpointCallback",
-    "evaluate_policy_success",
-    "FuRLProgressCallback",
-]
+__all__ = ["RewardAlignmentCallback"]

@@ -39,6 +39,7 @@ from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.losses import goal_mask, neg_neg_goal_loss, pos_neg_loss, pos_pos_loss
 from furl_wrappers.validation import check_int, check_number
 from furl_wrappers.vlm_reward import VLMReward
+from furl_wrappers.wrappers import vlm_reward_of
 
 __all__ = ["RewardAlignmentCallback", "STAGE1_FRAMES"]
 
@@ -115,8 +116,6 @@ class RewardAlignmentCallback(BaseCallback):
             )
         vlm_reward = self.vlm_reward or buffer.vlm_reward
         if vlm_reward is None:
-            from furl_wrappers.wrappers import vlm_reward_of
-
             vlm_reward = vlm_reward_of(self.training_env)
         self.bind(buffer, vlm_reward)
         if self.warmup_steps is None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from stable_baselines3 import SAC
 
-from furl_wrappers.checkpoint_set import CheckpointError, CheckpointSet, capture_rng, restore_rng
+from furl_wrappers.runs.checkpoint_set import CheckpointError, CheckpointSet, capture_rng, restore_rng
 from tests._scripted_env import ScriptedSuccessEnv
 
 
@@ -45,7 +45,7 @@ def test_a_failed_write_keeps_the_last_set(tmp_path: Path, monkeypatch: pytest.M
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("furl_wrappers.serialization.save_model", full_disk)
+    monkeypatch.setattr("furl_wrappers.runs.checkpoint_set.save_model", full_disk)
     with pytest.raises(OSError, match="No space left"):
         ckpt.write(model)
     assert {p.name: p.read_bytes() for p in ckpt.path.iterdir()} == before and not ckpt.staging.exists()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import furl_wrappers
-from furl_wrappers.zoo import (
+from furl_wrappers.runs.zoo_config import (
     CONFIG_DIR,
     METHODS,
     RELAY_ALGOS,
@@ -150,14 +150,14 @@ def test_rho_from_yaml_reaches_env_and_sampled_rewards_alike() -> None:
       "seed:102"]),
 ])
 def test_launcher_ties_seed_to_the_task_instance(argv: list, expected: list) -> None:
-    from furl_wrappers.zoo_launcher import launcher_args
+    from furl_wrappers.runs.zoo_launcher import launcher_args
 
     assert launcher_args(argv) == expected
 
 
 def test_launcher_keeps_the_yamls_env_kwargs() -> None:
     """rl-zoo replaces the YAML's env_kwargs with the command line's: the launcher carries them over."""
-    from furl_wrappers.zoo_launcher import launcher_args
+    from furl_wrappers.runs.zoo_launcher import launcher_args
 
     conf = str(CONFIG_DIR / "furl.yml")
     out = launcher_args(["--env", "furl/reach-v3", "--conf-file", conf, "--seed", "4", "--env-kwargs", "image_size:32"])
@@ -266,7 +266,7 @@ def test_zoo_yaml_loader_reads_what_rl_zoo_writes_and_nothing_else() -> None:
     from torch import nn, optim
 
     from furl_wrappers.buffers import VLMReplayBuffer
-    from furl_wrappers.zoo_launcher import UnsafeYAMLError, ZooYAMLLoader
+    from furl_wrappers.runs.zoo_launcher import UnsafeYAMLError, ZooYAMLLoader
 
     written = OrderedDict([("policy_kwargs", {"activation_fn": nn.ReLU, "optimizer_class": optim.AdamW,
                                               "net_arch": [32]}),
@@ -446,8 +446,8 @@ def test_guarded_algorithms_save_the_entry_once_and_refuse_pickles(tmp_path: Pat
 
     from furl_wrappers.relay import RelayPolicy
     from furl_wrappers.serialization import SAFE_ENTRY, UnsafeFileError
-    from furl_wrappers.zoo_launcher import tunable
-    from furl_wrappers.zoo_safety import guard_pickles, guarded
+    from furl_wrappers.runs.zoo_launcher import tunable
+    from furl_wrappers.runs.zoo_safety import guard_pickles, guarded
 
     assert guarded(RelayPolicy).save is RelayPolicy.save and guarded(tunable(RelayPolicy)).save is RelayPolicy.save
     model = guarded(SAC)("MlpPolicy", gym.make("Pendulum-v1"), buffer_size=10, device="cpu")
@@ -528,8 +528,8 @@ def test_samplers_give_what_the_converter_rebuilds(algo: str) -> None:
     """-optimize samples with rl-zoo's SAC (TQC) sampler plus FuRL's knobs; --trial-id converts a trial back."""
     optuna = pytest.importorskip("optuna")
     pytest.importorskip("rl_zoo3")
-    from furl_wrappers.zoo import _valid_keys
-    from furl_wrappers.zoo_launcher import convert_params, sample_params
+    from furl_wrappers.runs.zoo_config import _valid_keys
+    from furl_wrappers.runs.zoo_launcher import convert_params, sample_params
 
     params = {"one_minus_gamma": 0.01, "batch_size_pow": 5, "learning_rate": 3e-4, "train_freq": 2, "tau": 0.02,
               "net_arch": "small", "n_quantiles": 10, "top_quantiles_to_drop_per_net": 2, "relay_threshold": 1200,
@@ -552,7 +552,7 @@ def test_samplers_give_what_the_converter_rebuilds(algo: str) -> None:
 
 def test_tunable_sets_rho_and_updates_alignment_kwargs() -> None:
     from furl_wrappers.relay import RelayPolicy
-    from furl_wrappers.zoo_launcher import tunable
+    from furl_wrappers.runs.zoo_launcher import tunable
 
     venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", env_kwargs={"image_size": 32})
     model = tunable(RelayPolicy)("MlpPolicy", venv, buffer_size=100, alignment_kwargs={"batch_size": 16},
@@ -684,6 +684,5 @@ def test_nested_typos_name_the_key(tmp_path: Path) -> None:
     her = split_config(load_config("sac", "furl/reach-v3", {"replay_buffer_class": "HerReplayBuffer",
                                                             "replay_buffer_kwargs": {"n_sampled_goal": 4}}))[0]
     assert her["replay_buffer_kwargs"] == {"n_sampled_goal": 4}
-    legacy = {"margin": 0.1, "lag": 3, "alignment_buffer_size": 50, "seed": 1, "goal_image": None}
-    assert split_config(load_config("furl", "furl/reach-v3", {"alignment_kwargs": legacy}))[0]["alignment_kwargs"] \
-        == legacy  # keys RelayPolicy still moves to the buffer
+    with pytest.raises(ConfigError, match=r"alignment_kwargs: unknown key 'lag'"):  # the buffer's (no shim moves it)
+        split_config(load_config("furl", "furl/reach-v3", {"alignment_kwargs": {"margin": 0.1, "lag": 3}}))

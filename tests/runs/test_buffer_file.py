@@ -1,4 +1,4 @@
-"""furl_wrappers.buffer_file: replay buffers as .npz + JSON, exact round trips, only the rows in use, no pickle."""
+"""furl_wrappers.runs.buffer_file: replay buffers as .npz + JSON, exact round trips, only the rows in use, no pickle."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from furl_wrappers.buffer_file import load_buffer, save_buffer
+from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
 from furl_wrappers.buffers import VLMReplayBuffer
-from furl_wrappers.checkpoint import CheckpointMismatchError
+from furl_wrappers.relay_checkpoint import CheckpointMismatchError
 from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.serialization import (
     CorruptFileError,

@@ -1,9 +1,9 @@
 """ResumeCheckpointCallback: the model, its replay buffer and the step, as one consistent set, for exact resume.
 
-Every ``save_freq`` env steps it writes a :class:`~furl_wrappers.checkpoint_set.CheckpointSet` (model, replay
+Every ``save_freq`` env steps it writes a :class:`~furl_wrappers.runs.checkpoint_set.CheckpointSet` (model, replay
 buffer, RNG states, how each env's episode started) into a run directory's checkpoint folder. It writes between
 two steps, after SB3 stored the last step's transition and trained on it, at the first point where every env has
-just started an episode, so a resumed run is the uninterrupted run (see :mod:`furl_wrappers.checkpoint_set`).
+just started an episode, so a resumed run is the uninterrupted run (see :mod:`furl_wrappers.runs.checkpoint_set`).
 An env that never lines up (episodes of different lengths in one vector env) gets a checkpoint anyway once
 another ``save_freq`` steps have passed, marked inexact.
 
@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from furl_wrappers.checkpoint_set import CheckpointSet
+from furl_wrappers.runs.checkpoint_set import CheckpointSet
 from furl_wrappers.validation import check_int
 
 __all__ = ["ResumeCheckpointCallback"]

@@ -19,7 +19,7 @@ Example:
     >>> yaml.load("!!python/object/apply:os.system ['echo hi']", Loader=ZooYAMLLoader)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    furl_wrappers.zoo_safety.UnsafeYAMLError: <unicode string>, line 1: YAML tag '!!python/object/apply:os.system' ...
+    furl_wrappers.runs.zoo_safety.UnsafeYAMLError: <unicode string>, line 1: YAML tag '!!python/object/apply:os.system' ...
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ from typing import IO, Any, Iterator, Union
 import yaml
 
 from furl_wrappers._safe_files import UnsafeFileError
-from furl_wrappers.safe_eval import safe_eval
-from furl_wrappers.zoo import ConfigError
+from furl_wrappers.runs.safe_eval import safe_eval
+from furl_wrappers.runs.zoo_config import ConfigError
+from furl_wrappers.serialization import _resolve_class
+from furl_wrappers import serialization
 
 __all__ = ["UnsafeYAMLError", "ZooYAMLLoader", "ZooYAML", "config_eval", "TRUSTED_FLAG", "WRAPPER_ROOTS",
            "guarded", "guard_pickles"]
@@ -103,8 +105,6 @@ class ZooYAMLLoader(yaml.SafeLoader):
         import torch
         from stable_baselines3.common.buffers import ReplayBuffer
         from stable_baselines3.common.policies import BasePolicy
-
-        from furl_wrappers.serialization import _resolve_class
 
         module, _, name = suffix.rpartition(".")
         bases = (torch.nn.Module, torch.optim.Optimizer, BasePolicy, ReplayBuffer)
@@ -173,7 +173,7 @@ class ZooYAML:
 
 def config_eval(text: str, *_: Any) -> Any:
     """What rl-zoo's ``train`` ``eval``s in a config (``policy_kwargs``, ``replay_buffer_class``/``_kwargs``,
-    ``monitor_kwargs``, ``normalize`` strings), in :func:`~furl_wrappers.safe_eval.safe_eval`'s grammar as
+    ``monitor_kwargs``, ``normalize`` strings), in :func:`~furl_wrappers.runs.safe_eval.safe_eval`'s grammar as
     ``furl train`` reads them; a lone dotted name is read as a replay buffer class.
 
     Raises:
@@ -193,8 +193,6 @@ def _save_with_entry(base: type) -> Any:
     when it has none and is written atomically, as :func:`~furl_wrappers.serialization.save_model` does)."""
 
     def save(self: Any, path: Union[str, os.PathLike, IO[bytes]], exclude: Any = None, include: Any = None) -> None:
-        from furl_wrappers import serialization
-
         raw = io.BytesIO()
         base.save(self, raw, exclude, include)
         data = serialization.with_safe_entry(raw.getvalue(), self)
@@ -234,8 +232,6 @@ def _guarded(cls: type, trusted: bool) -> type:
     class Guarded(cls):  # type: ignore[valid-type, misc]
         @classmethod
         def load(klass, path: Any, env: Any = None, custom_objects: Any = None, **kwargs: Any) -> Any:
-            from furl_wrappers import serialization
-
             if own:
                 return super().load(path, env=env, trusted=trusted, custom_objects=custom_objects, **kwargs)
             raw, label = serialization.read_model_zip(path)  # what load_model does, with this class's load

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from furl_wrappers._safe_files import UnsafeFileError
-from furl_wrappers.run_dir import RunDir
-from furl_wrappers.training import (
+from furl_wrappers.runs.run_dir import RunDir
+from furl_wrappers.runs.training import (
     NOT_PRETRAINED_NOTICE,
     OFFLINE_VLM_NOTICE,
     RunExistsError,
@@ -26,7 +26,7 @@ from furl_wrappers.training import (
     evaluate_run,
     train_run,
 )
-from furl_wrappers.zoo import ConfigError
+from furl_wrappers.runs.zoo_config import ConfigError
 
 TINY = {"image_size": 32, "max_episode_steps": 40}
 FAST = {"learning_starts": 60, "batch_size": 32, "alignment_kwargs": {"batch_size": 32}}
@@ -241,7 +241,7 @@ def test_offline_fallback_to_the_shipped_vlm(tmp_path: Path, monkeypatch: pytest
     config = json.loads((run / "config.json").read_text())
     (wrapper,) = config["hyperparams"]["vec_env_wrapper"]
     assert next(iter(wrapper.values()))["vlm"] == "furl-mw-vlm"
-    from furl_wrappers.report import report
+    from furl_wrappers.runs.report import report
 
     written = report([run], tmp_path / "report", plots=False)
     assert "vlm: furl-mw-vlm (pretrained), image preset fast" in written["markdown"]

@@ -10,7 +10,7 @@ import pytest
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
-from furl_wrappers.callbacks import PaperEvalCallback, evaluate_policy_success
+from furl_wrappers.runs.evaluation import PaperEvalCallback, evaluate_policy_success
 from tests._scripted_env import ScriptedSuccessEnv
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from furl_wrappers._atomic import atomic_write_text
-from furl_wrappers.run_dir import RunDir
-from furl_wrappers.sweep.cell import (
+from furl_wrappers.runs.run_dir import RunDir
+from furl_wrappers.runs.sweep.cell import (
     BUSY_EXIT,
     RECORDED_FAILURE_EXIT,
     cell_main,
@@ -32,7 +32,8 @@ from furl_wrappers.sweep.cell import (
     record_failure,
     run_cell,
 )
-from furl_wrappers.sweep.grid import Cell, GridError, SweepGrid
+from furl_wrappers.runs.sweep.grid import Cell, GridError, SweepGrid
+from furl_wrappers.runs.report import report as write_report
 
 __all__ = ["run_sweep", "LocalBackend", "RayBackend", "RAY_INSTALL_HINT"]
 
@@ -285,8 +286,6 @@ def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] 
     busy = [n for n, r in rows.items() if r["state"] == "busy"]
     written = None
     if report and done:
-        from furl_wrappers.report import report as write_report
-
         by_name = {c.name: c for c in cells}
         written = write_report([by_name[n].run_dir for n in done], out / "report", plots=plots)
         console.print(written["markdown"], markup=False, highlight=False)

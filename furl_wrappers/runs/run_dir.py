@@ -7,8 +7,8 @@
                            TensorBoard when installed
     evaluations.csv        step, success rate, mean task return (paper protocol)
     checkpoint/            model.zip + replay_buffer.npz + meta.json, one consistent set refreshed
-                           periodically (for --resume; see furl_wrappers.checkpoint_set)
-    .furl_lock             the writer's lock (see furl_wrappers.run_lock)
+                           periodically (for --resume; see furl_wrappers.runs.checkpoint_set)
+    .furl_lock             the writer's lock (see furl_wrappers.runs.run_lock)
     .furl_run.json         the run marker, written first: its run id says furl made this directory's run files
                            (only a marked directory is ever written into again, and only furl's own names in it
                            are ever deleted)
@@ -23,7 +23,7 @@ attempt, pid and host of the worker), ``sweep_failure_<attempt>.txt`` (one trace
 A run's state is decided from these files alone (so the same on any node that sees the directory):
 
 - ``"finished"``: ``summary.json`` exists;
-- ``"running"``: a live process holds the run's lock (:class:`~furl_wrappers.run_lock.RunLock`);
+- ``"running"``: a live process holds the run's lock (:class:`~furl_wrappers.runs.run_lock.RunLock`);
 - ``"interrupted"``: a checkpoint exists (``--resume`` continues from it);
 - ``"failed"``: run files but no checkpoint (stopped before its first checkpoint: nothing to resume; running
   it again starts it over);
@@ -57,9 +57,9 @@ from furl_wrappers._safe_files import (
     loads_json,
     open_regular,
 )
-from furl_wrappers.checkpoint_set import CheckpointSet
+from furl_wrappers.runs.checkpoint_set import CheckpointSet
 from furl_wrappers.envs import run_name
-from furl_wrappers.run_lock import LOCK_NAME, RunLock
+from furl_wrappers.runs.run_lock import LOCK_NAME, RunLock
 
 __all__ = ["RUN_STATES", "SWEEP_PREFIX", "RunDir", "read_evaluation_rows"]
 
@@ -303,7 +303,7 @@ class RunDir:
 
     def live_writer(self) -> Optional[int]:
         """The pid of the live process holding the run's lock (``-1`` when held but the pid is unknown), else None.
-        Not for the holder itself (see :mod:`furl_wrappers.run_lock`)."""
+        Not for the holder itself (see :mod:`furl_wrappers.runs.run_lock`)."""
         holder = self.lock().holder()
         if holder is None:
             return None

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from furl_wrappers import checkpoint
-from furl_wrappers.checkpoint import CheckpointMismatchError
+from furl_wrappers import relay_checkpoint as checkpoint
+from furl_wrappers.relay_checkpoint import CheckpointMismatchError
 
 BOX = gym.spaces.Box(-1, 1, (2,))
 

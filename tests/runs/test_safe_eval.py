@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from furl_wrappers.safe_eval import safe_eval
-from furl_wrappers.zoo import ConfigError
+from furl_wrappers.runs.safe_eval import safe_eval
+from furl_wrappers.runs.zoo_config import ConfigError
 
 
 def test_default_error_is_value_error() -> None:

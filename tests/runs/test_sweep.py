@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from furl_wrappers.run_dir import RunDir
-from furl_wrappers.sweep import GridError, SweepGrid, load_grid, read_status, run_sweep
+from furl_wrappers.runs.run_dir import RunDir
+from furl_wrappers.runs.sweep import GridError, SweepGrid, load_grid, read_status, run_sweep
 
 TINY_ENV = {"image_size": 32, "max_episode_steps": 40}
 
@@ -51,7 +51,7 @@ def test_local_grid_completes_reports_and_reruns_skip(tmp_path: Path, capsys) ->
 
 
 def test_a_cell_running_in_a_live_process_is_left_alone(tmp_path: Path) -> None:
-    from furl_wrappers.run_lock import RunLock
+    from furl_wrappers.runs.run_lock import RunLock
 
     out = tmp_path / "sweep"
     # as if another sweep (or an orphaned worker of a killed one) were training this cell: it holds the lock
@@ -62,8 +62,8 @@ def test_a_cell_running_in_a_live_process_is_left_alone(tmp_path: Path) -> None:
 
 
 def test_a_cell_taken_by_another_writer_after_the_sweep_started_is_refused_not_retried(tmp_path: Path) -> None:
-    from furl_wrappers.run_lock import RunLock
-    from furl_wrappers.sweep.cell import run_cell
+    from furl_wrappers.runs.run_lock import RunLock
+    from furl_wrappers.runs.sweep.cell import run_cell
 
     cell = tmp_path / "sac" / "reach" / "seed0"
     payload = {"method": "sac", "task": "reach", "seed": 0, "run_dir": str(cell), "attempt": 1,
@@ -207,7 +207,7 @@ def test_cli_sweep(tmp_path: Path, capsys) -> None:
 
 
 def test_a_symlinked_sweep_log_is_never_appended_to(tmp_path: Path) -> None:
-    from furl_wrappers.sweep.cell import run_cell
+    from furl_wrappers.runs.sweep.cell import run_cell
 
     cell = tmp_path / "sac" / "reach" / "seed0"
     cell.mkdir(parents=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from furl_wrappers.run_lock import LOCK_NAME, RunLock, RunLockedError
+from furl_wrappers.runs.run_lock import LOCK_NAME, RunLock, RunLockedError
 
-_HOLD = ("import sys, time; from furl_wrappers.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+_HOLD = ("import sys, time; from furl_wrappers.runs.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); "
          "print('held', flush=True); time.sleep(600)")
 
 

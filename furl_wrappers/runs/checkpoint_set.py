@@ -37,6 +37,12 @@ from typing import Any, Optional, Union
 
 from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers._safe_files import CorruptFileError, loads_json
+from furl_wrappers.relay_checkpoint import global_rng_state
+from furl_wrappers.relay_checkpoint import restore_global_rng_state
+from furl_wrappers.runs.buffer_file import save_buffer
+from furl_wrappers.serialization import safe_entry, save_model
+from furl_wrappers.runs.buffer_file import load_buffer
+from furl_wrappers.serialization import load_model
 
 __all__ = ["CheckpointSet", "CheckpointError", "capture_rng", "restore_rng"]
 
@@ -47,8 +53,6 @@ class CheckpointError(ValueError):
 
 def capture_rng(model: Any) -> dict[str, Any]:
     """Python's, numpy's and torch's global RNG states and the model's action-space RNG state, as JSON."""
-    from furl_wrappers.checkpoint import global_rng_state
-
     py_state = random.getstate()
     np_state, tensors = global_rng_state()
     space_rng = getattr(getattr(model, "action_space", None), "np_random", None)
@@ -60,8 +64,6 @@ def capture_rng(model: Any) -> dict[str, Any]:
 def restore_rng(model: Any, state: dict[str, Any]) -> None:
     """Undo :func:`capture_rng` (SB3's load re-seeds every generator with the run's seed)."""
     import torch
-
-    from furl_wrappers.checkpoint import restore_global_rng_state
 
     try:
         version, internal, gauss = state["python"]
@@ -141,9 +143,6 @@ class CheckpointSet:
             episode_starts: per env, how its current (just started) episode was started; ``None``: the resume
                 from this set will not be exact.
         """
-        from furl_wrappers.buffer_file import save_buffer
-        from furl_wrappers.serialization import safe_entry, save_model
-
         skipped = safe_entry(model)["skipped"]
         if skipped:  # found now, not at resume: such a set could only be loaded by unpickling it
             raise CheckpointError(f"cannot checkpoint {type(model).__name__}: {', '.join(sorted(skipped))} cannot be "
@@ -173,7 +172,7 @@ class CheckpointSet:
     def recover(self) -> Optional[int]:
         """After a kill: put the newest complete set in place and remove the rest; returns its step (or None).
 
-        Call only while holding the run's lock (:class:`~furl_wrappers.run_lock.RunLock`).
+        Call only while holding the run's lock (:class:`~furl_wrappers.runs.run_lock.RunLock`).
         """
         if not self._read_meta(self.path) and not self.path.exists():
             for candidate in (self.staging, self.previous):  # killed between the two renames of _swap_in
@@ -196,9 +195,6 @@ class CheckpointSet:
         Raises:
             CheckpointError: no complete set, or parts that disagree.
         """
-        from furl_wrappers.buffer_file import load_buffer
-        from furl_wrappers.serialization import load_model
-
         meta = self._read_meta(self.path)
         if meta is None:
             raise CheckpointError(f"{str(self.path)!r} holds no complete checkpoint ({self.META} is missing or "

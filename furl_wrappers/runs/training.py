@@ -1,13 +1,13 @@
 """``furl train``: one training run of a paper method on one task, from the zoo YAML, into a run directory.
 
-The run directory's layout and states are :mod:`furl_wrappers.run_dir`'s. One process writes a run directory
-at a time (:class:`~furl_wrappers.run_lock.RunLock`); a finished run is never written again; an interrupted one
-needs ``resume=True``, which continues exactly from its checkpoint set (:mod:`furl_wrappers.checkpoint_set`)
+The run directory's layout and states are :mod:`furl_wrappers.runs.run_dir`'s. One process writes a run directory
+at a time (:class:`~furl_wrappers.runs.run_lock.RunLock`); a finished run is never written again; an interrupted one
+needs ``resume=True``, which continues exactly from its checkpoint set (:mod:`furl_wrappers.runs.checkpoint_set`)
 after checking that task, goal, seed, method, encoder and hyperparameters are the run's, and keeps its logs up to
 the checkpoint's step; a run that failed before its first checkpoint is started over. When the YAML's VLM
 (LIV for the paper configs) cannot be had (offline machine) and no encoder was asked for, the run falls back to
 the offline VLM shipped with the package (``furl-mw-vlm``), or to ``random-clip`` if that cannot load either, on
-the fast image path, and says so plainly. Evaluation follows :mod:`furl_wrappers.protocol`.
+the fast image path, and says so plainly. Evaluation follows :mod:`furl_wrappers.runs.protocol`.
 
 Example:
     >>> spec = RunSpec(method="furl", task="drawer-open", steps=500, vlm="random-clip:tiny")
@@ -25,12 +25,22 @@ from typing import Any, Callable, Optional
 from furl_wrappers._atomic import atomic_write, atomic_write_text
 from furl_wrappers.envs import check_goal, env_id
 from furl_wrappers.presets import get_preset
-from furl_wrappers.protocol import eval_episodes, eval_seed
-from furl_wrappers.run_dir import RunDir
-from furl_wrappers.run_lock import RunLock, RunLockedError
+from furl_wrappers.runs.protocol import eval_episodes, eval_seed
+from furl_wrappers.runs.run_dir import RunDir
+from furl_wrappers.runs.run_lock import RunLock, RunLockedError
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.validation import check_hyperparams, check_int
-from furl_wrappers.zoo import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
+from furl_wrappers.runs.zoo_config import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
+from furl_wrappers.encoders import OFFLINE_VLM, CorruptCheckpointError, ModelUnavailableError, make_encoder
+from furl_wrappers.buffers import VLMReplayBuffer
+from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
+from furl_wrappers.runs.evaluation import PaperEvalCallback
+from furl_wrappers.runs.progress import FuRLProgressCallback
+from furl_wrappers.encoders import describe
+from furl_wrappers.relay import is_relay
+from furl_wrappers.serialization import save_model
+from furl_wrappers.runs.evaluation import evaluate_policy_success
+from furl_wrappers.serialization import load_model
 
 __all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run", "evaluate_run", "NOT_PRETRAINED_NOTICE",
            "OFFLINE_VLM_NOTICE"]
@@ -108,8 +118,6 @@ def _choose_encoder(spec: RunSpec, vec_spec: Any, preset: str, say: Callable[[st
                     ) -> tuple[Any, str, bool, str]:
     """The encoder for the run, the name it was built from, whether it fell back (offline), and the image preset
     the run will use (the offline fallbacks run on the fast path, which the offline VLM was trained on)."""
-    from furl_wrappers.encoders import OFFLINE_VLM, CorruptCheckpointError, ModelUnavailableError, make_encoder
-
     yaml_vlm = next((kwargs["vlm"] for kwargs in _wrapper_kwargs(vec_spec) if "vlm" in kwargs), None)
     requested = spec.vlm or yaml_vlm or "liv"
     if str(requested).startswith(OFFLINE_VLM) and preset != "fast":
@@ -222,12 +230,6 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecCheckNan
 
-    from furl_wrappers.buffers import VLMReplayBuffer
-    from furl_wrappers.callbacks import FuRLProgressCallback, PaperEvalCallback, ResumeCheckpointCallback
-    from furl_wrappers.encoders import describe
-    from furl_wrappers.relay import is_relay
-    from furl_wrappers.serialization import save_model
-
     def say(text: str) -> None:
         if console is None:
             print(text, flush=True)
@@ -286,7 +288,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
                 say(f"[furl] {run.path} holds a run that stopped before its first checkpoint: starting it over")
             run.clear_run_files()
         run.mark()  # before any run file: what this run writes is provably furl's (see RunDir.clear_run_files)
-        # every env copy on the run's task instance (SB3's seed + i only reseeds episodes); see furl_wrappers.protocol
+        # every env copy on the run's task instance (SB3's seed + i only reseeds episodes); see furl_wrappers.runs.protocol
         venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                             wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
                             monitor_kwargs={"info_keywords": ("is_success",)})
@@ -392,9 +394,6 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
     Returns:
         ``{"success_rate" (final step), "success_rate_any_step", "mean_task_return", "episodes", "seed"}``.
     """
-    from furl_wrappers.callbacks import evaluate_policy_success
-    from furl_wrappers.serialization import load_model
-
     run = RunDir(run_dir)
     if not run.config.exists() or not run.model.exists():
         raise FileNotFoundError(f"{str(run.path)!r} is not a finished furl run (needs {RunDir.CONFIG} and "

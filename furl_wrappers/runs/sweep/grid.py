@@ -18,8 +18,8 @@ A grid comes from command-line values, a YAML file, or both (command-line values
     resources: {cpus: 1, gpus: 0}        # per run (gpus may be a fraction)
     max_retries: 2
 
-The shared settings (``goal`` … ``env_kwargs``) are :class:`~furl_wrappers.training.RunSettings`' fields. Each
-cell's run directory is ``<out>/<method>/<task>[-random-goal]/seed<seed>`` (:class:`~furl_wrappers.run_dir.RunDir`).
+The shared settings (``goal`` … ``env_kwargs``) are :class:`~furl_wrappers.runs.training.RunSettings`' fields. Each
+cell's run directory is ``<out>/<method>/<task>[-random-goal]/seed<seed>`` (:class:`~furl_wrappers.runs.run_dir.RunDir`).
 
 Example:
     >>> grid = SweepGrid(methods=["sac", "furl"], tasks=["drawer-open"], seeds=[0, 1], steps=500)
@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from furl_wrappers.envs import check_goal
-from furl_wrappers.run_dir import RunDir
+from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.tasks import canonical_task, short_task
-from furl_wrappers.training import RunSettings
+from furl_wrappers.runs.training import RunSettings
 from furl_wrappers.validation import check_int
+from furl_wrappers.envs import env_id
+from furl_wrappers.runs.zoo_config import ConfigError, load_config
 
 __all__ = ["SweepGrid", "Cell", "GridError", "load_grid"]
 
@@ -64,7 +66,7 @@ class Cell:
 
 @dataclass
 class SweepGrid(RunSettings):
-    """Methods × tasks × seeds plus the :class:`~furl_wrappers.training.RunSettings` every cell shares (see the
+    """Methods × tasks × seeds plus the :class:`~furl_wrappers.runs.training.RunSettings` every cell shares (see the
     module docstring)."""
 
     methods: list[str] = field(default_factory=list)
@@ -82,9 +84,6 @@ class SweepGrid(RunSettings):
 
     def validate(self) -> None:
         """Check everything that can be checked without running (each method's YAML against each task)."""
-        from furl_wrappers.envs import env_id
-        from furl_wrappers.zoo import ConfigError, load_config
-
         empty = [name for name in ("methods", "tasks", "seeds") if not getattr(self, name)]
         if empty:
             raise GridError(f"the grid is empty: give at least one value for {', '.join(empty)} "
@@ -117,7 +116,7 @@ class SweepGrid(RunSettings):
                 for method in self.methods for task in self.tasks for seed in self.seeds]
 
     def run_settings(self) -> dict[str, Any]:
-        """The :class:`~furl_wrappers.training.RunSettings` every cell shares, as a dict (a cell's payload)."""
+        """The :class:`~furl_wrappers.runs.training.RunSettings` every cell shares, as a dict (a cell's payload)."""
         return self.settings()
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from furl_wrappers.protocol import RANDOM_GOAL_EVAL_OFFSET, eval_episodes, eval_seed
+from furl_wrappers.runs.protocol import RANDOM_GOAL_EVAL_OFFSET, eval_episodes, eval_seed
 
 
 def test_protocol() -> None:

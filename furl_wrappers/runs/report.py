@@ -20,7 +20,11 @@ import numpy as np
 
 from furl_wrappers.envs import env_id
 from furl_wrappers.presets import get_preset
-from furl_wrappers.run_dir import RunDir
+from furl_wrappers.runs.run_dir import RunDir
+from furl_wrappers.encoders import make_encoder
+from furl_wrappers.goal_images import expert_rollout
+from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.tasks import instruction
 
 __all__ = ["PAPER_TABLE_1", "load_run", "results_table", "report"]
 
@@ -155,11 +159,6 @@ def _plot_rvlm(run: dict[str, Any], out: Path) -> Optional[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
-
-    from furl_wrappers.encoders import make_encoder
-    from furl_wrappers.goal_images import expert_rollout
-    from furl_wrappers.reward_model import RewardModel
-    from furl_wrappers.tasks import instruction
 
     # the run's own pipeline: its image preset, frame size and task instance
     preset = get_preset(config.get("image_preset") or "fast")

@@ -30,7 +30,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 
 from furl_wrappers._safe_files import MAX_JSON_BYTES, CorruptFileError, loads_json
 from furl_wrappers.buffers import VLMReplayBuffer
-from furl_wrappers.checkpoint import CheckpointMismatchError
+from furl_wrappers.relay_checkpoint import CheckpointMismatchError
 from furl_wrappers.pixel_buffer import PixelReplayBuffer
 from furl_wrappers.serialization import _CUT, _FORMAT, _check_zip, _resolve, _write
 

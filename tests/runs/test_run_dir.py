@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from furl_wrappers.run_dir import RUN_STATES, RunDir
+from furl_wrappers.runs.run_dir import RUN_STATES, RunDir
 
 
 def test_layout() -> None:
@@ -49,7 +49,7 @@ def test_running_means_a_live_lock_holder(tmp_path: Path) -> None:
     # a sweep status naming a live pid is not a writer: only the lock is
     run.sweep_status.write_text(json.dumps({"state": "running", "host": platform.node(), "pid": os.getpid()}))
     assert run.live_writer() is None and run.state() == "failed"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from furl_wrappers.run_lock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from furl_wrappers.runs.run_lock import RunLock; "
                                "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
                                str(run.path)], stdout=subprocess.PIPE, text=True)
     try:

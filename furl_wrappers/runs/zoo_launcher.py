@@ -7,7 +7,7 @@ hand-over only.
   FuRL's own knobs (:func:`sample_params`); ``--trial-id`` converts a trial back (:func:`convert_params`).
 - ``lin_<v>`` schedules become SB3's ``LinearSchedule`` (same values), which a model zip's pickle-free entry
   describes, so a zip trained with them loads without ``--trusted``.
-- Nothing in a logs folder runs code (:mod:`furl_wrappers.zoo_safety`): ``config.yml``/``args.yml`` are read by
+- Nothing in a logs folder runs code (:mod:`furl_wrappers.runs.zoo_safety`): ``config.yml``/``args.yml`` are read by
   :class:`ZooYAMLLoader` (a ``normalize`` string parsed, not ``eval``-ed; ``env_wrapper``/``vec_env_wrapper``
   only wrapper classes of furl_wrappers, Gymnasium, SB3, sb3-contrib, rl-zoo); every algorithm's model zips
   (final, best, checkpoints) are written with the pickle-free entry and loaded from it by ``enjoy`` and
@@ -35,10 +35,10 @@ from unittest import mock
 import yaml
 
 from furl_wrappers.envs import RANDOM_GOAL_SUFFIX
-from furl_wrappers.protocol import eval_seed
+from furl_wrappers.runs.protocol import eval_seed
 from furl_wrappers.validation import check_number
-from furl_wrappers.zoo import ALGOS, RELAY_ALGOS, ConfigError, algo_class
-from furl_wrappers.zoo_safety import (
+from furl_wrappers.runs.zoo_config import ALGOS, RELAY_ALGOS, ConfigError, algo_class
+from furl_wrappers.runs.zoo_safety import (
     TRUSTED_FLAG,
     UnsafeYAMLError,
     ZooYAML,
@@ -47,6 +47,7 @@ from furl_wrappers.zoo_safety import (
     guard_pickles,
     guarded,
 )
+from furl_wrappers.serialization import CorruptFileError, UnsafeFileError
 
 __all__ = ["UnsafeYAMLError", "ZooYAMLLoader", "config_eval", "BACKBONES", "sample_params", "convert_params", "tunable",
            "linear_schedule", "handover", "launcher_args", "USAGE", "main"]
@@ -156,7 +157,7 @@ def handover(command: str, trusted: bool = False) -> Iterator[None]:
     Args:
         command: ``"train"`` (relay agents registered through :func:`tunable`) or ``"enjoy"``.
         trusted: ``--trusted``: model zips, ``vecnormalize.pkl`` and ``replay_buffer.pkl`` load with SB3's
-            unpickling; otherwise zips load from their pickle-free entry (:func:`~furl_wrappers.zoo_safety.guarded`)
+            unpickling; otherwise zips load from their pickle-free entry (:func:`~furl_wrappers.runs.zoo_safety.guarded`)
             and the pickles are refused.
     """
     import rl_zoo3.enjoy
@@ -268,8 +269,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     """``python -m furl_wrappers.zoo {train,enjoy} [--trusted] ...``: rl-zoo inside :func:`handover`, ``train``
     arguments through :func:`launcher_args`; ``--trusted`` (anywhere in ``argv``) is the launcher's own flag and is
     removed before rl-zoo parses the rest. A refused file or setting exits with status 2 and one line."""
-    from furl_wrappers.serialization import CorruptFileError, UnsafeFileError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     trusted = TRUSTED_FLAG in argv
     argv = [a for a in argv if a != TRUSTED_FLAG]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from furl_wrappers.report import PAPER_TABLE_1, load_run, report, results_table
+from furl_wrappers.runs.report import PAPER_TABLE_1, load_run, report, results_table
 
 
 def _fake_run(root: Path, method: str, task: str, seed: int, curve: list[tuple[int, float]], steps: int) -> Path:
@@ -53,7 +53,7 @@ def test_report_writes_table_and_curves(tmp_path: Path) -> None:
 
 def test_report_on_a_real_run(tmp_path: Path) -> None:
     """furl train → furl report: the r_VLM curve is drawn from the run's own heads and encoder."""
-    from furl_wrappers.training import RunSpec, train_run
+    from furl_wrappers.runs.training import RunSpec, train_run
 
     run = train_run(RunSpec(method="furl", task="reach", steps=80, vlm="random-clip:tiny", out=str(tmp_path / "run"),
                             image_preset="fast",

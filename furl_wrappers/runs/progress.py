@@ -37,7 +37,7 @@ class FuRLProgressCallback(BaseCallback):
 
     Args:
         total_timesteps: the run's target ``num_timesteps`` (for ETA).
-        eval_callback: a :class:`~furl_wrappers.callbacks.evaluation.PaperEvalCallback` to read success from.
+        eval_callback: a :class:`~furl_wrappers.runs.evaluation.PaperEvalCallback` to read success from.
         quiet: plain lines every 10 % instead of a live bar.
         refresh_steps: env steps between refreshes.
     """

@@ -1,4 +1,4 @@
-"""Evaluation as in the paper (:mod:`furl_wrappers.protocol`), as an SB3 callback.
+"""Evaluation as in the paper (:mod:`furl_wrappers.runs.protocol`), as an SB3 callback.
 
 :class:`PaperEvalCallback`: every ``eval_freq`` env steps, run the agent's *mean* action (``deterministic=True``;
 for ``RelayPolicy`` that is the VLM agent) for ``n_episodes`` episodes on the evaluation env (the training
@@ -26,6 +26,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from furl_wrappers._safe_files import open_regular
 from furl_wrappers.validation import check_int
+from furl_wrappers.runs.run_dir import read_evaluation_rows
 
 __all__ = ["EvalResult", "evaluate_policy_success", "PaperEvalCallback", "EVALUATION_COLUMNS"]
 
@@ -81,7 +82,7 @@ class PaperEvalCallback(BaseCallback):
     """Periodic evaluation with the paper's protocol (see the module docstring).
 
     Args:
-        eval_env: a single (non-vector) env on the evaluation instance (:func:`furl_wrappers.protocol.eval_seed`).
+        eval_env: a single (non-vector) env on the evaluation instance (:func:`furl_wrappers.runs.protocol.eval_seed`).
         eval_freq: env steps between evaluations (also evaluated at the end of training).
         n_episodes: 1 for a fixed goal, 10 for random goals.
         log_path: where ``evaluations.csv`` is appended (``None``: no file).
@@ -122,7 +123,6 @@ class PaperEvalCallback(BaseCallback):
 
     def _read_earlier_rows(self) -> None:
         # a resumed run: its best and last success count the evaluations made before it was stopped
-        from furl_wrappers.run_dir import read_evaluation_rows
 
         successes = [row["success"] for row in read_evaluation_rows(self.log_path)]
         if successes:

@@ -1,9 +1,9 @@
 """One grid cell on a worker: decide fresh / resume / done from its run directory, run it, record what happened.
 
 A cell's directory is a ``furl train`` run directory plus the sweep's bookkeeping (status, failure tracebacks,
-log; file names and states in :mod:`furl_wrappers.run_dir`). The decision is made from files alone, so it is the
+log; file names and states in :mod:`furl_wrappers.runs.run_dir`). The decision is made from files alone, so it is the
 same on any node that can see the directory: a finished run is skipped, an interrupted one resumes from its
-checkpoint (exact resume, see :mod:`furl_wrappers.checkpoint_set`), a failed one (files but no checkpoint:
+checkpoint (exact resume, see :mod:`furl_wrappers.runs.checkpoint_set`), a failed one (files but no checkpoint:
 nothing in them can be resumed) starts over, and a new one starts fresh. ``furl train`` makes these moves while
 holding the run's lock, so a cell whose directory another live process writes (a second sweep on the same
 ``--out``) is refused, reported as busy, and left alone.
@@ -24,7 +24,9 @@ from typing import Any, Optional
 
 from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers._safe_files import UnsafeFileError, open_regular
-from furl_wrappers.run_dir import RunDir
+from furl_wrappers.runs.run_dir import RunDir
+from furl_wrappers.runs.run_lock import RunLockedError
+from furl_wrappers.runs.training import RunSpec, train_run
 
 __all__ = ["RECORDED_FAILURE_EXIT", "BUSY_EXIT", "read_status", "write_status", "record_failure", "cell_progress",
            "run_cell", "cell_main"]
@@ -84,8 +86,6 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         ``{"ok": True, "summary": ..., "resumed_from": step or None}``, ``{"ok": False, "error": traceback}``, or
         ``{"ok": False, "busy": message}`` when another live process writes the run (nothing was touched).
     """
-    from furl_wrappers.run_lock import RunLockedError
-
     run = RunDir(payload["run_dir"])
     attempt = int(payload.get("attempt", 1))
     state = run.state()
@@ -117,7 +117,6 @@ def _run_locked(payload: dict[str, Any], run: RunDir, attempt: int, lock: Any) -
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-    from furl_wrappers.training import RunSpec, train_run
 
     spec = RunSpec(method=payload["method"], task=payload["task"], seed=int(payload["seed"]), out=str(run.path),
                    device=payload.get("device", "auto"), resume=resume, quiet=True, **payload["spec"])
