@@ -1,4 +1,4 @@
-"""Packaging for furl_wrappers (``pip install .``, extras: zoo, ray, plots, dev)."""
+"""Packaging for furl_wrappers (``pip install .``, extras: zoo, ray, plots, docs, dev)."""
 
 from pathlib import Path
 
@@ -14,11 +14,15 @@ EXTRAS = {
     # Ray Core is enough for `furl sweep --ray-address` (ray[default] adds the dashboard)
     "ray": ["ray>=2.9"],
     "plots": ["matplotlib>=3.7"],
+    # the documentation site (docs/, built warning-free by the test command)
+    "docs": ["sphinx>=7.2", "myst-parser>=2.0", "furo>=2023.9"],
     # what the tests need: rl-zoo3 (its train/enjoy are exercised), matplotlib (furl report's plots), Ray (the
     # sweep's cluster backend runs on a local Ray instance), sentence-transformers (MiniLM pooling parity), ruff
-    # (the lint that runs before the tests; settings in pyproject.toml)
+    # (the lint that runs before the tests; settings in pyproject.toml), mypy (type checks, same file) and the docs
+    # extra (the documentation build the test command runs)
     "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28", "pandas>=2.0", "ray>=2.9",
-            "sentence-transformers>=2.2", "ruff>=0.4"],
+            "sentence-transformers>=2.2", "ruff>=0.4", "mypy>=1.10", "sphinx>=7.2", "myst-parser>=2.0",
+            "furo>=2023.9"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

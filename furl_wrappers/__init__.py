@@ -10,6 +10,7 @@ Example:
     >>> env = gym.make("furl/drawer-open-v3", image_size=64)
     >>> _ = env.reset(seed=0)
 """
+from __future__ import annotations
 
 from furl_wrappers.rendering import configure_headless_gl as _configure_headless_gl
 
@@ -22,11 +23,10 @@ from furl_wrappers.envs import (  # noqa: E402
     SparseTaskReward,
     TaskInstance,
     as_furl_env,
-    env_id,
     make_metaworld_env,
-    register_envs,
 )
 from furl_wrappers.goal_images import GoalImageError, expert_rollout, goal_image  # noqa: E402
+from furl_wrappers.registration import env_id, register_envs  # noqa: E402
 from furl_wrappers.rendering import (  # noqa: E402
     CAMERAS,
     FrameRenderer,

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import sys
 
 from furl_wrappers.cli import main

@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Callable, Union
+from typing import IO, Callable
 
 __all__ = ["atomic_write", "atomic_write_text"]
 
 
-def atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(binary_handle)`` on a temp file beside ``path``, make it readable by all (0644; mkstemp's
     0600 would hide shipped or shared files), then rename it onto ``path``. The temp file never outlives a failure.
     """
@@ -42,6 +42,6 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO[bytes]], None]) -> 
     return path
 
 
-def atomic_write_text(path: Union[str, Path], text: str) -> Path:
+def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write` of a UTF-8 string."""
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

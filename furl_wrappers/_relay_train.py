@@ -16,8 +16,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
@@ -75,13 +76,14 @@ class _Replaying:
 
 
 @contextmanager
-def shared_batches(model: Any, second: Optional[Any]) -> Iterator[None]:
+def shared_batches(model: Any, second: Any | None) -> Iterator[None]:
     """Within the block, the batches ``model`` draws from its shared buffer are the ones ``second`` (the relay's
     second agent, reading the buffer's task-reward view; ``None``: no second agent) then trains on, in order."""
     if second is None:
         yield
         return
-    buffer, view, states = model.replay_buffer, second.replay_buffer, []
+    states: list[tuple[Any, int]] = []
+    buffer, view = model.replay_buffer, second.replay_buffer
     model.replay_buffer, second.replay_buffer = _Recording(buffer, states), _Replaying(view, states)
     try:
         yield

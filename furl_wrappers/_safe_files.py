@@ -20,7 +20,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 __all__ = ["CorruptFileError", "UnsafeFileError", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "loads_json", "json_depth",
            "open_regular", "check_not_link"]
@@ -52,7 +52,7 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-def loads_json(data: Union[bytes, str], label: str, error: type = CorruptFileError) -> Any:
+def loads_json(data: bytes | str, label: str, error: type = CorruptFileError) -> Any:
     """``json.loads(data)`` bounded in size (:data:`MAX_JSON_BYTES`) and depth (:data:`MAX_JSON_DEPTH`).
 
     Args:
@@ -84,7 +84,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_not_link(path: Union[str, os.PathLike]) -> None:
+def check_not_link(path: str | os.PathLike) -> None:
     """Raise :class:`UnsafeFileError` when ``path`` exists and is not a regular file or directory (a symlink
     included, even a dangling one): the package never writes through one."""
     try:
@@ -96,8 +96,8 @@ def check_not_link(path: Union[str, os.PathLike]) -> None:
                               "regular files (nothing was changed); remove it or choose another --out")
 
 
-def open_regular(path: Union[str, os.PathLike], mode: str = "r", *, create: bool = False,
-                 newline: Union[str, None] = None, buffering: int = -1) -> IO[Any]:
+def open_regular(path: str | os.PathLike, mode: str = "r", *, create: bool = False,
+                 newline: str | None = None, buffering: int = -1) -> IO[Any]:
     """Open ``path`` as a regular file without following a symlink (``create``: make it when missing).
 
     Args:

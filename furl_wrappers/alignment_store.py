@@ -24,8 +24,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import numpy as np
 
 __all__ = ["label_episode", "AlignmentStore"]
@@ -88,7 +86,7 @@ class AlignmentStore:
     """
 
     def __init__(self, dim: int, capacity: int = 20_000, lag: int = 10,
-                 seed: Optional[Union[int, np.random.SeedSequence]] = None) -> None:
+                 seed: int | np.random.SeedSequence | None = None) -> None:
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"alignment buffer capacity must be a positive integer, got {capacity!r}")
         if not isinstance(lag, int) or lag < 1:
@@ -114,7 +112,7 @@ class AlignmentStore:
         return self.negatives.size
 
     def add_episode(
-        self, embeddings: np.ndarray, success: np.ndarray, goal_distances: Optional[np.ndarray] = None
+        self, embeddings: np.ndarray, success: np.ndarray, goal_distances: np.ndarray | None = None
     ) -> str:
         """Label a finished episode and store its frames.
 
@@ -160,7 +158,7 @@ class AlignmentStore:
         """Whether a (positive, negative, lag-k positive) batch can be drawn (stage 2)."""
         return self.num_negative > 0 and self._valid_slots().size > 0
 
-    def sample_triples(self, batch_size: int) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def sample_triples(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``(pos, neg, lag)`` embeddings, each float32 ``(B, D)``; ``None`` if not possible yet.
 
         ``pos[i]`` is frame ``t ≥ k`` of a successful episode and ``lag[i]`` frame ``t − k`` of the same
@@ -174,7 +172,7 @@ class AlignmentStore:
         ring = self.positives
         return ring.embeddings[pos], self.negatives.embeddings[neg], ring.embeddings[self._lag_slots(pos)]
 
-    def sample_negatives(self, batch_size: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    def sample_negatives(self, batch_size: int) -> tuple[np.ndarray, np.ndarray] | None:
         """``(embeddings (B, D), goal_distances (B,))`` of failed-episode frames with a goal distance."""
         if self.num_negative == 0:
             return None

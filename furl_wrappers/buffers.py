@@ -36,7 +36,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,8 +58,8 @@ class VLMReplayBuffer(ReplayBuffer):
     """SB3 ``ReplayBuffer`` with FuRL's reward relabelling and episode labelling.
 
     Args:
-        buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
-            handle_timeout_termination: as for SB3's ``ReplayBuffer``.
+        buffer_size, observation_space, action_space, device, n_envs: as for SB3's ``ReplayBuffer``.
+        optimize_memory_usage, handle_timeout_termination: as for SB3's ``ReplayBuffer``.
         vlm_reward: the :class:`~furl_wrappers.VLMReward` to relabel with (or :meth:`attach` it later).
         embedding_dim: D; inferred from the first ``add`` when ``None``.
         embedding_dtype: ``"float16"`` (default) or ``"float32"`` storage of the RL buffer's embeddings.
@@ -73,16 +73,16 @@ class VLMReplayBuffer(ReplayBuffer):
         buffer_size: int,
         observation_space: spaces.Space,
         action_space: spaces.Space,
-        device: Union[torch.device, str] = "auto",
+        device: torch.device | str = "auto",
         n_envs: int = 1,
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
-        vlm_reward: Optional[EmbeddingReward] = None,
-        embedding_dim: Optional[int] = None,
+        vlm_reward: EmbeddingReward | None = None,
+        embedding_dim: int | None = None,
         embedding_dtype: str = "float16",
         alignment_buffer_size: int = 20_000,
         lag: int = 10,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
                          handle_timeout_termination)
@@ -92,10 +92,10 @@ class VLMReplayBuffer(ReplayBuffer):
         self.lag = check_int("lag", lag, hint="10 in the paper")
         self.embedding_dtype = np.dtype(embedding_dtype)
         self.seed = seed
-        self.vlm_reward: Optional[EmbeddingReward] = None
-        self.embedding_dim: Optional[int] = None
+        self.vlm_reward: EmbeddingReward | None = None
+        self.embedding_dim: int | None = None
         # the last relabelled batch: (batch_inds, env_indices, SB3 samples), shared with the task-reward view
-        self.last_batch: Optional[tuple[np.ndarray, np.ndarray, ReplayBufferSamples]] = None
+        self.last_batch: tuple[np.ndarray, np.ndarray, ReplayBufferSamples] | None = None
         self.batches_sampled = 0
         if embedding_dim is not None:
             self._allocate(int(embedding_dim))
@@ -113,7 +113,7 @@ class VLMReplayBuffer(ReplayBuffer):
         self._frame_rng = np.random.default_rng(frame_seed)  # draws stage-1 frames from the whole buffer
         self._episodes: list[list[tuple[np.ndarray, bool, float]]] = [[] for _ in range(self.n_envs)]
 
-    def attach(self, vlm_reward: EmbeddingReward) -> "VLMReplayBuffer":
+    def attach(self, vlm_reward: EmbeddingReward) -> VLMReplayBuffer:
         """Attach the VLM reward to relabel with (it is not pickled with the buffer: re-attach after loading)."""
         if not isinstance(vlm_reward, EmbeddingReward):
             raise TypeError(f"attach takes the VLM reward (a furl_wrappers.VLMReward, which holds rho and the "
@@ -128,7 +128,7 @@ class VLMReplayBuffer(ReplayBuffer):
         """The attached VLM reward's reward model (``None`` when nothing is attached)."""
         return getattr(self.vlm_reward, "reward_model", None)
 
-    def sample_goal_frames(self, batch_size: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    def sample_goal_frames(self, batch_size: int) -> tuple[np.ndarray, np.ndarray] | None:
         """``(embeddings float32 (B, D), goal distances (B,))`` drawn uniformly from every stored frame (all envs,
         the unfinished episodes included), as the reference code draws its stage-1 batches; ``None`` when the
         buffer is empty or a drawn frame has no goal distance (stored before a goal image was set)."""
@@ -240,7 +240,7 @@ class VLMReplayBuffer(ReplayBuffer):
         np.random.set_state(state)
         return env_indices
 
-    def sb3_samples(self, batch_inds: np.ndarray, env: Optional[VecNormalize] = None
+    def sb3_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None
                     ) -> tuple[ReplayBufferSamples, np.ndarray]:
         """SB3's own samples for ``batch_inds`` (rewards as collected) and the env indices they were taken from."""
         env_indices = self._next_env_indices(len(batch_inds))
@@ -254,12 +254,12 @@ class VLMReplayBuffer(ReplayBuffer):
         return np.random.randint(0, self.buffer_size if self.full else self.pos, size=batch_size)
 
     def with_rewards(self, samples: ReplayBufferSamples, rewards: np.ndarray,
-                     env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
+                     env: VecNormalize | None = None) -> ReplayBufferSamples:
         """``samples`` with their rewards replaced by ``rewards`` ``(B,)``, normalised as SB3 does."""
         return samples._replace(rewards=self.to_torch(self._normalize_reward(
             np.asarray(rewards, np.float32).reshape(-1, 1), env)))
 
-    def _get_samples(self, batch_inds: np.ndarray, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         if self.vlm_reward is None:
             raise RuntimeError(
                 "VLMReplayBuffer has no VLM reward: pass replay_buffer_kwargs={'vlm_reward': ...} or call "
@@ -277,7 +277,7 @@ class VLMReplayBuffer(ReplayBuffer):
                                "reward model's heads are not finite (check the alignment callback's losses)")
         return self.with_rewards(samples, rewards, env)
 
-    def task_reward_view(self, share_batch: bool = True) -> "TaskRewardView":
+    def task_reward_view(self, share_batch: bool = True) -> TaskRewardView:
         """A view of this storage whose ``sample()`` returns task rewards only (see :class:`TaskRewardView`)."""
         return TaskRewardView(self, share_batch)
 
@@ -305,12 +305,12 @@ class TaskRewardView:
     def __init__(self, buffer: VLMReplayBuffer, share_batch: bool = True) -> None:
         self.buffer = buffer
         self.share_batch = share_batch
-        self._consumed: Optional[int] = None
+        self._consumed: int | None = None
 
     def __getattr__(self, name: str) -> Any:  # size(), pos, full, device, ... of the shared storage
         return getattr(self.buffer, name)
 
-    def sample(self, batch_size: int, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
         buffer = self.buffer
         last = buffer.last_batch
         fresh = self._consumed != buffer.batches_sampled

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from furl_wrappers._version import __version__
 
@@ -199,7 +199,8 @@ def _key_values(pairs: Sequence[str], what: str) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from furl_wrappers.runs.training import NOT_PRETRAINED_NOTICE, OFFLINE_VLM_NOTICE, RunSpec, train_run
+    from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, OFFLINE_VLM_NOTICE
+    from furl_wrappers.runs.training import RunSpec, train_run
 
     console = Console()
     spec = RunSpec(method=args.method, task=args.task, seed=args.seed, steps=args.steps, vlm=args.vlm,

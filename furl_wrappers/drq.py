@@ -30,12 +30,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import ReplayBufferSamples, Schedule
@@ -108,6 +110,7 @@ class _ActorFeatures(BaseFeaturesExtractor):
         super().__init__(encoder._observation_space, encoder.features_dim)
         self.convs = encoder.convs  # shared: a submodule here too, but not in the actor's optimizer
         linear = encoder.head[0]
+        assert isinstance(linear, nn.Linear)  # DrQEncoder's head: Linear → LayerNorm → Tanh
         self.head = nn.Sequential(nn.Linear(linear.in_features, linear.out_features),
                                   nn.LayerNorm(linear.out_features), nn.Tanh())
 
@@ -135,7 +138,7 @@ class DrQPolicy(SACPolicy):
     True); the actor has its own head on top of them."""
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, lr_schedule: Schedule,
-                 net_arch: Optional[Union[list[int], dict[str, list[int]]]] = None,
+                 net_arch: list[int] | dict[str, list[int]] | None = None,
                  features_extractor_class: type[BaseFeaturesExtractor] = DrQEncoder,
                  share_features_extractor: bool = True, **kwargs: Any) -> None:
         if share_features_extractor is not True:
@@ -146,7 +149,7 @@ class DrQPolicy(SACPolicy):
                          features_extractor_class=features_extractor_class,
                          share_features_extractor=True, **kwargs)
 
-    def make_critic(self, features_extractor: Optional[BaseFeaturesExtractor] = None) -> Any:
+    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> Any:
         # share_features_extractor=False inside the critic: SB3's critic would compute a shared encoder's features
         # without gradient; in DrQ the critic is the encoder's trainer
         critic_kwargs = self._update_features_extractor({**self.critic_kwargs, "share_features_extractor": False},
@@ -162,10 +165,12 @@ class DrQPolicy(SACPolicy):
         self.actor = self.make_actor(features_extractor=_ActorFeatures(encoder))
         actor_parameters = [p for name, p in self.actor.named_parameters()
                             if not name.startswith("features_extractor.convs")]
-        self.actor.optimizer = self.optimizer_class(actor_parameters, lr=lr_schedule(1), **self.optimizer_kwargs)
+        # SB3 types optimizer_class as type[Optimizer], whose own __init__ takes no lr (SB3 ignores this too)
+        self.actor.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            actor_parameters, lr=lr_schedule(1), **self.optimizer_kwargs)
         self.critic_target = self.make_critic(features_extractor=None)  # its own encoder copy, updated with tau
         self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr_schedule(1),
+        self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr_schedule(1),  # type: ignore[call-arg]
                                                      **self.optimizer_kwargs)
         self.critic_target.set_training_mode(False)
 
@@ -201,7 +206,7 @@ class DrQ(SAC):
 
     def __init__(
         self,
-        policy: Union[str, type[SACPolicy]],
+        policy: str | type[SACPolicy],
         env: Any,
         *,
         image_pad: int = 4,
@@ -211,8 +216,8 @@ class DrQ(SAC):
         batch_size: int = 256,
         tau: float = 0.01,
         gamma: float = 0.99,
-        target_entropy: Union[str, float] = "paper",
-        replay_buffer_class: Optional[type] = None,
+        target_entropy: str | float = "paper",
+        replay_buffer_class: type | None = None,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -229,13 +234,14 @@ class DrQ(SAC):
         if self.replay_buffer_class is None:
             self.replay_buffer_class = PixelReplayBuffer
         if isinstance(self.target_entropy, str) and self.target_entropy == "paper":
+            assert self.action_space.shape is not None  # a Box (SAC checks it)
             self.target_entropy = -float(np.prod(self.action_space.shape)) / 2.0
         super()._setup_model()
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         """SAC's update on randomly shifted observations (:func:`random_shift`, ``image_pad``)."""
         buffer = self.replay_buffer
-        self.replay_buffer = _AugmentedSamples(buffer, self.image_pad)
+        self.replay_buffer = cast(ReplayBuffer, _AugmentedSamples(buffer, self.image_pad))  # a duck-typed view
         try:
             super().train(gradient_steps, batch_size)
         finally:

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, SupportsFloat
+from typing import Any, Literal, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -37,7 +37,7 @@ from furl_wrappers.rendering import (
     check_render_quality,
 )
 from furl_wrappers.simulator import build_metaworld
-from furl_wrappers.tasks import ALL_TASKS, canonical_task, instruction, short_task
+from furl_wrappers.tasks import canonical_task, instruction
 from furl_wrappers.validation import check_int
 
 __all__ = [
@@ -52,14 +52,10 @@ __all__ = [
     "check_furl_env",
     "task_of",
     "instance_of",
-    "run_name",
-    "env_id",
-    "register_envs",
 ]
 
-GOAL_SETTINGS: tuple[str, ...] = ("fixed", "random")
+GOAL_SETTINGS: tuple[GoalSetting, ...] = ("fixed", "random")
 #: how a random-goal task is named in Gymnasium ids, run directories and reports
-RANDOM_GOAL_SUFFIX = "-random-goal"
 SPARSE_REWARDS: tuple[str, ...] = ("minus_one", "zero_one")
 GoalSetting = Literal["fixed", "random"]
 SparseReward = Literal["minus_one", "zero_one"]
@@ -131,7 +127,7 @@ class MetaWorldGoal(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """
 
     def __init__(self, env: gym.Env, task: str, goal: GoalSetting, seed: int, image_preset: str = "fast",
-                 vlm: Optional[str] = None) -> None:
+                 vlm: str | None = None) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, task=task, goal=goal, seed=seed, image_preset=image_preset,
                                                  vlm=vlm)
         super().__init__(env)
@@ -142,7 +138,7 @@ class MetaWorldGoal(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.vlm = vlm
         self.instruction = instruction(self.task)
         self._start: dict[str, Any] = {}
-        self._replay: Optional[dict[str, Any]] = None
+        self._replay: dict[str, Any] | None = None
 
     @property
     def goal_position(self) -> list[float]:
@@ -190,7 +186,7 @@ class TaskInstance:
     image_size: int = 224
     render_quality: str = "fast"
     image_preset: str = "fast"
-    vlm: Optional[str] = None
+    vlm: str | None = None
 
     def goal_image(self) -> np.ndarray:
         """The scripted expert's frame at first success on this instance, uint8 ``(S, S, 3)`` (cached on disk).
@@ -311,7 +307,7 @@ def _pixel_settings(observation: str, pixel_size: int | None, frame_stack: int |
     return settings
 
 
-def _find_wrapper(env: gym.Env, cls: type) -> Optional[gym.Env]:
+def _find_wrapper(env: gym.Env, cls: type) -> gym.Env | None:
     while isinstance(env, gym.Wrapper):
         if isinstance(env, cls):
             return env
@@ -339,7 +335,7 @@ def task_of(env: gym.Env) -> str:
     )
 
 
-def instance_of(env: gym.Env) -> Optional[TaskInstance]:
+def instance_of(env: gym.Env) -> TaskInstance | None:
     """The :class:`TaskInstance` of an env built by :func:`make_metaworld_env` (``None`` for other envs, e.g.
     Meta-World's own, whose instance seed is not known)."""
     goal = _find_wrapper(env, MetaWorldGoal)
@@ -378,40 +374,3 @@ def check_furl_env(env: gym.Env, who: str) -> None:
     if missing:
         raise TypeError(f"{who} needs a Meta-World env with {' and '.join(missing)}: build it with "
                         "furl_wrappers.make_metaworld_env, or wrap Meta-World's own env with furl_wrappers.as_furl_env")
-
-
-def env_id(task: str, goal: GoalSetting = "fixed") -> str:
-    """The registered Gymnasium id: ``env_id("drawer-open") == "furl/drawer-open-v3"``."""
-    check_goal(goal)
-    return f"furl/{canonical_task(task)}" + (RANDOM_GOAL_SUFFIX if goal == "random" else "")
-
-
-def run_name(task: str, goal: GoalSetting = "fixed") -> str:
-    """The task's name in run directories and reports: ``"drawer-open"``, ``"drawer-open-random-goal"``."""
-    check_goal(goal)
-    return short_task(task) + (RANDOM_GOAL_SUFFIX if goal == "random" else "")
-
-
-def register_envs() -> list[str]:
-    """Register ``furl/<task>-v3`` (fixed goal) and ``furl/<task>-v3-random-goal`` for all 50 tasks.
-
-    Idempotent. Keyword arguments of :func:`make_metaworld_env` pass through ``gymnasium.make``.
-
-    Returns:
-        The registered ids.
-    """
-    ids = []
-    for task in ALL_TASKS:
-        for goal in GOAL_SETTINGS:
-            eid = env_id(task, goal)
-            if eid not in gym.registry:
-                gym.register(
-                    id=eid,
-                    entry_point="furl_wrappers.envs:make_metaworld_env",
-                    kwargs={"task": short_task(task), "goal": goal},
-                    # a hidden goal is three zeros, bounded by [0, 0]: correct, but Gymnasium's passive checker
-                    # warns about equal bounds on every make, so it is skipped for fixed goals only
-                    disable_env_checker=goal == "fixed",
-                )
-            ids.append(eid)
-    return ids

@@ -23,7 +23,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -55,7 +54,7 @@ class GoalRollout:
 
     frame: np.ndarray
     success_step: int
-    frames: Optional[np.ndarray] = None
+    frames: np.ndarray | None = None
 
 
 def cache_dir() -> Path:

@@ -27,8 +27,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 __all__ = ["ranking_loss", "pos_neg_loss", "pos_pos_loss", "goal_mask", "neg_neg_goal_loss"]
@@ -67,7 +65,7 @@ def goal_mask(distances: torch.Tensor, goal_margin: float = 0.25) -> torch.Tenso
 
 def neg_neg_goal_loss(
     scores: torch.Tensor, distances: torch.Tensor, margin: float = 0.1, goal_margin: float = 0.25,
-    mask: Optional[torch.Tensor] = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stage-1 loss ``mean_i Σ_j M_ij · max(0, r_j − r_i + δ)`` over a batch.
 

@@ -9,30 +9,29 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["rankdata", "spearman", "roc_auc"]
 
 
-def rankdata(x: Sequence[float]) -> np.ndarray:
+def rankdata(x: ArrayLike) -> np.ndarray:
     """Ranks 1..n with ties given their average rank."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
+    values = np.asarray(x, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_x = values[order]
     i = 0
-    while i < len(x):
+    while i < len(values):
         j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+        while j + 1 < len(values) and sorted_x[j + 1] == sorted_x[i]:
             j += 1
         ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return ranks
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman rank correlation of two equal-length sequences (NaN when either is constant)."""
     rx, ry = rankdata(x), rankdata(y)
     if len(rx) != len(ry):
@@ -42,7 +41,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def roc_auc(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> float:
+def roc_auc(positive_scores: ArrayLike, negative_scores: ArrayLike) -> float:
     """P(score of a random positive > score of a random negative), ties counting ½ (Mann-Whitney U)."""
     pos, neg = np.asarray(positive_scores, np.float64), np.asarray(negative_scores, np.float64)
     if pos.size == 0 or neg.size == 0:

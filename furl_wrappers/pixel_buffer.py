@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ _CHANNELS = 3  # RGB frames
 
 def check_pixel_space(space: spaces.Space, who: str) -> tuple[int, int, int]:
     """``(k, H, W)`` of a stacked-frame space uint8 ``(3·k, H, W)``, else a ``ValueError`` naming the space."""
-    shape = getattr(space, "shape", None)
+    shape: Any = getattr(space, "shape", None)
     if not isinstance(space, spaces.Box) or space.dtype != np.uint8 or len(shape) != 3 or shape[0] % _CHANNELS:
         raise ValueError(f"{who} needs uint8 observations of shape (3*k, H, W) (k stacked RGB frames, channel-first, "
                          f"e.g. make_metaworld_env(..., observation='pixels')), got {space}")
@@ -66,7 +66,7 @@ class PixelReplayBuffer(ReplayBuffer):
         buffer_size: int,
         observation_space: spaces.Space,
         action_space: spaces.Space,
-        device: Union[torch.device, str] = "auto",
+        device: torch.device | str = "auto",
         n_envs: int = 1,
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
@@ -100,7 +100,8 @@ class PixelReplayBuffer(ReplayBuffer):
     def bytes_per_transition(self) -> int:
         """Bytes stored per transition and env (one frame, action, reward, done, timeout, step), not counting the
         one frame per episode."""
-        per_row = [self.frames, self.episode_steps, self.actions, self.rewards, self.dones, self.timeouts]
+        per_row: list[np.ndarray] = [self.frames, self.episode_steps, self.actions, self.rewards, self.dones,
+                                     self.timeouts]
         return int(sum(a.nbytes for a in per_row) // (self.buffer_size * self.n_envs))
 
     def add(
@@ -150,7 +151,7 @@ class PixelReplayBuffer(ReplayBuffer):
             raise ValueError(f"buffer_size {self.buffer_size} must exceed frame_stack {self.frame_stack}")
         return (np.random.randint(0, span, size=batch_size) + self.pos + self.frame_stack) % self.buffer_size
 
-    def sample(self, batch_size: int, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
         return self._get_samples(self.batch_indices(batch_size), env=env)
 
     def stacks(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +172,7 @@ class PixelReplayBuffer(ReplayBuffer):
         shape = (len(batch_inds), k * _CHANNELS, *frames.shape[-2:])
         return frames[:, :k].reshape(shape), frames[:, 1:].reshape(shape)
 
-    def _get_samples(self, batch_inds: np.ndarray, env: Optional[VecNormalize] = None) -> ReplayBufferSamples:
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # SB3's draw, same order
         obs, next_obs = self.stacks(np.asarray(batch_inds), env_indices)
         data = (

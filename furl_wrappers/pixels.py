@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Optional, SupportsFloat
+from typing import Any, SupportsFloat, cast
 
 import gymnasium as gym
 import numpy as np
@@ -46,7 +46,8 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
         return frame
     from PIL import Image
 
-    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR))
+    # Image.BILINEAR is set at runtime, so mypy misses it; Image.Resampling needs Pillow 9.1 (setup.py allows 9.0).
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR))  # type: ignore[attr-defined]
 
 
 class ActionRepeat(gym.Wrapper):
@@ -120,7 +121,7 @@ class PixelObservation(gym.Wrapper):
                              f"render_mode={getattr(env, 'render_mode', None)!r}")
         self.observation_space = spaces.Box(0, 255, (3 * self.frame_stack, self.size, self.size), np.uint8)
         self._frames: deque[np.ndarray] = deque(maxlen=self.frame_stack)
-        self._frame: Optional[np.ndarray] = None
+        self._frame: np.ndarray | None = None
 
     def _capture(self) -> np.ndarray:
         frame = self.env.render()
@@ -133,7 +134,7 @@ class PixelObservation(gym.Wrapper):
     def _observation(self) -> np.ndarray:
         return np.concatenate(list(self._frames), axis=0)
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         _, info = self.env.reset(seed=seed, options=options)
         small = self._capture()
@@ -146,6 +147,6 @@ class PixelObservation(gym.Wrapper):
         self._frames.append(self._capture())
         return self._observation(), reward, terminated, truncated, info
 
-    def render(self) -> Optional[np.ndarray]:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         """The frame rendered at the last reset/step (rendered now only before the first reset)."""
-        return self.env.render() if self._frame is None else self._frame
+        return cast("np.ndarray | None", self.env.render()) if self._frame is None else self._frame

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["IMAGE_PRESETS", "ImagePreset", "get_preset"]
 
@@ -44,7 +44,7 @@ class ImagePreset:
     name: str
     image_size: int
     render_quality: str
-    pre_crop: Optional[float]
+    pre_crop: float | None
     liv_reference_transform: bool
     lowercase_text: bool
     half_on_cuda: bool

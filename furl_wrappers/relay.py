@@ -48,8 +48,9 @@ from __future__ import annotations
 import inspect
 import io
 import os
+from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import IO, Any, ClassVar, Optional, Sequence, Union
+from typing import IO, Any, ClassVar
 
 import numpy as np
 import torch
@@ -96,14 +97,14 @@ class _Relay:
         policy: Any,
         env: Any,
         *,
-        vlm_reward: Optional[VLMReward] = None,
+        vlm_reward: VLMReward | None = None,
         relay: bool = True,
         relay_threshold: int = 2500,
         relay_lengths: Sequence[int] = (50, 100, 150, 200),
         relay_noise: float = 0.2,
         align: bool = True,
-        alignment_kwargs: Optional[dict[str, Any]] = None,
-        replay_buffer_class: Optional[type] = None,
+        alignment_kwargs: dict[str, Any] | None = None,
+        replay_buffer_class: type | None = None,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -132,8 +133,8 @@ class _Relay:
         for key in self.alignment_kwargs:
             if key not in valid:
                 raise ValueError(f"alignment_kwargs: unknown key {key!r} (valid: {', '.join(sorted(valid))})")
-        self.sac_agent: Optional[Any] = None
-        self.alignment_callback: Optional[RewardAlignmentCallback] = None
+        self.sac_agent: Any | None = None
+        self.alignment_callback: RewardAlignmentCallback | None = None
         super().__init__(policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs)
         if _init_setup_model:
             self._setup_model()
@@ -281,7 +282,7 @@ class _Relay:
                 second.train(gradient_steps, batch_size)
 
     # -------------------------------------------------------------- save/load
-    def save(self, path: Union[str, os.PathLike, IO[bytes]], exclude: Any = None, include: Any = None) -> None:
+    def save(self, path: str | os.PathLike | IO[bytes], exclude: Any = None, include: Any = None) -> None:
         """Save the VLM agent (SB3 format), the SAC agent, reward heads + optimiser and relay state in one zip.
 
         A path is written atomically (an interrupted save leaves the previous checkpoint intact) and gets a
@@ -299,8 +300,8 @@ class _Relay:
         relay_checkpoint.write_checkpoint(path, save_sb3, sac, state, tensors)
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike, IO[bytes]], env: Any = None, device: Union[torch.device, str] = "auto",
-             custom_objects: Optional[dict[str, Any]] = None, print_system_info: bool = False,
+    def load(cls, path: str | os.PathLike | IO[bytes], env: Any = None, device: torch.device | str = "auto",
+             custom_objects: dict[str, Any] | None = None, print_system_info: bool = False,
              force_reset: bool = True, trusted: bool = False, **kwargs: Any) -> Any:
         """Load a :meth:`save` checkpoint (a path or a binary handle); with ``env``, check it was made for the same
         task, encoder and spaces, restore the reward heads into the env's VLM reward (or ``vlm_reward=``), and restore
@@ -362,24 +363,24 @@ class RelayPolicy(_Relay, SAC):
         policy: Any,
         env: Any,
         *,
-        vlm_reward: Optional[VLMReward] = None,
+        vlm_reward: VLMReward | None = None,
         relay: bool = True,
         relay_threshold: int = 2500,
         relay_lengths: Sequence[int] = (50, 100, 150, 200),
         relay_noise: float = 0.2,
         align: bool = True,
-        alignment_kwargs: Optional[dict[str, Any]] = None,
+        alignment_kwargs: dict[str, Any] | None = None,
         learning_rate: float = 1e-4,
         buffer_size: int = 1_000_000,
         learning_starts: int = 10_000,
         batch_size: int = 256,
         tau: float = 0.01,
         gamma: float = 0.99,
-        target_entropy: Union[str, float] = "paper",
-        replay_buffer_class: Optional[type] = None,
-        replay_buffer_kwargs: Optional[dict[str, Any]] = None,
-        seed: Optional[int] = None,
-        device: Union[torch.device, str] = "auto",
+        target_entropy: str | float = "paper",
+        replay_buffer_class: type | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:

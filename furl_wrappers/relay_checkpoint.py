@@ -36,7 +36,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Callable, Optional, Union
+from typing import IO, Any, Callable
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint was made for another task, encoder or observation/action space."""
 
 
-def identity(observation_space: Any, action_space: Any, vlm_reward: Any = None, task: Optional[str] = None
+def identity(observation_space: Any, action_space: Any, vlm_reward: Any = None, task: str | None = None
              ) -> dict[str, Any]:
     """What a checkpoint must match: spaces, and (when known) the task and the VLM reward's encoder and heads."""
     ident: dict[str, Any] = {"observation_space": repr(observation_space), "action_space": repr(action_space)}
@@ -91,6 +91,7 @@ def check_identity(saved: dict[str, Any], probe: dict[str, Any]) -> None:
 def global_rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
     """numpy's and torch's global RNG states as ``(JSON part, tensor part)``."""
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # legacy=True (the default): ("MT19937", keys, pos, has_gauss, cached)
     return {"numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}, {"torch_rng": torch.get_rng_state()}
 
 
@@ -105,8 +106,8 @@ def restore_global_rng_state(state: dict[str, Any], tensors: dict[str, Any]) -> 
                                f"{str(err)[:80]})") from None
 
 
-def write_checkpoint(path: Union[str, os.PathLike, IO[bytes]], save_sb3: Callable[[IO[bytes]], None],
-                     sac_agent: Any, state: dict[str, Any], tensors: dict[str, Any]) -> Optional[Path]:
+def write_checkpoint(path: str | os.PathLike | IO[bytes], save_sb3: Callable[[IO[bytes]], None],
+                     sac_agent: Any, state: dict[str, Any], tensors: dict[str, Any]) -> Path | None:
     """Write the zip: SB3's format through ``save_sb3(handle)``, then FuRL's entries.
 
     Args:
@@ -140,8 +141,8 @@ def write_checkpoint(path: Union[str, os.PathLike, IO[bytes]], save_sb3: Callabl
     return atomic_write(path, lambda handle: handle.write(data))
 
 
-def read_checkpoint(source: Union[str, os.PathLike, bytes],
-                    name: Optional[str] = None) -> tuple[dict[str, Any], dict[str, Any], Optional[bytes]]:
+def read_checkpoint(source: str | os.PathLike | bytes,
+                    name: str | None = None) -> tuple[dict[str, Any], dict[str, Any], bytes | None]:
     """``(state, tensors, relay SAC zip bytes or None)`` of a checkpoint: a path (gains ``.zip`` when only that
     exists) or the zip's bytes (``name``: how errors name them).
 
@@ -149,6 +150,7 @@ def read_checkpoint(source: Union[str, os.PathLike, bytes],
         ValueError: the file is not a RelayPolicy checkpoint (no ``furl_state.json``), naming it.
         UnsafeFileError, CorruptFileError: its tensors hold pickles, or its entries are malformed.
     """
+    handle: io.BytesIO | Path
     if isinstance(source, bytes):
         path, handle = name or "<bytes>", io.BytesIO(source)
     else:

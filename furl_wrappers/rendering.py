@@ -128,7 +128,7 @@ def import_mujoco() -> Any:
     return mujoco
 
 
-_LIVE_RENDERERS: "weakref.WeakSet[FrameRenderer]" = weakref.WeakSet()
+_LIVE_RENDERERS: weakref.WeakSet[FrameRenderer] = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
 
 
@@ -176,8 +176,8 @@ class FrameRenderer:
 
     def __init__(
         self,
-        model: "mujoco.MjModel",
-        data: "mujoco.MjData",
+        model: mujoco.MjModel,
+        data: mujoco.MjData,
         camera: str = "corner2",
         image_size: int = 224,
         render_quality: RenderQuality = "fast",
@@ -304,7 +304,7 @@ class OffscreenRenderWrapper(gym.Wrapper):
         """The :class:`FrameRenderer` behind ``render()``."""
         return self._frame_renderer
 
-    def render(self) -> np.ndarray:  # type: ignore[override]
+    def render(self) -> np.ndarray:
         """The current frame, uint8 ``(image_size, image_size, 3)``, upright."""
         return self._frame_renderer.render()
 

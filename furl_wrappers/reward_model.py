@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,7 @@ def projection_head(in_dim: int, hidden: int = 256, out: int = 64) -> nn.Sequent
     head = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
     with torch.no_grad():
         for layer in (head[0], head[2]):
+            assert isinstance(layer, nn.Linear)
             lecun_normal_(layer.weight)
             layer.bias.zero_()
     return head
@@ -94,16 +95,20 @@ class RewardModel(nn.Module):
         seed: seeds the heads' initialisation (``None``: torch's global generator).
     """
 
+    # Registered buffers (nn.Module.__getattr__ would type them as ``Tensor | Module``).
+    text_embedding: torch.Tensor
+    baseline_embedding: torch.Tensor | None
+
     def __init__(
         self,
         text_embedding: torch.Tensor,
         mode: str = "learned",
         hidden_dim: int = 256,
         output_dim: int = 64,
-        baseline_embedding: Optional[torch.Tensor] = None,
+        baseline_embedding: torch.Tensor | None = None,
         alpha: float = 0.0,
-        device: Union[str, torch.device] = "auto",
-        seed: Optional[int] = None,
+        device: str | torch.device = "auto",
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if mode not in REWARD_MODES:
@@ -132,8 +137,8 @@ class RewardModel(nn.Module):
         else:
             self.baseline_embedding = None
         if mode == "raw":
-            self.image_head: Optional[nn.Module] = None
-            self.text_head: Optional[nn.Module] = None
+            self.image_head: nn.Module | None = None
+            self.text_head: nn.Module | None = None
         else:
             with torch.random.fork_rng(devices=[], enabled=seed is not None):
                 if seed is not None:
@@ -146,7 +151,7 @@ class RewardModel(nn.Module):
         self.to(self.device)
 
     @classmethod
-    def from_encoder(cls, encoder: Any, text: str, baseline_text: Optional[str] = None, **kwargs: Any) -> "RewardModel":
+    def from_encoder(cls, encoder: Any, text: str, baseline_text: str | None = None, **kwargs: Any) -> RewardModel:
         """Build from an encoder and the task instruction (the text embedding is computed once here).
 
         ``device`` defaults to the encoder's.

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Any, Callable
 
 import numpy as np
 
-from furl_wrappers.rendering import FrameRenderer
+from furl_wrappers.rendering import FrameRenderer, RenderQuality
 from furl_wrappers.simulator import build_metaworld
 from furl_wrappers.tasks import canonical_task
 from furl_wrappers.validation import check_int, check_number
@@ -52,7 +52,7 @@ class ScriptedEpisode:
 
 
 def scripted_policy(task: str, kind: str = "expert", noise: float = 0.0,
-                    rng: Optional[np.random.Generator] = None) -> Policy:
+                    rng: np.random.Generator | None = None) -> Policy:
     """``obs → action`` in [-1, 1]: the scripted expert plus N(0, ``noise``) per action, or uniform random.
 
     ``rng`` draws the noise / random actions (one draw of 4 values per step, none for a noise-free expert).
@@ -63,17 +63,22 @@ def scripted_policy(task: str, kind: str = "expert", noise: float = 0.0,
     if rng is None and (kind == "random" or noise > 0):
         raise ValueError(f"a {kind!r} policy with noise {noise} needs rng=np.random.default_rng(...)")
     if kind == "random":
-        return lambda obs: rng.uniform(-1, 1, 4).astype(np.float32)
+        assert rng is not None  # checked above
+        random_rng = rng
+        return lambda obs: random_rng.uniform(-1, 1, 4).astype(np.float32)
     from metaworld.policies import ENV_POLICY_MAP
 
-    expert = ENV_POLICY_MAP[canonical_task(task)]()
+    # The map's values are concrete subclasses of Meta-World's abstract Policy (mypy sees the abstract base).
+    expert_class: type[Any] = ENV_POLICY_MAP[canonical_task(task)]
+    expert = expert_class()
 
     def act(obs: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             # Meta-World's experts warn that their gains exceed [-1, 1]; the action is clipped as the env would.
             warnings.simplefilter("ignore")
-            action = expert.get_action(obs)
+            action: np.ndarray = expert.get_action(obs)
         if noise > 0:
+            assert rng is not None  # checked above
             action = action + rng.normal(0, noise, 4)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
@@ -88,9 +93,9 @@ def run_scripted_episode(
     max_steps: int = 500,
     camera: str = "corner2",
     image_size: int = 224,
-    render_quality: str = "fast",
-    render: Union[str, int] = "all",
-    stop_after_success: Optional[int] = 0,
+    render_quality: RenderQuality = "fast",
+    render: str | int = "all",
+    stop_after_success: int | None = 0,
     stop_when_success_run_ends: bool = False,
 ) -> ScriptedEpisode:
     """Roll ``policy`` out on the goal-observable twin of the instance ``seed`` for at most ``max_steps`` steps.

@@ -21,51 +21,30 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import importlib
 import inspect
 import io
 import json
 import os
 import pickle
-import re
 import zipfile
 import zlib
-from collections import OrderedDict, deque
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any, Iterable, Optional, Union
+from typing import IO, Any, Union
 
-import numpy as np
 import torch
-from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import is_json_serializable
-from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
-from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
 from furl_wrappers._atomic import atomic_write
 from furl_wrappers._safe_files import MAX_JSON_BYTES, CorruptFileError, UnsafeFileError, loads_json
-from furl_wrappers.vlm_reward import VLMReward
+from furl_wrappers.json_codec import ANY_BASE, CLASS_BASES, decode, encode
 
 __all__ = ["SAFE_ENTRY", "UnsafeFileError", "CorruptFileError", "safe_entry", "with_safe_entry", "save_model",
            "read_model_zip", "safe_custom_objects", "load_model"]
 
 #: name of the safe description inside a model zip
 SAFE_ENTRY = "furl_safe_data.json"
-_FORMAT, _TAG = 1, "__type__"
-_ROOTS = ("stable_baselines3", "sb3_contrib", "furl_wrappers", "torch.nn", "torch.optim")
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # no leading underscore: no __main__, no private modules
-_CLASS_BASES: dict[str, tuple[type, ...]] = {
-    "policy_class": (BasePolicy,), "replay_buffer_class": (ReplayBuffer,), "activation_fn": (torch.nn.Module,),
-    "optimizer_class": (torch.optim.Optimizer,), "features_extractor_class": (torch.nn.Module,)}
-_ANY_BASE = (torch.nn.Module, torch.optim.Optimizer)
-_SCHEDULES = {FloatSchedule: ("value_schedule",), ConstantSchedule: ("val",),
-              LinearSchedule: ("start", "end", "end_fraction")}
-_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete, spaces.Dict, spaces.Tuple)
-_SPACE_FIELDS = {"Box": ("low", "high", "shape", "dtype"), "Discrete": ("n", "start", "dtype"), "MultiBinary": ("n",),
-                 "MultiDiscrete": ("nvec", "start", "dtype")}
-_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+_FORMAT = 1
 _CUT = (zipfile.BadZipFile, EOFError, zlib.error, KeyError, ValueError)  # ValueError: JSON, UTF-8, numpy headers
 _TRUST = ("pass trusted=True (furl: --trusted) to load it with SB3's unpickling, which runs code from the file, if "
           "you made it yourself")
@@ -78,141 +57,12 @@ _NEVER_SAVED = frozenset({"policy", "device", "env", "replay_buffer", "rollout_b
 _OBJECTS = frozenset({"observation_space", "action_space", "policy_class", "lr_schedule", "train_freq",
                       "replay_buffer_class", "action_noise", "_last_obs", "_last_original_obs",
                       "_last_episode_starts", "ep_info_buffer", "ep_success_buffer"})
-#: most elements one decoded array or space may have (a 224x224 RGB frame stack is ~1.5e5)
-MAX_ELEMENTS = 2**24
 #: largest uncompressed entry of a model zip read (JSON entries: see furl_wrappers._safe_files.MAX_JSON_BYTES)
 MAX_ENTRY_BYTES = 2**31
 
 
-# ------------------------------------------------------------------------------------------------------ codec
-def _dtype(name: Any) -> np.dtype:
-    dtype = np.dtype(str(name))
-    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
-        raise TypeError(f"arrays of dtype {dtype} have no pickle-free encoding")
-    return dtype
-
-
-def _encode(obj: Any) -> Any:
-    """JSON for ``obj``: plain for None/bool/int/float/str/list, else ``{"__type__": ..., ...}`` (dicts too)."""
-    kind = type(obj)
-    if obj is None or kind in (bool, int, float, str):
-        return obj
-    if isinstance(obj, (np.ndarray, np.generic)):
-        a = np.asarray(obj)
-        return {_TAG: "ndarray" if kind is np.ndarray else "scalar", "dtype": _dtype(a.dtype.str).str,
-                "shape": list(a.shape), "data": base64.b64encode(a.tobytes(order="C")).decode()}
-    if kind in _SPACES:
-        fields = _SPACE_FIELDS.get(kind.__name__, ("spaces",))  # Dict, Tuple: their children, in order
-        node = {_TAG: "space", "space": kind.__name__, **{f: _encode(getattr(obj, f)) for f in fields}}
-        return {**node, "rng": _encode(obj._np_random.bit_generator.state)} if obj._np_random else node
-    if isinstance(obj, type):
-        return {_TAG: "class", "path": f"{obj.__module__}:{obj.__qualname__}"}
-    if kind is TrainFreq:
-        return {_TAG: "train_freq", "frequency": _encode(obj.frequency), "unit": TrainFrequencyUnit(obj.unit).value}
-    if kind is deque:
-        return {_TAG: "deque", "maxlen": obj.maxlen, "items": [_encode(x) for x in obj]}
-    if kind in _SCHEDULES:
-        return {_TAG: "schedule", "class": kind.__name__, **{f: _encode(getattr(obj, f)) for f in _SCHEDULES[kind]}}
-    if kind is torch.device or isinstance(obj, np.dtype):
-        return {_TAG: "device", "value": str(obj)} if kind is torch.device else {_TAG: "dtype", "value": obj.str}
-    if isinstance(obj, VLMReward):
-        return None  # never saved: it pickles to None as well (it holds the encoder); loaders re-attach it
-    if kind in (dict, OrderedDict) and all(type(k) is str for k in obj):
-        return {_TAG: "dict", "items": [[k, _encode(v)] for k, v in obj.items()]}
-    if kind in (list, tuple):
-        items = [_encode(x) for x in obj]
-        return items if kind is list else {_TAG: "tuple", "items": items}
-    raise TypeError(f"{kind.__module__}.{kind.__qualname__} has no pickle-free encoding")
-
-
-def _decode_space(node: dict[str, Any]) -> spaces.Space:
-    kind = node["space"]
-    if kind not in _SPACE_FIELDS and kind not in ("Dict", "Tuple"):
-        raise ValueError(f"space {kind!r} is not allowed")
-    fields = {f: _decode(node[f]) for f in _SPACE_FIELDS.get(kind, ("spaces",))}
-    for name in ("shape", "n"):  # Box(low=0, high=1, shape=(8000, 8000)) would allocate 2 x 64e6 floats
-        if isinstance(fields.get(name), (int, list, tuple)):
-            _check_elements(fields[name], f"{kind} {name}")
-    space = getattr(spaces, kind)(**(fields if kind != "Dict" else {"spaces": OrderedDict(fields["spaces"])}))
-    if "rng" in node:
-        state = _decode(node["rng"])
-        if state.get("bit_generator") not in _BIT_GENERATORS:
-            raise ValueError(f"bit generator {state.get('bit_generator')!r} is not allowed")
-        space._np_random = np.random.Generator(getattr(np.random, state["bit_generator"])())
-        space._np_random.bit_generator.state = state
-    return space
-
-
-def _check_elements(shape: Any, what: str) -> None:
-    size = 1
-    for n in (shape if isinstance(shape, (list, tuple)) else [shape]):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"{what} {shape!r} is not a shape")
-        size *= int(n)
-    if size > MAX_ELEMENTS:
-        raise ValueError(f"{what} {shape!r} has {size} elements, more than the {MAX_ELEMENTS} allowed")
-
-
-def _resolve_class(path: str, bases: tuple[type, ...]) -> type:
-    """The class at ``"module:qualname"``: a module under :data:`_ROOTS` is imported (nothing else is), and the
-    class is returned only if it is defined there and subclasses one of ``bases``."""
-    module, _, qualname = str(path).partition(":")
-    if not any(module == r or module.startswith(r + ".") for r in _ROOTS):
-        raise ValueError(f"class {path!r} is outside {', '.join(_ROOTS)}")
-    if not all(map(_NAME.fullmatch, module.split(".") + qualname.split("."))):
-        raise ValueError(f"{path!r} is not a public class")
-    obj: Any = importlib.import_module(module)
-    for name in qualname.split("."):
-        obj = getattr(obj, name, None)
-    if not (isinstance(obj, type) and issubclass(obj, bases) and (obj.__module__, obj.__qualname__) == (module,
-                                                                                                        qualname)):
-        raise ValueError(f"{path!r} is not a subclass of {' or '.join(b.__name__ for b in bases)}")
-    if inspect.isabstract(obj):
-        raise ValueError(f"{path!r} is abstract (it cannot be built)")
-    return obj
-
-
-def _decode(node: Any, bases: tuple[type, ...] = _ANY_BASE) -> Any:
-    """Undo :func:`_encode`; nothing is imported or called but the codec's own constructors (and allowed classes'
-    modules, see :func:`_resolve_class`)."""
-    if node is None or isinstance(node, (bool, int, float, str)):
-        return node
-    if isinstance(node, list):
-        return [_decode(x, bases) for x in node]
-    tag = node.get(_TAG) if isinstance(node, dict) else None
-    if tag in ("ndarray", "scalar"):
-        dtype, shape = _dtype(node["dtype"]), tuple(node["shape"])
-        _check_elements(shape, "array shape")
-        a = np.frombuffer(base64.b64decode(node["data"], validate=True), dtype=dtype).reshape(shape).copy()
-        return a if tag == "ndarray" else a[()]
-    if tag == "space":
-        return _decode_space(node)
-    if tag == "class":
-        return _resolve_class(node["path"], bases)
-    if tag == "train_freq":
-        return TrainFreq(int(node["frequency"]), TrainFrequencyUnit(node["unit"]))
-    if tag == "deque":
-        return deque([_decode(x) for x in node["items"]], maxlen=None if node["maxlen"] is None else
-                     int(node["maxlen"]))
-    if tag == "schedule":
-        cls = {c.__name__: c for c in _SCHEDULES}[node["class"]]
-        fields = [_decode(node[f]) for f in _SCHEDULES[cls]]
-        ok = (type(fields[0]) in (ConstantSchedule, LinearSchedule) if cls is FloatSchedule else
-              all(isinstance(f, (int, float, np.number)) and not isinstance(f, bool) for f in fields))
-        if not ok:
-            raise ValueError(f"{cls.__name__} fields {fields!r} are not allowed")
-        return cls(*fields)
-    if tag in ("device", "dtype"):
-        return torch.device(str(node["value"])) if tag == "device" else _dtype(node["value"])
-    if tag == "dict":
-        return {str(k): _decode(v, _CLASS_BASES.get(k, _ANY_BASE)) for k, v in node["items"]}
-    if tag == "tuple":
-        return tuple(_decode(x, bases) for x in node["items"])
-    raise ValueError(f"unknown JSON node {str(node)[:60]!r}")
-
-
 # ------------------------------------------------------------------------------------------------ model zips
-def safe_entry(model: Any, keys: Optional[Iterable[str]] = None) -> dict[str, Any]:
+def safe_entry(model: Any, keys: Iterable[str] | None = None) -> dict[str, Any]:
     """The JSON description of the attributes SB3's ``save`` pickles for ``model`` (or of ``keys``).
 
     Returns:
@@ -227,7 +77,7 @@ def safe_entry(model: Any, keys: Optional[Iterable[str]] = None) -> dict[str, An
     entry: dict[str, Any] = {"format": _FORMAT, "data": {}, "skipped": {}}
     for key in keys:
         try:
-            entry["data"][key] = _encode(model.__dict__[key])
+            entry["data"][key] = encode(model.__dict__[key])
         except (TypeError, ValueError, KeyError) as err:
             entry["skipped"][key] = str(err)
     return entry
@@ -245,7 +95,7 @@ def with_safe_entry(zip_bytes: bytes, model: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _write(path: Union[str, os.PathLike, IO[bytes]], suffix: str, write: Any) -> Optional[Path]:
+def _write(path: str | os.PathLike | IO[bytes], suffix: str, write: Any) -> Path | None:
     if not isinstance(path, (str, os.PathLike)):
         write(path)
         return None
@@ -253,7 +103,7 @@ def _write(path: Union[str, os.PathLike, IO[bytes]], suffix: str, write: Any) ->
     return atomic_write(path if path.suffix == suffix else path.with_name(path.name + suffix), write)
 
 
-def save_model(model: Any, path: Union[str, os.PathLike, IO[bytes]]) -> Optional[Path]:
+def save_model(model: Any, path: str | os.PathLike | IO[bytes]) -> Path | None:
     """``model.save`` plus the safe entry; a path gets ``.zip`` when it has none and is written atomically.
 
     Returns:
@@ -265,7 +115,7 @@ def save_model(model: Any, path: Union[str, os.PathLike, IO[bytes]]) -> Optional
     return _write(path, ".zip", lambda handle: handle.write(data))
 
 
-def _resolve(path: Union[str, os.PathLike], suffix: str) -> Path:
+def _resolve(path: str | os.PathLike, suffix: str) -> Path:
     """``path``, or ``path`` + ``suffix`` when only that exists (as SB3 finds ``.zip`` files)."""
     path, alt = Path(path), Path(f"{os.fspath(path)}{suffix}")
     return alt if not path.exists() and alt.exists() else path
@@ -300,7 +150,7 @@ def _check_zip(handle: IO[bytes], label: str, what: str, required: str) -> None:
         raise CorruptFileError(f"{label!r} is not a complete {what} (truncated or corrupt): {why}")
 
 
-def read_model_zip(source: Source, name: Optional[str] = None) -> tuple[bytes, str]:
+def read_model_zip(source: Source, name: str | None = None) -> tuple[bytes, str]:
     """``(bytes, name)`` of a model zip (a path gains ``.zip`` when only that exists), checked to be complete.
 
     Raises:
@@ -337,7 +187,7 @@ def _read_checked(raw: bytes, label: str) -> tuple[dict[str, Any], Any]:
     return data, entry
 
 
-def _check_plain_keys(data: dict[str, Any], label: str, cls: Optional[type]) -> None:
+def _check_plain_keys(data: dict[str, Any], label: str, cls: type[Any] | None) -> None:
     """Refuse ``data`` keys SB3's ``load`` would act on though SB3's ``save`` never writes them (``env`` makes
     ``gym.make`` import a module), and plain values where SB3 stores a pickled object."""
     never = set(_NEVER_SAVED)
@@ -356,7 +206,7 @@ def _check_plain_keys(data: dict[str, Any], label: str, cls: Optional[type]) -> 
                                   f"stores an object, so it is not loaded; {_TRUST}")
 
 
-def safe_custom_objects(source: Source, name: Optional[str] = None, cls: Optional[type] = None) -> dict[str, Any]:
+def safe_custom_objects(source: Source, name: str | None = None, cls: type[Any] | None = None) -> dict[str, Any]:
     """SB3 ``custom_objects`` rebuilding, without pickle, every attribute the zip's ``data`` pickled.
 
     Also refuses the zip when SB3's ``load`` would act on a planted plain key (``env``, ``device``,
@@ -393,15 +243,15 @@ def safe_custom_objects(source: Source, name: Optional[str] = None, cls: Optiona
             raise UnsafeFileError(f"{label!r}: {key!r} is stored only as a pickle ({why}), so it is not loaded; "
                                   f"re-save it with furl_wrappers.serialization.save_model, or {_TRUST}")
         try:
-            custom[key] = _decode(entry["data"][key], _CLASS_BASES.get(key, _ANY_BASE))
+            custom[key] = decode(entry["data"][key], CLASS_BASES.get(key, ANY_BASE))
         except Exception as err:  # whatever fails, nothing was unpickled: refuse the description, naming it
             raise UnsafeFileError(f"{label!r}: the safe description of {key!r} is refused ({type(err).__name__}: "
                                   f"{err}); {_TRUST}") from None
     return custom
 
 
-def load_model(cls: type, path: Source, env: Any = None, *, trusted: bool = False,
-               custom_objects: Optional[dict[str, Any]] = None, **kwargs: Any) -> Any:
+def load_model(cls: type[Any], path: Source, env: Any = None, *, trusted: bool = False,
+               custom_objects: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     """``cls.load`` without unpickling (``trusted=True``: SB3's own load, unpickling included).
 
     Classes whose ``load`` takes ``trusted`` (``RelayPolicy``) do this themselves and get the call as it is.

@@ -14,8 +14,8 @@ Example:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 __all__ = [
     "ALL_TASKS",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import math
 from numbers import Integral, Real
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["check_int", "check_number", "check_hyperparams", "init_keywords"]
 
@@ -32,7 +32,7 @@ def _fail(error: type, name: str, what: str, value: Any, hint: str) -> None:
     raise error(f"{name} must be {what}{f' ({hint})' if hint else ''}, got {value!r}")
 
 
-def check_int(name: str, value: Any, low: int = 1, high: Optional[int] = None, *, hint: str = "",
+def check_int(name: str, value: Any, low: int = 1, high: int | None = None, *, hint: str = "",
               error: type = ValueError) -> int:
     """``value`` as an ``int`` in ``[low, high]`` (booleans and floats are refused).
 
@@ -44,13 +44,14 @@ def check_int(name: str, value: Any, low: int = 1, high: Optional[int] = None, *
         hint: appended in brackets, e.g. the paper's value.
         error: the exception class (a ``ValueError`` subclass such as ``ConfigError``).
     """
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low or (high is not None and value > high):
+    if (isinstance(value, bool) or not isinstance(value, Integral) or int(value) < low
+            or (high is not None and int(value) > high)):
         what = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
         _fail(error, name, what, value, hint)
     return int(value)
 
 
-def check_number(name: str, value: Any, low: Optional[float] = None, high: Optional[float] = None, *,
+def check_number(name: str, value: Any, low: float | None = None, high: float | None = None, *,
                  low_open: bool = False, hint: str = "", error: type = ValueError) -> float:
     """``value`` as a finite ``float`` with ``low <= value <= high`` (``low < value`` with ``low_open``)."""
     ok = not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(float(value))
@@ -82,7 +83,7 @@ _HYPERPARAMS: dict[str, tuple[Any, dict[str, Any]]] = {
 }
 
 
-def _non_finite(value: Any, path: str) -> Optional[str]:
+def _non_finite(value: Any, path: str) -> str | None:
     """The path of the first non-finite float inside ``value`` (dicts, lists, tuples), or ``None``."""
     stack = [(value, path)]
     while stack:
@@ -126,14 +127,14 @@ def _positive(text: str) -> bool:
         return False
 
 
-def init_keywords(cls: type) -> Optional[set[str]]:
+def init_keywords(cls: type) -> set[str] | None:
     """The keyword arguments ``cls(...)`` takes (following ``**kwargs`` up the MRO); ``None`` when unknowable."""
     keys: set[str] = set()
     for klass in cls.__mro__:
         if klass is object:
             return None
         if "__init__" in vars(klass):
-            params = inspect.signature(klass.__init__).parameters.values()
+            params = inspect.signature(vars(klass)["__init__"]).parameters.values()
             keys |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self"}
             if not any(p.kind is p.VAR_KEYWORD for p in params):
                 return keys

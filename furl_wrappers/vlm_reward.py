@@ -24,7 +24,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol, Sequence, Union, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Callable, Protocol, SupportsFloat, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -54,13 +55,15 @@ GoalImage = Union[np.ndarray, Callable[[], np.ndarray], None]
 class EmbeddingReward(Protocol):
     """What :class:`~furl_wrappers.buffers.VLMReplayBuffer` needs to relabel stored frame embeddings."""
 
-    dim: int
+    @property
+    def dim(self) -> int:
+        """The embedding size D (read-only)."""
 
     def relabel(self, embeddings: np.ndarray, task_rewards: np.ndarray) -> np.ndarray:
         """Rewards ``(N,)`` for embeddings ``(N, D)`` and task rewards ``(N,)``, with the current heads."""
 
     @property
-    def goal_embedding(self) -> Optional[np.ndarray]:
+    def goal_embedding(self) -> np.ndarray | None:
         """Φ_I(goal image) ``(D,)``, or ``None`` without a goal image."""
 
 
@@ -121,9 +124,9 @@ class VLMReward:
     and buffers saved with one get it re-attached after loading.
     """
 
-    def __init__(self, encoder: Optional[ImageTextEncoder], reward_model: RewardModel, *, text: str,
+    def __init__(self, encoder: ImageTextEncoder | None, reward_model: RewardModel, *, text: str,
                  rho: float = 0.05, include_task_reward: bool = True, goal_image: GoalImage = None,
-                 goal_embedding: Any = None, image_preset: Optional[str] = None) -> None:
+                 goal_embedding: Any = None, image_preset: str | None = None) -> None:
         self.rho = check_number("rho", rho, low=0.0, hint="0.05 in the paper")
         if encoder is not None and int(encoder.dim) != reward_model.dim:
             raise ValueError(f"encoder dim {encoder.dim} does not match the reward model's {reward_model.dim}")
@@ -143,24 +146,24 @@ class VLMReward:
     @classmethod
     def build(
         cls,
-        text: Optional[str] = None,
+        text: str | None = None,
         *,
-        task: Optional[str] = None,
-        instance: Optional[TaskInstance] = None,
+        task: str | None = None,
+        instance: TaskInstance | None = None,
         vlm: Any = DEFAULT_CLIP,
         rho: float = 0.05,
         mode: str = "learned",
         include_task_reward: bool = True,
-        baseline_text: Optional[str] = None,
+        baseline_text: str | None = None,
         alpha: float = 0.0,
-        reward_model: Optional[RewardModel] = None,
-        goal_image: Union[str, GoalImage] = "auto",
-        image_preset: Optional[str] = None,
-        device: Union[str, torch.device] = "auto",
-        half: Optional[bool] = None,
-        pre_crop: Optional[float] = None,
-        seed: Optional[int] = 0,
-    ) -> "VLMReward":
+        reward_model: RewardModel | None = None,
+        goal_image: str | GoalImage = "auto",
+        image_preset: str | None = None,
+        device: str | torch.device = "auto",
+        half: bool | None = None,
+        pre_crop: float | None = None,
+        seed: int | None = 0,
+    ) -> VLMReward:
         """Build the encoder and reward model from names (the one place these settings are read).
 
         Args:
@@ -234,7 +237,7 @@ class VLMReward:
         return self._goal_embedding is not None or self._goal_image is not None
 
     @property
-    def goal_embedding(self) -> Optional[np.ndarray]:
+    def goal_embedding(self) -> np.ndarray | None:
         """Φ_I(goal image) float32 ``(D,)``; the goal image is rendered and encoded on first use."""
         if self._goal_embedding is None and self._goal_image is not None:
             frame = self._goal_image() if callable(self._goal_image) else self._goal_image
@@ -242,6 +245,7 @@ class VLMReward:
                 raise ValueError("the goal_image function returned None, not a uint8 frame (H, W, 3): if it "
                                  "renders an env, that env's render_mode must be \"rgb_array\"")
             _check_goal_image(frame)
+            assert self.encoder is not None  # __init__ refuses a goal image without an encoder
             with torch.inference_mode():
                 embedding = self.encoder.encode_images(frame[None])[0]
             _check_encoded(self.encoder, embedding, "goal-image embedding")
@@ -302,7 +306,8 @@ class VLMReward:
             r_vlm = self.reward_model.reward(embeddings)
         return embeddings.float().cpu().numpy(), r_vlm.float().cpu().numpy()
 
-    def annotate(self, frames: np.ndarray, infos: Sequence[dict[str, Any]], rewards: Sequence[float]) -> np.ndarray:
+    def annotate(self, frames: np.ndarray, infos: Sequence[dict[str, Any]],
+                 rewards: Sequence[SupportsFloat] | np.ndarray) -> np.ndarray:
         """Score a batch and write ``vlm_reward`` / ``vlm_embedding`` into each info.
 
         Args:

@@ -29,13 +29,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, cast
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
-from furl_wrappers.envs import TaskInstance, check_furl_env, instance_of, make_metaworld_env, task_of
+from furl_wrappers.envs import GoalSetting, TaskInstance, check_furl_env, instance_of, make_metaworld_env, task_of
 from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.validation import check_int
 from furl_wrappers.vlm_reward import VLMReward, nonfinite_kind
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-def _reward(vlm_reward: Optional[VLMReward], build: dict[str, Any], who: str, **context: Any) -> VLMReward:
+def _reward(vlm_reward: VLMReward | None, build: dict[str, Any], who: str, **context: Any) -> VLMReward:
     """The given reward, or one built from ``build`` (``VLMReward.build`` arguments) — never both."""
     if vlm_reward is not None:
         if build:
@@ -95,7 +95,7 @@ class _Shared:
     def __init__(self, value: Any) -> None:
         self.value = value
 
-    def __deepcopy__(self, memo: dict) -> "_Shared":
+    def __deepcopy__(self, memo: dict) -> _Shared:
         return self
 
     def __eq__(self, other: object) -> bool:  # specs compare their wrappers' arguments: the same live object
@@ -122,7 +122,7 @@ def _env_name(env: Any) -> str:
         return getattr(getattr(env, "spec", None), "id", None) or type(getattr(env, "unwrapped", env)).__name__
 
 
-def _view(name: str) -> property:
+def _view(name: str) -> Any:  # a property; Any lets the class annotate what it reads as
     return property(lambda self: getattr(self.vlm_reward, name), doc=f"The VLM reward's ``{name}`` (read-only).")
 
 
@@ -156,7 +156,7 @@ class FuzzyVLMRewardWrapper(_HasVLMReward, gym.Wrapper, gym.utils.RecordConstruc
     ``check_env``) shares it; such a spec has no JSON form (``to_json``), like one holding a function.
     """
 
-    def __init__(self, env: gym.Env, vlm_reward: Optional[VLMReward] = None, **build: Any) -> None:
+    def __init__(self, env: gym.Env, vlm_reward: VLMReward | None = None, **build: Any) -> None:
         check_furl_env(env, "FuzzyVLMRewardWrapper")
         super().__init__(env)
         vlm_reward = vlm_reward.value if isinstance(vlm_reward, _Shared) else vlm_reward  # re-made from env.spec
@@ -172,7 +172,7 @@ class FuzzyVLMRewardWrapper(_HasVLMReward, gym.Wrapper, gym.utils.RecordConstruc
         _check_actions("FuzzyVLMRewardWrapper", action, batched=False)
         obs, reward, terminated, truncated, info = self.env.step(action)
         _check_observations("FuzzyVLMRewardWrapper", obs, batched=False)
-        frame = self.env.render()
+        frame = cast("np.ndarray | None", self.env.render())  # an rgb_array frame
         if frame is None:
             raise _no_frame("FuzzyVLMRewardWrapper", 0, _env_name(self.env), getattr(self.env, "render_mode", None))
         total = self.vlm_reward.annotate(frame[None], [info], [reward])
@@ -193,7 +193,7 @@ class FrameInInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         check_furl_env(env, "FrameInInfo")
         gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
-        self.task_instance: Optional[TaskInstance] = instance_of(env)
+        self.task_instance: TaskInstance | None = instance_of(env)
         self.task = self.task_instance.task if self.task_instance is not None else task_of(env)
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
@@ -215,7 +215,7 @@ class VecFuzzyVLMReward(_HasVLMReward, VecEnvWrapper):
             instance (instruction, ``goal_image="auto"``) is read from the first env.
     """
 
-    def __init__(self, venv: VecEnv, vlm_reward: Optional[VLMReward] = None, **build: Any) -> None:
+    def __init__(self, venv: VecEnv, vlm_reward: VLMReward | None = None, **build: Any) -> None:
         super().__init__(venv)
         context: dict[str, Any] = {}
         if vlm_reward is None:
@@ -248,8 +248,8 @@ class VecFuzzyVLMReward(_HasVLMReward, VecEnvWrapper):
             if frame is None:
                 task, mode = (self.venv.get_attr(name, indices=[i])[0] for name in ("task", "render_mode"))
                 raise _no_frame("VecFuzzyVLMReward", i, task, mode)
-        frames = np.stack(frames)
-        return obs, self.vlm_reward.annotate(frames, infos, rewards).astype(np.float32), dones, infos
+        batch = np.stack(frames)
+        return obs, self.vlm_reward.annotate(batch, infos, rewards).astype(np.float32), dones, infos
 
 
 def vlm_reward_of(venv: VecEnv) -> VLMReward:
@@ -287,11 +287,11 @@ def make_vlm_vec_env(
     n_envs: int = 1,
     *,
     seed: int = 0,
-    goal: str = "fixed",
-    vec_env_cls: type = DummyVecEnv,
-    env_kwargs: Optional[dict[str, Any]] = None,
+    goal: GoalSetting = "fixed",
+    vec_env_cls: type[Any] = DummyVecEnv,
+    env_kwargs: dict[str, Any] | None = None,
     monitor: bool = True,
-    vlm_reward: Optional[VLMReward] = None,
+    vlm_reward: VLMReward | None = None,
     **build: Any,
 ) -> VecFuzzyVLMReward:
     """An SB3 vector env of ``n_envs`` copies of a task with the batched VLM reward.

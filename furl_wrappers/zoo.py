@@ -9,12 +9,10 @@ from them (``--trusted`` opts in, for runs you made). The YAML configs are read 
 
 from __future__ import annotations
 
-from typing import Optional
-
 __all__ = ["main"]
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the launcher with ``argv`` (default: the command line)."""
     from furl_wrappers.runs.zoo_launcher import main as launch  # rl-zoo is imported only when launching
 

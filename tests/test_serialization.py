@@ -23,7 +23,7 @@ from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
 import furl_wrappers
-from furl_wrappers import serialization
+from furl_wrappers import json_codec, serialization
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.relay import RelayPolicy
 from furl_wrappers.reward_model import RewardModel
@@ -140,7 +140,7 @@ def test_codec_round_trips_every_type_exactly() -> None:
     holder.__dict__.update(values)
     entry = json.loads(json.dumps(serialization.safe_entry(holder, list(values))))
     assert entry["skipped"] == {}
-    got = {k: serialization._decode(v) for k, v in entry["data"].items()}
+    got = {k: json_codec.decode(v) for k, v in entry["data"].items()}
     for key in ("box", "inf_box", "discrete", "mb", "md", "dict", "tuple_space", "tf", "dev", "tup", "policy_kwargs"):
         assert got[key] == values[key], key
     assert list(got["dict"].spaces) == ["a", "b"] and type(got["scalar"]) is np.float32

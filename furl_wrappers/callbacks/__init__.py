@@ -6,6 +6,7 @@
 Kept under ``furl_wrappers.callbacks`` so it never collides with the ``callbacks.py`` many SB3 projects keep at
 their root.
 """
+from __future__ import annotations
 
 from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
 

@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, cast
 
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
@@ -76,13 +76,13 @@ class RewardAlignmentCallback(BaseCallback):
 
     def __init__(
         self,
-        vlm_reward: Optional[VLMReward] = None,
+        vlm_reward: VLMReward | None = None,
         *,
         margin: float = 0.1,
         goal_margin: float = 0.25,
         lr: float = 1e-4,
         batch_size: int = 256,
-        warmup_steps: Optional[int] = None,
+        warmup_steps: int | None = None,
         steps_per_call: int = 1,
         stage1_frames: str = "replay",
         verbose: int = 0,
@@ -100,11 +100,11 @@ class RewardAlignmentCallback(BaseCallback):
             raise ValueError(f"stage1_frames must be one of {list(STAGE1_FRAMES)}, got {stage1_frames!r}")
         self.stage1_frames = stage1_frames
         self.vlm_reward = vlm_reward
-        self.optimizer: Optional[torch.optim.Optimizer] = None
-        self._pending_optimizer_state: Optional[dict] = None  # from load_state(), applied in bind()
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._pending_optimizer_state: dict | None = None  # from load_state(), applied in bind()
         self.stage = 0
         self.alignment_steps = 0
-        self.buffer: Optional[VLMReplayBuffer] = None
+        self.buffer: VLMReplayBuffer | None = None
 
     # ------------------------------------------------------------------ set-up
     def _init_callback(self) -> None:
@@ -117,7 +117,7 @@ class RewardAlignmentCallback(BaseCallback):
         vlm_reward = self.vlm_reward or buffer.vlm_reward
         if vlm_reward is None:
             vlm_reward = vlm_reward_of(self.training_env)
-        self.bind(buffer, vlm_reward)
+        self.bind(buffer, cast(VLMReward, vlm_reward))  # a buffer's reward is the env's VLMReward
         if self.warmup_steps is None:
             self.warmup_steps = int(getattr(self.model, "learning_starts", 0))
 
@@ -158,6 +158,7 @@ class RewardAlignmentCallback(BaseCallback):
 
     # -------------------------------------------------------------------- step
     def _on_step(self) -> bool:
+        assert self.warmup_steps is not None  # set by _init_callback
         if self.num_timesteps <= self.warmup_steps:
             return True
         for _ in range(self.steps_per_call):
@@ -166,19 +167,21 @@ class RewardAlignmentCallback(BaseCallback):
 
     def align_once(self) -> dict[str, float]:
         """One alignment step on a fresh batch; returns (and logs) its statistics."""
-        if self.buffer is None or self.optimizer is None:
+        if self.buffer is None or self.optimizer is None or self.vlm_reward is None:  # bind sets all three
             raise RuntimeError("call bind(buffer, reward_model) first (learn() does it at training start)")
         store = self.buffer.alignment if self.buffer.embedding_dim else None
         model = self.vlm_reward.reward_model
         if store is not None and store.can_sample_triples():
             self.stage = 2
-            pos, neg, lag = (torch.as_tensor(x, device=model.device) for x in store.sample_triples(self.batch_size))
+            triples = store.sample_triples(self.batch_size)
+            assert triples is not None  # can_sample_triples()
+            pos, neg, lag = (torch.as_tensor(x, device=model.device) for x in triples)
             scores = model(torch.cat([pos, neg, lag]))
             r_pos, r_neg, r_lag = scores.split(self.batch_size)
             loss_pn = pos_neg_loss(r_pos, r_neg, self.margin)
             loss_pp = pos_pos_loss(r_pos, r_lag, self.margin)
             loss = loss_pn + loss_pp
-            names = ("loss_pos_neg", "loss_pos_pos", "score_pos", "score_neg", "score_lag")
+            names: tuple[str, ...] = ("loss_pos_neg", "loss_pos_pos", "score_pos", "score_neg", "score_lag")
             values = torch.stack([loss_pn, loss_pp, r_pos.mean(), r_neg.mean(), r_lag.mean()]).detach()
         elif store is not None and self.vlm_reward.has_goal:
             # no usable (pos, neg, lag) triple yet: the reference code keeps to stage 1 until there is one

@@ -20,7 +20,8 @@ Example:
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol, Sequence, Union, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -128,7 +129,7 @@ class VLMEncoder(abc.ABC):
     pretrained: bool = False
     dim: int = 0
 
-    def __init__(self, device: Union[str, torch.device] = "auto") -> None:
+    def __init__(self, device: str | torch.device = "auto") -> None:
         self.device = get_device(device)
         self._text_cache: dict[str, torch.Tensor] = {}
 
@@ -153,7 +154,7 @@ class VLMEncoder(abc.ABC):
         # clone outside inference mode: the result may feed heads that are being trained
         return check_embeddings(out.clone(), self.dim, f"{self.name} image embeddings")
 
-    def encode_text(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+    def encode_text(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Embed texts (each computed once, then served from a cache).
 
         Returns:

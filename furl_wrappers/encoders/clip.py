@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -86,7 +86,7 @@ def _hub_reachable(timeout: float) -> bool:
         return False
 
 
-def resolve_checkpoint(name_or_path: Union[str, os.PathLike], loader, connect_timeout: float = 5.0, **kwargs):
+def resolve_checkpoint(name_or_path: str | os.PathLike, loader, connect_timeout: float = 5.0, **kwargs):
     """Call ``loader(name_or_path, **kwargs)`` (a ``from_pretrained``), failing fast when offline.
 
     A directory loads directly. A hub id loads from the local cache if present; otherwise from the hub,
@@ -142,15 +142,15 @@ class CLIPEncoder(VLMEncoder):
 
     def __init__(
         self,
-        model: Union[str, os.PathLike, Any] = DEFAULT_CLIP,
+        model: str | os.PathLike | Any = DEFAULT_CLIP,
         *,
-        device: Union[str, torch.device] = "auto",
+        device: str | torch.device = "auto",
         half: bool = False,
-        pre_crop: Optional[float] = None,
+        pre_crop: float | None = None,
         tokenizer: Any = None,
         connect_timeout: float = 5.0,
         pretrained: bool = True,
-        name: Optional[str] = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(device)
         from transformers import AutoTokenizer, CLIPModel
@@ -180,7 +180,7 @@ class CLIPEncoder(VLMEncoder):
         self.max_text_length = int(self.model.config.text_config.max_position_embeddings)
 
     @staticmethod
-    def _load_preprocessor_config(model: Union[str, os.PathLike], connect_timeout: float) -> dict:
+    def _load_preprocessor_config(model: str | os.PathLike, connect_timeout: float) -> dict:
         from transformers import CLIPImageProcessorPil
 
         def load(name, **kwargs):
@@ -255,9 +255,9 @@ class RandomCLIPEncoder(CLIPEncoder):
         size: str = "b32",
         seed: int = 0,
         *,
-        device: Union[str, torch.device] = "auto",
+        device: str | torch.device = "auto",
         half: bool = False,
-        pre_crop: Optional[float] = None,
+        pre_crop: float | None = None,
     ) -> None:
         super().__init__(
             random_clip_model(size, seed),

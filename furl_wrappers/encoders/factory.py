@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 
@@ -35,11 +35,11 @@ def _parse_random_clip(spec: str) -> tuple[str, int]:
 
 
 def make_encoder(
-    vlm: Union[str, Any] = DEFAULT_CLIP,
+    vlm: str | Any = DEFAULT_CLIP,
     *,
-    device: Union[str, torch.device] = "auto",
+    device: str | torch.device = "auto",
     half: bool = False,
-    pre_crop: Optional[float] = None,
+    pre_crop: float | None = None,
     liv_transform: str = "clip",
 ) -> Any:
     """Build (or pass through) a frozen encoder. See the module docstring for the accepted names.
@@ -61,7 +61,7 @@ def make_encoder(
     spec = vlm.strip()
     if not spec:
         raise ValueError("vlm must be a non-empty name or path")
-    kwargs = dict(device=device, half=half, pre_crop=pre_crop)
+    kwargs: dict[str, Any] = dict(device=device, half=half, pre_crop=pre_crop)
     if spec == "random-clip" or spec.startswith("random-clip:"):
         size, seed = _parse_random_clip(spec)
         return RandomCLIPEncoder(size, seed, **kwargs)

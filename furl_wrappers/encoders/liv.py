@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +166,7 @@ class CLIPResNet(nn.Module):
                  image_resolution: int = 224, context_length: int = 77, vocab_size: int = 49408,
                  transformer_width: int = 512, transformer_heads: int = 8, transformer_layers: int = 12) -> None:
         super().__init__()
+        self.arch: dict[str, Any]
         self.arch = dict(embed_dim=embed_dim, vision_layers=tuple(vision_layers), vision_width=vision_width,
                          image_resolution=image_resolution, context_length=context_length, vocab_size=vocab_size,
                          transformer_width=transformer_width, transformer_heads=transformer_heads,
@@ -182,7 +183,7 @@ class CLIPResNet(nn.Module):
                              persistent=False)
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> "CLIPResNet":
+    def from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> CLIPResNet:
         """Infer the architecture from a (prefix-free) state dict, build the model and load it strictly."""
         if "visual.layer1.0.conv1.weight" not in state_dict:
             raise ValueError("not a CLIP-ResNet (LIV) state dict: 'visual.layer1.0.conv1.weight' is missing")
@@ -217,7 +218,7 @@ class CLIPResNet(nn.Module):
         return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
 
 
-def load_liv_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
+def load_liv_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a LIV ``model.pt`` (tensors only, ``weights_only=True``) and strip its ``module.model.`` prefix."""
     try:
         raw = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
@@ -235,7 +236,7 @@ def load_liv_state_dict(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor
     return out
 
 
-def save_liv_checkpoint(model: CLIPResNet, path: Union[str, os.PathLike]) -> None:
+def save_liv_checkpoint(model: CLIPResNet, path: str | os.PathLike) -> None:
     """Write ``model`` in the published LIV format (``{"liv": {"module.model.<key>": tensor}}``), atomically."""
     state = {"liv": {f"module.model.{k}": v for k, v in model.state_dict().items()}}
     atomic_write(path, lambda handle: torch.save(state, handle))
@@ -259,12 +260,12 @@ class LIVEncoder(VLMEncoder):
 
     def __init__(
         self,
-        checkpoint: Union[str, os.PathLike] = LIV_REPO,
+        checkpoint: str | os.PathLike = LIV_REPO,
         *,
         tokenizer: Any = None,
-        device: Union[str, torch.device] = "auto",
+        device: str | torch.device = "auto",
         half: bool = False,
-        pre_crop: Optional[float] = None,
+        pre_crop: float | None = None,
         transform: str = "clip",
         connect_timeout: float = 5.0,
     ) -> None:
@@ -302,7 +303,7 @@ class LIVEncoder(VLMEncoder):
                                             resample="bilinear" if reference else "bicubic", bgr=reference)
 
     @staticmethod
-    def _checkpoint_file(checkpoint: Union[str, os.PathLike], connect_timeout: float) -> str:
+    def _checkpoint_file(checkpoint: str | os.PathLike, connect_timeout: float) -> str:
         path = Path(os.fspath(checkpoint)).expanduser()
         if path.is_file():
             return str(path)

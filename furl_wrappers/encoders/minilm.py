@@ -19,8 +19,8 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import torch
 from stable_baselines3.common.utils import get_device
@@ -72,7 +72,7 @@ class MiniLMTextEncoder:
         device: torch device or ``"auto"``.
     """
 
-    def __init__(self, path: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "auto") -> None:
+    def __init__(self, path: str | Path | None = None, device: str | torch.device = "auto") -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.path = Path(path) if path is not None else minilm_path()

@@ -10,8 +10,8 @@ on the paper's (held-out) tasks. The trained weights ship in the package (``furl
 model card beside it); ``"furl-mw-vlm:PATH"`` loads one you trained yourself (format 1 files, without an
 adapter, still load).
 
-Frames go through :func:`resize_frames` (antialiased bilinear resize to ``input_size``², rounded to uint8 —
-the exact transform the training data went through) and :func:`normalize_frames`.
+Frames go through :func:`resize_frames` (antialiased bilinear resize to ``input_size`` × ``input_size``,
+rounded to uint8 — the exact transform the training data went through) and :func:`normalize_frames`.
 
 Example:
     >>> from furl_wrappers.encoders import make_encoder
@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -126,8 +126,10 @@ class TextAdapter(nn.Module):
             raise ValueError(f"TextAdapter needs dim >= 1 and hidden >= 1, got {dim}, {hidden}")
         self.config = {"dim": int(dim), "hidden": int(hidden)}
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        out_layer = self.mlp[2]
+        assert isinstance(out_layer, nn.Linear)
+        nn.init.zeros_(out_layer.weight)
+        nn.init.zeros_(out_layer.bias)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         """``(N, dim)`` sentence embeddings → unit-norm ``(N, dim)``."""
@@ -138,8 +140,8 @@ def _state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def save_checkpoint(path: Union[str, Path], net: FrameEncoderNet, meta: Optional[dict] = None,
-                    text_adapter: Optional[TextAdapter] = None) -> Path:
+def save_checkpoint(path: str | Path, net: FrameEncoderNet, meta: dict | None = None,
+                    text_adapter: TextAdapter | None = None) -> Path:
     """Write ``{format, config, state_dict, text_adapter, meta}`` atomically (temp file + rename)."""
     payload = {"format": CHECKPOINT_FORMAT, "config": dict(net.config), "state_dict": _state(net),
                "text_adapter": None if text_adapter is None else {"config": dict(text_adapter.config),
@@ -148,14 +150,14 @@ def save_checkpoint(path: Union[str, Path], net: FrameEncoderNet, meta: Optional
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
-def load_checkpoint(path: Union[str, Path]) -> tuple[FrameEncoderNet, dict]:
+def load_checkpoint(path: str | Path) -> tuple[FrameEncoderNet, dict]:
     """Load a ``furl-mw-vlm`` checkpoint's image side → ``(net in eval mode, meta)``; see
     :func:`load_offline_vlm`."""
     net, _, meta = load_offline_vlm(path)
     return net, meta
 
 
-def load_offline_vlm(path: Union[str, Path]) -> tuple[FrameEncoderNet, Optional[TextAdapter], dict]:
+def load_offline_vlm(path: str | Path) -> tuple[FrameEncoderNet, TextAdapter | None, dict]:
     """Load a ``furl-mw-vlm`` checkpoint → ``(net, text adapter or None, meta)``, both in eval mode.
 
     Raises:
@@ -206,7 +208,7 @@ class OfflineVLMEncoder(VLMEncoder):
 
     pretrained = True
 
-    def __init__(self, weights: Optional[Union[str, Path]] = None, *, device: Union[str, torch.device] = "auto",
+    def __init__(self, weights: str | Path | None = None, *, device: str | torch.device = "auto",
                  text_encoder: Any = None) -> None:
         super().__init__(device)
         from furl_wrappers.encoders.minilm import MiniLMTextEncoder

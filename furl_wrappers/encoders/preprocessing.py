@@ -17,7 +17,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,7 @@ class ImagePreprocessor:
         crop_size: int = 224,
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
-        pre_crop: Optional[float] = None,
+        pre_crop: float | None = None,
         dtype: torch.dtype = torch.float32,
         resample: str = "bicubic",
         bgr: bool = False,
@@ -104,12 +105,12 @@ class ImagePreprocessor:
 
     @classmethod
     def from_image_processor_config(
-        cls, config: dict, pre_crop: Optional[float] = None, dtype: torch.dtype = torch.float32
-    ) -> "ImagePreprocessor":
+        cls, config: dict[str, Any], pre_crop: float | None = None, dtype: torch.dtype = torch.float32
+    ) -> ImagePreprocessor:
         """Build from a ``preprocessor_config.json`` dict of a CLIP checkpoint."""
-        size = config.get("size", 224)
+        size: Any = config.get("size", 224)
         size = size.get("shortest_edge", size.get("height", 224)) if isinstance(size, dict) else size
-        crop = config.get("crop_size", size)
+        crop: Any = config.get("crop_size", size)
         crop = crop.get("height", size) if isinstance(crop, dict) else crop
         return cls(
             size=int(size),

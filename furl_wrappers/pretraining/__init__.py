@@ -8,6 +8,7 @@ Example:
     >>> run_pretraining("my-vlm.pt", tasks=["reach-wall", "door-close"], steps=50)  # doctest: +SKIP
     >>> make_encoder("furl-mw-vlm:my-vlm.pt")  # doctest: +SKIP
 """
+from __future__ import annotations
 
 from furl_wrappers.pretraining.data import PRETRAIN_TASKS, PretrainDataset, check_pretrain_tasks, generate_dataset
 from furl_wrappers.pretraining.objective import PretrainConfig, pretrain, pretrain_losses

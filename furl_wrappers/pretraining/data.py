@@ -21,9 +21,10 @@ Example:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ _KIND_CODES = {"success": 0, "failed": 1}
 DATA_DEFAULTS: dict[str, int] = {"expert_episodes": 20, "failed_episodes": 6, "every": 2}
 
 
-def check_pretrain_tasks(tasks: Optional[Sequence[str]]) -> list[str]:
+def check_pretrain_tasks(tasks: Sequence[str] | None) -> list[str]:
     """Canonical task ids (default: :data:`PRETRAIN_TASKS`); ``ValueError`` for an MT10 task or an empty list."""
     if tasks is None:
         return list(PRETRAIN_TASKS)
@@ -89,13 +90,13 @@ class PretrainDataset:
         eps = {int(e): bool(f) for e, f in zip(self.episode, self.failed)}
         return {"success": sum(not f for f in eps.values()), "failed": sum(eps.values())}
 
-    def save(self, path: Union[str, Path]) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` atomically."""
         return atomic_write(path, lambda handle: np.savez(
             handle, frames=self.frames, task_index=self.task_index, episode=self.episode, step=self.step,
             progress=self.progress, failed=self.failed, tasks=np.array(self.tasks), texts=np.array(self.texts)))
 
-    def subset(self, tasks: Sequence[str]) -> "PretrainDataset":
+    def subset(self, tasks: Sequence[str]) -> PretrainDataset:
         """The frames of ``tasks`` only (in that order; task indices renumbered, episodes kept).
 
         Raises:
@@ -128,7 +129,7 @@ class PretrainDataset:
         return out
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "PretrainDataset":
+    def load(cls, path: str | Path) -> PretrainDataset:
         with np.load(path) as z:
             data = cls(z["frames"], z["task_index"], z["episode"], z["step"], z["progress"], z["failed"],
                        [str(t) for t in z["tasks"]], [str(t) for t in z["texts"]])
@@ -166,12 +167,12 @@ def _task_episodes(task: str, expert_episodes: int, failed_episodes: int, seed: 
             for k, (kind, noise) in enumerate(plan)]
 
 
-def generate_dataset(tasks: Optional[Sequence[str]] = None, *,
+def generate_dataset(tasks: Sequence[str] | None = None, *,
                      expert_episodes: int = DATA_DEFAULTS["expert_episodes"],
                      failed_episodes: int = DATA_DEFAULTS["failed_episodes"], seed: int = 0,
                      every: int = DATA_DEFAULTS["every"], max_steps: int = 300, image_size: int = 224,
                      input_size: int = 64, camera: str = "corner2", workers: int = 1,
-                     progress: Optional[Callable[[str, int, int], None]] = None) -> PretrainDataset:
+                     progress: Callable[[str, int, int], None] | None = None) -> PretrainDataset:
     """Roll out ``expert_episodes`` expert and ``failed_episodes`` failing-policy episodes per task.
 
     Deterministic for a given seed, whatever ``workers`` is (each task has its own RNG). Failing policies

@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class PretrainSampler:
     """Index sampling for the loss terms (numpy RNG, so a seed fixes the whole run)."""
 
     def __init__(self, data: PretrainDataset, late_progress: float, seed: int,
-                 failure_progress: Optional[float] = None) -> None:
+                 failure_progress: float | None = None) -> None:
         self.rng = np.random.default_rng(seed)
         ok = ~data.failed
         self.success = np.flatnonzero(ok)
@@ -166,11 +166,11 @@ def pretrain_losses(emb: dict[str, torch.Tensor], text: torch.Tensor, task: dict
             "total": contrast + temporal + failure + hard}
 
 
-def pretrain(data: PretrainDataset, text_embeddings: torch.Tensor, config: Optional[PretrainConfig] = None, *,
-             text_task: Optional[torch.Tensor] = None, net_config: Optional[dict[str, Any]] = None,
-             device: Union[str, torch.device] = "auto", log_every: int = 100,
-             callback: Optional[Callable[[int, dict[str, float]], None]] = None,
-             ) -> tuple[FrameEncoderNet, Optional[TextAdapter], list]:
+def pretrain(data: PretrainDataset, text_embeddings: torch.Tensor, config: PretrainConfig | None = None, *,
+             text_task: torch.Tensor | None = None, net_config: dict[str, Any] | None = None,
+             device: str | torch.device = "auto", log_every: int = 100,
+             callback: Callable[[int, dict[str, float]], None] | None = None,
+             ) -> tuple[FrameEncoderNet, TextAdapter | None, list]:
     """Train a :class:`FrameEncoderNet` (and a :class:`TextAdapter` when ``config.text_adapter > 0``) on ``data``.
 
     Args:

@@ -11,9 +11,10 @@ import datetime
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable
 
 from furl_wrappers.pretraining.data import DATA_DEFAULTS, PretrainDataset, check_pretrain_tasks, generate_dataset
 from furl_wrappers.pretraining.instructions import instruction_variants
@@ -52,12 +53,12 @@ def _validate(data: PretrainDataset, net: Any, adapter: Any, text_encoder: Any) 
             "rank": {t: r["rank"] for t, r in metrics["tasks"].items()}}
 
 
-def run_pretraining(out: Union[str, Path], *, tasks: Optional[Sequence[str]] = None,
+def run_pretraining(out: str | Path, *, tasks: Sequence[str] | None = None,
                     expert_episodes: int = DATA_DEFAULTS["expert_episodes"],
                     failed_episodes: int = DATA_DEFAULTS["failed_episodes"], every: int = DATA_DEFAULTS["every"],
-                    input_size: int = 64, data_cache: Optional[str] = None,
-                    workers: int = 1, device: str = "auto", config: Optional[PretrainConfig] = None,
-                    val_tasks: Optional[Sequence[str]] = None, command: str = "",
+                    input_size: int = 64, data_cache: str | None = None,
+                    workers: int = 1, device: str = "auto", config: PretrainConfig | None = None,
+                    val_tasks: Sequence[str] | None = None, command: str = "",
                     say: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate (or load cached) data, train, save. Returns the checkpoint's ``meta``.
 

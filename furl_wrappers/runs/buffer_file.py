@@ -23,15 +23,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 
 from furl_wrappers._safe_files import MAX_JSON_BYTES, CorruptFileError, loads_json
 from furl_wrappers.buffers import VLMReplayBuffer
-from furl_wrappers.relay_checkpoint import CheckpointMismatchError
 from furl_wrappers.pixel_buffer import PixelReplayBuffer
+from furl_wrappers.relay_checkpoint import CheckpointMismatchError
 from furl_wrappers.serialization import _CUT, _FORMAT, _check_zip, _resolve, _write
 
 __all__ = ["save_buffer", "load_buffer"]
@@ -61,14 +61,14 @@ def _rows(buffer: ReplayBuffer) -> int:
     return int(buffer.pos)
 
 
-def save_buffer(buffer: ReplayBuffer, path: Union[str, os.PathLike], *, step: int) -> Path:
+def save_buffer(buffer: ReplayBuffer, path: str | os.PathLike, *, step: int) -> Path:
     """Write ``buffer`` (a ``ReplayBuffer`` or ``VLMReplayBuffer``) to one ``.npz`` (suffix added), atomically.
 
     Args:
         step: the model's ``num_timesteps``, returned by :func:`load_buffer` to check a checkpoint set.
     """
     rows = _rows(buffer)
-    arrays = {k: (v[:rows] if _per_row(v, buffer) else v)
+    arrays: dict[str, Any] = {k: (v[:rows] if _per_row(v, buffer) else v)
               for k, v in _buffer_arrays(buffer).items()}
     meta: dict[str, Any] = {"rows": rows, "format": _FORMAT,
                             "class": f"{type(buffer).__module__}:{type(buffer).__qualname__}", "step": int(step),
@@ -94,7 +94,9 @@ def save_buffer(buffer: ReplayBuffer, path: Union[str, os.PathLike], *, step: in
         arrays["pixels/first_frames"] = (np.stack([buffer.first_frames[k] for k in keys]) if keys else
                                          np.zeros((0, *buffer.frames.shape[2:]), np.uint8))
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    return _write(path, ".npz", lambda handle: np.savez(handle, **arrays))
+    written = _write(path, ".npz", lambda handle: np.savez(handle, **arrays))
+    assert written is not None  # a path, not a handle, was given
+    return written
 
 
 #: the largest embedding a buffer file may declare (CLIP ViT-L/14: 768, LIV: 1024)
@@ -122,11 +124,11 @@ def _check_fit(meta: dict[str, Any], buffer: ReplayBuffer, label: str) -> None:
             buffer.embeddings = buffer.embeddings.astype(np.float32)
     if buffer.embedding_dim is None:
         saved = (vlm["embedding_dtype"], vlm["alignment"]["capacity"], vlm["alignment"]["lag"])
-        have = (buffer.embedding_dtype.str, buffer.alignment_buffer_size, buffer.lag)
-        if saved != have:
+        current = (buffer.embedding_dtype.str, buffer.alignment_buffer_size, buffer.lag)
+        if saved != current:
             raise CheckpointMismatchError(f"{label!r} does not fit this buffer: (embedding dtype, "
-                                          f"alignment_buffer_size, lag) is {saved!r} in the file, {have!r} here; load "
-                                          "it into the model it was saved from")
+                                          f"alignment_buffer_size, lag) is {saved!r} in the file, {current!r} here; "
+                                          "load it into the model it was saved from")
         buffer._allocate(dim)
 
 
@@ -151,7 +153,7 @@ def _check_members(npz: Any, buffer: ReplayBuffer, label: str) -> None:
             raise CorruptFileError(f"{label!r} unpacks to more bytes than this buffer holds (not read)")
 
 
-def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
+def load_buffer(path: str | os.PathLike, buffer: ReplayBuffer) -> int:
     """Fill ``buffer`` (built by the model: same class and sizes) from a :func:`save_buffer` file.
 
     Returns:
@@ -162,6 +164,7 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
     """
     path = _resolve(path, ".npz")
     label = str(path)
+    vlm: Any  # the "vlm" JSON object (None for a plain ReplayBuffer)
     try:
         with open(path, "rb") as handle:  # read once, then copied into the model's own arrays
             _check_zip(handle, label, "replay buffer file", "meta.npy")
@@ -205,6 +208,21 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
         emb, ok, dist = arrays["episodes/embeddings"], arrays["episodes/success"], arrays["episodes/distance"]
         buffer._episodes = [[(emb[i], bool(ok[i]), float(dist[i])) for i in range(a, b)]
                             for a, b in zip(ends[:-1], ends[1:])]
+    _copy_buffer_arrays(buffer, arrays, rows)
+    if isinstance(buffer, PixelReplayBuffer):
+        if "pixels/first_frames" not in arrays:
+            raise CorruptFileError(f"{label!r} has no episode first frames, which a pixel replay buffer needs")
+        buffer.first_frames = {(int(r), int(e)): frame for (r, e), frame in
+                               zip(arrays["pixels/first_keys"], arrays["pixels/first_frames"])}
+    buffer.pos, buffer.full = pos, full
+    if vlm is not None:
+        assert isinstance(buffer, VLMReplayBuffer)  # the file's class matched (_check_fit), and only those have vlm
+        buffer.batches_sampled, buffer.last_batch = int(vlm["batches_sampled"]), None
+    return step
+
+
+def _copy_buffer_arrays(buffer: ReplayBuffer, arrays: dict[str, np.ndarray], rows: int) -> None:
+    """The file's ``buffer/...`` arrays into ``buffer`` (its first ``rows`` rows, or the whole attribute)."""
     for key, value in arrays.items():
         parts = key.split("/")
         if parts[0] == "buffer":
@@ -215,12 +233,3 @@ def load_buffer(path: Union[str, os.PathLike], buffer: ReplayBuffer) -> int:
                 setattr(buffer, parts[1], value)
             else:
                 getattr(buffer, parts[1])[parts[2]] = value
-    if isinstance(buffer, PixelReplayBuffer):
-        if "pixels/first_frames" not in arrays:
-            raise CorruptFileError(f"{label!r} has no episode first frames, which a pixel replay buffer needs")
-        buffer.first_frames = {(int(r), int(e)): frame for (r, e), frame in
-                               zip(arrays["pixels/first_keys"], arrays["pixels/first_frames"])}
-    buffer.pos, buffer.full = pos, full
-    if vlm is not None:
-        buffer.batches_sampled, buffer.last_batch = int(vlm["batches_sampled"]), None
-    return step

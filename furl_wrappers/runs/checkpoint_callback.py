@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -35,7 +35,7 @@ class ResumeCheckpointCallback(BaseCallback):
         save_freq: env steps between checkpoints.
     """
 
-    def __init__(self, path: Union[str, Path], save_freq: int, verbose: int = 0) -> None:
+    def __init__(self, path: str | Path, save_freq: int, verbose: int = 0) -> None:
         super().__init__(verbose)
         self.checkpoints = CheckpointSet(path)
         self.path = self.checkpoints.path
@@ -58,7 +58,7 @@ class ResumeCheckpointCallback(BaseCallback):
         if due >= self.save_freq and (self._episode_start or due >= 2 * self.save_freq):
             self.save()
 
-    def _episode_starts(self) -> Optional[list[dict[str, Any]]]:
+    def _episode_starts(self) -> list[dict[str, Any]] | None:
         env = self.training_env
         if not self._episode_start or env is None or not env.has_attr("episode_start"):
             return None  # envs that cannot say how their episode started: the resume is inexact

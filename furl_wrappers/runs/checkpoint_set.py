@@ -33,16 +33,13 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers._safe_files import CorruptFileError, loads_json
-from furl_wrappers.relay_checkpoint import global_rng_state
-from furl_wrappers.relay_checkpoint import restore_global_rng_state
-from furl_wrappers.runs.buffer_file import save_buffer
-from furl_wrappers.serialization import safe_entry, save_model
-from furl_wrappers.runs.buffer_file import load_buffer
-from furl_wrappers.serialization import load_model
+from furl_wrappers.relay_checkpoint import global_rng_state, restore_global_rng_state
+from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
+from furl_wrappers.serialization import load_model, safe_entry, save_model
 
 __all__ = ["CheckpointSet", "CheckpointError", "capture_rng", "restore_rng"]
 
@@ -90,7 +87,7 @@ class CheckpointSet:
     #: every name a set writes (nothing else in its folder is furl's)
     NAMES = (MODEL, BUFFER, META)
 
-    def __init__(self, path: Union[str, os.PathLike]) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.staging = self.path.with_name(self.path.name + ".new")
         self.previous = self.path.with_name(self.path.name + ".old")
@@ -111,7 +108,7 @@ class CheckpointSet:
         return self.path / self.META
 
     @staticmethod
-    def _read_meta(directory: Path) -> Optional[dict[str, Any]]:
+    def _read_meta(directory: Path) -> dict[str, Any] | None:
         try:
             meta = loads_json((directory / CheckpointSet.META).read_bytes(), str(directory / CheckpointSet.META))
         except (OSError, ValueError):
@@ -122,7 +119,7 @@ class CheckpointSet:
         """``meta.json`` (``{}`` when missing or unreadable)."""
         return self._read_meta(self.path) or {}
 
-    def step(self) -> Optional[int]:
+    def step(self) -> int | None:
         """The env step the set holds (``None`` without a complete set)."""
         meta = self._read_meta(self.path)
         return None if meta is None else int(meta["num_timesteps"])
@@ -135,7 +132,7 @@ class CheckpointSet:
                                                for p in self.path.iterdir())))
 
     # ------------------------------------------------------------------ write
-    def write(self, model: Any, *, episode_starts: Optional[list[dict[str, Any]]] = None) -> Path:
+    def write(self, model: Any, *, episode_starts: list[dict[str, Any]] | None = None) -> Path:
         """Write the model, its replay buffer and ``meta.json`` as one set; returns the directory.
 
         Args:
@@ -169,7 +166,7 @@ class CheckpointSet:
         os.replace(self.staging, self.path)
         shutil.rmtree(self.previous, ignore_errors=True)
 
-    def recover(self) -> Optional[int]:
+    def recover(self) -> int | None:
         """After a kill: put the newest complete set in place and remove the rest; returns its step (or None).
 
         Call only while holding the run's lock (:class:`~furl_wrappers.runs.run_lock.RunLock`).

@@ -18,15 +18,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from furl_wrappers._safe_files import open_regular
-from furl_wrappers.validation import check_int
 from furl_wrappers.runs.run_dir import read_evaluation_rows
+from furl_wrappers.validation import check_int
 
 __all__ = ["EvalResult", "evaluate_policy_success", "PaperEvalCallback", "EVALUATION_COLUMNS"]
 
@@ -55,7 +55,7 @@ def _succeeded(info: dict[str, Any]) -> bool:
     return bool(info.get("is_success", info.get("success", False)))
 
 
-def evaluate_policy_success(model: Any, env: gym.Env, n_episodes: int, frames: Optional[list] = None) -> EvalResult:
+def evaluate_policy_success(model: Any, env: gym.Env, n_episodes: int, frames: list | None = None) -> EvalResult:
     """Run ``model.predict(obs, deterministic=True)`` for ``n_episodes`` episodes.
 
     With ``frames`` (a list), every rendered frame of the episodes is appended to it.
@@ -63,7 +63,8 @@ def evaluate_policy_success(model: Any, env: gym.Env, n_episodes: int, frames: O
     final, any_step, returns = [], [], []
     for _ in range(check_int("n_episodes", n_episodes)):
         obs, _ = env.reset()
-        done, ever, total, info = False, False, 0.0, {}
+        done, ever, total = False, False, 0.0
+        info: dict[str, Any] = {}
         while not done:
             action, _ = model.predict(obs, deterministic=True)
             obs, reward, terminated, truncated, info = env.step(action)
@@ -91,17 +92,17 @@ class PaperEvalCallback(BaseCallback):
             one (fixed goals do not move on a reseed).
     """
 
-    def __init__(self, eval_env: gym.Env, eval_freq: int, n_episodes: int, log_path: Optional[str] = None,
-                 verbose: int = 0, seed: Optional[int] = None) -> None:
+    def __init__(self, eval_env: gym.Env, eval_freq: int, n_episodes: int, log_path: str | None = None,
+                 verbose: int = 0, seed: int | None = None) -> None:
         super().__init__(verbose)
         self.eval_env = eval_env
         self.eval_freq = check_int("eval_freq", eval_freq)
         self.n_episodes = check_int("n_episodes", n_episodes)
         self.log_path = None if log_path is None else Path(log_path)
         self.seed = None if seed is None else check_int("seed", seed, 0)
-        self.last_result: Optional[EvalResult] = None
-        self.last_success: Optional[float] = None
-        self.best_success: Optional[float] = None
+        self.last_result: EvalResult | None = None
+        self.last_success: float | None = None
+        self.best_success: float | None = None
         self._last_eval_step = -1
         self._start = time.time()
 
@@ -123,7 +124,7 @@ class PaperEvalCallback(BaseCallback):
 
     def _read_earlier_rows(self) -> None:
         # a resumed run: its best and last success count the evaluations made before it was stopped
-
+        assert self.log_path is not None  # called only with a log file
         successes = [row["success"] for row in read_evaluation_rows(self.log_path)]
         if successes:
             self.last_success, self.best_success = successes[-1], max(successes)

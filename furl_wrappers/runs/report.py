@@ -13,17 +13,18 @@ Example:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
-from furl_wrappers.envs import env_id
-from furl_wrappers.presets import get_preset
-from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.encoders import make_encoder
 from furl_wrappers.goal_images import expert_rollout
+from furl_wrappers.presets import get_preset
+from furl_wrappers.registration import env_id
 from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.tasks import instruction
 
 __all__ = ["PAPER_TABLE_1", "load_run", "results_table", "report"]
@@ -45,12 +46,12 @@ _PAPER_BUDGET = 1_000_000
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """A run's summary plus its evaluation curve (``steps``, ``success`` arrays) and directory."""
-    run_dir = RunDir(run_dir)
-    run = run_dir.read_summary()
-    rows = run_dir.evaluation_rows()
+    directory = RunDir(run_dir)
+    run = directory.read_summary()
+    rows = directory.evaluation_rows()
     steps = [int(r["step"]) for r in rows]
     success = [r["success"] for r in rows]
-    run.update(dir=str(run_dir.path), curve_steps=np.array(steps), curve_success=np.array(success))
+    run.update(dir=str(directory.path), curve_steps=np.array(steps), curve_success=np.array(success))
     return run
 
 
@@ -104,9 +105,9 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
             "the paper's criterion (success at any step is in each run's evaluations.csv). The paper's Table 1 "
             "numbers (1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with that budget.")
     used: dict[str, set] = defaultdict(set)
+    pretrained_labels: dict[Any, str] = {True: "pretrained", False: "NOT pretrained"}
     for run, method in zip(runs, _row_labels(runs)):
-        pretrained = {True: "pretrained", False: "NOT pretrained"}.get(run.get("encoder_pretrained"),
-                                                                       "pretraining unknown")
+        pretrained = pretrained_labels.get(run.get("encoder_pretrained"), "pretraining unknown")
         used[method].add(f"{_encoder_label(run)} ({pretrained}), image preset {run.get('image_preset') or 'fast'}"
                          if _encoder_label(run) != "-" else "no VLM")
     vlms = "; ".join(f"{m}: {' / '.join(sorted(used[m]))}" for m in methods)
@@ -146,7 +147,7 @@ def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     return written
 
 
-def _plot_rvlm(run: dict[str, Any], out: Path) -> Optional[Path]:
+def _plot_rvlm(run: dict[str, Any], out: Path) -> Path | None:
     """r_VLM along a scripted-expert episode with the run's initial and final heads."""
     run_dir = RunDir(run["dir"])
     initial, final = run_dir.reward_initial, run_dir.reward_final
@@ -168,6 +169,7 @@ def _plot_rvlm(run: dict[str, Any], out: Path) -> Optional[Path]:
                              image_size=int(env_kwargs.get("image_size", preset.image_size)),
                              render_quality=env_kwargs.get("render_quality", preset.render_quality),
                              keep_frames=True, steps_after_success=10)
+    assert rollout.frames is not None  # keep_frames=True
     frames, first_success = rollout.frames, rollout.success_step - 1
     embeddings = torch.cat([encoder.encode_images(frames[i:i + 32]) for i in range(0, len(frames), 32)])
     fig, ax = plt.subplots(figsize=(6, 3.2))

@@ -46,7 +46,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, cast
 
 from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers._safe_files import (
@@ -57,8 +57,9 @@ from furl_wrappers._safe_files import (
     loads_json,
     open_regular,
 )
+from furl_wrappers.envs import GoalSetting
+from furl_wrappers.registration import run_name
 from furl_wrappers.runs.checkpoint_set import CheckpointSet
-from furl_wrappers.envs import run_name
 from furl_wrappers.runs.run_lock import LOCK_NAME, RunLock
 
 __all__ = ["RUN_STATES", "SWEEP_PREFIX", "RunDir", "read_evaluation_rows"]
@@ -69,7 +70,7 @@ RUN_STATES: tuple[str, ...] = ("new", "running", "interrupted", "finished", "fai
 SWEEP_PREFIX = "sweep_"
 
 
-def read_evaluation_rows(path: Union[str, os.PathLike]) -> list[dict[str, float]]:
+def read_evaluation_rows(path: str | os.PathLike) -> list[dict[str, float]]:
     """An ``evaluations.csv`` as rows of floats: ``step``, ``success`` (final step), ``success_any_step``,
     ``mean_task_return``. Missing file: ``[]``; a torn last line (a killed write) is skipped."""
     try:
@@ -109,11 +110,11 @@ class RunDir:
     SWEEP_STATUS = SWEEP_PREFIX + "status.json"
     SWEEP_LOG = SWEEP_PREFIX + "log.txt"
 
-    def __init__(self, path: Union[str, os.PathLike]) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
     @classmethod
-    def default(cls, root: Union[str, os.PathLike], method: str, task: str, goal: str, seed: int) -> "RunDir":
+    def default(cls, root: str | os.PathLike, method: str, task: str, goal: GoalSetting, seed: int) -> RunDir:
         """``root/<method>/<task>[-random-goal]/seed<seed>``; ``method`` may be a YAML path (its stem is used)."""
         label = Path(method).stem if str(method).endswith((".yml", ".yaml")) else method
         return cls(Path(root) / label / run_name(task, goal) / f"seed{seed}")
@@ -222,7 +223,7 @@ class RunDir:
                         or p.name.startswith(SWEEP_PREFIX) or p.name.startswith(f".{SWEEP_PREFIX}"))]
 
     # ------------------------------------------------------------ the run marker
-    def run_id(self) -> Optional[str]:
+    def run_id(self) -> str | None:
         """The id in the run marker (``None``: no marker, or not one furl wrote)."""
         try:
             with open_regular(self.path / self.MARKER, "rb") as handle:
@@ -293,7 +294,7 @@ class RunDir:
         """``evaluations.csv`` as rows of floats (see :func:`read_evaluation_rows`)."""
         return read_evaluation_rows(self.evaluations)
 
-    def checkpoint_step(self) -> Optional[int]:
+    def checkpoint_step(self) -> int | None:
         """The env step the checkpoint holds (``None`` without a complete set)."""
         return self.checkpoint_set.step()
 
@@ -301,7 +302,7 @@ class RunDir:
         """The run's write lock (not yet taken)."""
         return RunLock(self.path)
 
-    def live_writer(self) -> Optional[int]:
+    def live_writer(self) -> int | None:
         """The pid of the live process holding the run's lock (``-1`` when held but the pid is unknown), else None.
         Not for the holder itself (see :mod:`furl_wrappers.runs.run_lock`)."""
         holder = self.lock().holder()
@@ -310,7 +311,7 @@ class RunDir:
         return holder["pid"] if isinstance(holder.get("pid"), int) else -1
 
     # ---------------------------------------------------- writer-side helpers (call while holding the lock)
-    def tidy(self) -> Optional[int]:
+    def tidy(self) -> int | None:
         """Recover the newest complete checkpoint set and remove temp files left by killed writes; returns the
         checkpoint's step (``None``: none)."""
         if self.path.is_dir():
@@ -373,7 +374,8 @@ def _appending_csv(filename: str) -> Any:
     from stable_baselines3.common.logger import CSVOutputFormat
 
     output = CSVOutputFormat.__new__(CSVOutputFormat)
-    output.file = open_regular(filename, "r+", create=True, newline="")  # never through a link
+    # never through a link; a text-mode open is a TextIOWrapper
+    output.file = cast(io.TextIOWrapper, open_regular(filename, "r+", create=True, newline=""))
     existing = os.fstat(output.file.fileno()).st_size > 0
     output.keys, output.separator, output.quotechar = [], ",", '"'
     if existing:

@@ -30,7 +30,7 @@ import platform
 import stat
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from furl_wrappers._safe_files import UnsafeFileError, check_not_link, loads_json, open_regular
 
@@ -82,10 +82,10 @@ class RunLock:
         directory: the run directory.
     """
 
-    def __init__(self, directory: Union[str, os.PathLike]) -> None:
+    def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         self.path = self.directory / LOCK_NAME
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
     def __repr__(self) -> str:
         return f"RunLock({str(self.directory)!r}, held={self.held})"
@@ -95,7 +95,7 @@ class RunLock:
         """Whether this object holds the lock."""
         return self._fd is not None
 
-    def holder(self) -> Optional[dict[str, Any]]:
+    def holder(self) -> dict[str, Any] | None:
         """``{"pid", "host", "since"}`` of the live writer, or ``None`` when nobody holds the lock (for other
         processes: see the module docstring)."""
         if not os.path.lexists(self.path):
@@ -119,7 +119,7 @@ class RunLock:
                 os.close(fd)
         return info if self._info_is_live(info) else None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock or raise :class:`RunLockedError` naming the live writer.
 
         Raises:
@@ -165,7 +165,7 @@ class RunLock:
                 pass
         os.close(fd)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:

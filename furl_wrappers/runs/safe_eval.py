@@ -30,7 +30,7 @@ from __future__ import annotations
 import ast
 import importlib
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["safe_eval", "ACTIVATIONS", "OPTIMIZERS", "BUFFERS"]
 
@@ -91,7 +91,7 @@ def safe_eval(text: str, key: str, error: type = ValueError) -> Any:
         raise error(f"{key}: the expression is nested too deeply to read; allowed: {_allowed(key)}") from None
     table = _table(key)
 
-    def refuse(node: ast.AST, why: str = "") -> None:
+    def refuse(node: ast.AST, why: str = "") -> NoReturn:
         piece = ast.get_source_segment(text.strip(), node) or type(node).__name__
         piece = piece if len(piece) <= 60 else piece[:57] + "..."
         raise error(f"{key}: {piece!r} is not allowed{why} ({_allowed(key)})")

@@ -20,44 +20,35 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from furl_wrappers._atomic import atomic_write, atomic_write_text
-from furl_wrappers.envs import check_goal, env_id
+from furl_wrappers.buffers import VLMReplayBuffer
+from furl_wrappers.encoders import describe
+from furl_wrappers.envs import GoalSetting, check_goal
 from furl_wrappers.presets import get_preset
+from furl_wrappers.registration import env_id
+from furl_wrappers.relay import is_relay
+from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
+from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, choose_encoder, wrapper_kwargs
+from furl_wrappers.runs.evaluation import PaperEvalCallback, evaluate_policy_success
+from furl_wrappers.runs.progress import FuRLProgressCallback
 from furl_wrappers.runs.protocol import eval_episodes, eval_seed
 from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.runs.run_lock import RunLock, RunLockedError
+from furl_wrappers.runs.zoo_config import (
+    ConfigError,
+    algo_class,
+    load_config,
+    make_env_fn_wrapper,
+    make_vec_wrapper,
+    split_config,
+)
+from furl_wrappers.serialization import load_model, save_model
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.validation import check_hyperparams, check_int
-from furl_wrappers.runs.zoo_config import ConfigError, algo_class, load_config, make_env_fn_wrapper, make_vec_wrapper, split_config
-from furl_wrappers.encoders import OFFLINE_VLM, CorruptCheckpointError, ModelUnavailableError, make_encoder
-from furl_wrappers.buffers import VLMReplayBuffer
-from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
-from furl_wrappers.runs.evaluation import PaperEvalCallback
-from furl_wrappers.runs.progress import FuRLProgressCallback
-from furl_wrappers.encoders import describe
-from furl_wrappers.relay import is_relay
-from furl_wrappers.serialization import save_model
-from furl_wrappers.runs.evaluation import evaluate_policy_success
-from furl_wrappers.serialization import load_model
 
-__all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run", "evaluate_run", "NOT_PRETRAINED_NOTICE",
-           "OFFLINE_VLM_NOTICE"]
-
-OFFLINE_VLM_NOTICE = (
-    "NOTE: using furl-mw-vlm, the toolkit's offline VLM (a small Meta-World frame encoder trained on the 40 tasks "
-    "outside MT10 against frozen all-MiniLM-L6-v2; see furl_wrappers/assets/furl-mw-vlm.md). It is neither LIV nor "
-    "CLIP: for the paper's VLMs pass --vlm liv (hub), --vlm liv:DIR (LIV's model.pt and CLIP's tokenizer saved in "
-    "DIR), or --vlm openai/clip-vit-base-patch32 / a local CLIP directory."
-)
-
-NOT_PRETRAINED_NOTICE = (
-    "NOTE: the VLM is random-clip, which is NOT pretrained: its reward carries no language meaning, so this run "
-    "shows the machinery, not FuRL's language grounding. To use a real VLM, pass --vlm openai/clip-vit-base-patch32 "
-    "on a machine that can reach the Hugging Face hub, --vlm /path/to/a/local/clip-checkpoint, or --vlm liv."
-)
-
+__all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run", "evaluate_run"]
 
 class RunExistsError(FileExistsError):
     """The run directory already holds a run (pass ``resume`` or choose another ``out``)."""
@@ -67,14 +58,14 @@ class RunExistsError(FileExistsError):
 class RunSettings:
     """What a run is trained with, shared by every cell of a sweep. ``None`` fields take the YAML's value."""
 
-    goal: str = "fixed"
-    vlm: Optional[str] = None
-    image_preset: Optional[str] = None
-    steps: Optional[int] = None
+    goal: GoalSetting = "fixed"
+    vlm: str | None = None
+    image_preset: str | None = None
+    steps: int | None = None
     n_envs: int = 1
-    eval_freq: Optional[int] = None
-    eval_episodes: Optional[int] = None
-    checkpoint_freq: Optional[int] = None
+    eval_freq: int | None = None
+    eval_episodes: int | None = None
+    checkpoint_freq: int | None = None
     hyperparams: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -91,7 +82,7 @@ class RunSpec(RunSettings):
     method: str = ""
     task: str = ""
     seed: int = 0
-    out: Optional[str] = None
+    out: str | None = None
     device: str = "auto"
     resume: bool = False
     quiet: bool = False
@@ -106,42 +97,6 @@ class RunSpec(RunSettings):
         if self.out:
             return RunDir(self.out)
         return RunDir.default("runs", self.method, canonical_task(self.task), self.goal, self.seed)
-
-
-def _wrapper_kwargs(vec_spec: Any) -> list[dict[str, Any]]:
-    """The keyword-argument dicts of the YAML's ``vec_env_wrapper`` entries (the config's own objects)."""
-    items = vec_spec if isinstance(vec_spec, list) else [vec_spec]
-    return [kwargs for item in items if isinstance(item, dict) for kwargs in item.values() if isinstance(kwargs, dict)]
-
-
-def _choose_encoder(spec: RunSpec, vec_spec: Any, preset: str, say: Callable[[str], None]
-                    ) -> tuple[Any, str, bool, str]:
-    """The encoder for the run, the name it was built from, whether it fell back (offline), and the image preset
-    the run will use (the offline fallbacks run on the fast path, which the offline VLM was trained on)."""
-    yaml_vlm = next((kwargs["vlm"] for kwargs in _wrapper_kwargs(vec_spec) if "vlm" in kwargs), None)
-    requested = spec.vlm or yaml_vlm or "liv"
-    if str(requested).startswith(OFFLINE_VLM) and preset != "fast":
-        raise ConfigError(f"{OFFLINE_VLM} runs on the fast image path it was trained on: pass --image-preset fast "
-                          f"(got image preset {preset!r})")
-    try:
-        return make_encoder(requested, device=spec.device, **get_preset(preset).encoder_kwargs(spec.device)), \
-            requested, False, preset
-    except ModelUnavailableError as exc:
-        if spec.vlm is not None:
-            raise  # asked for explicitly: do not silently swap it
-        say(f"[furl] the default VLM {requested!r} is unavailable ({exc}).")
-    if preset != "fast":
-        say(f"[furl] The fallback VLMs run on the fast image path: image preset fast instead of {preset!r}.")
-    fast = get_preset("fast").encoder_kwargs(spec.device)
-    try:
-        encoder = make_encoder(OFFLINE_VLM, device=spec.device)
-        say(f"[furl] Falling back to {OFFLINE_VLM}, the offline VLM shipped with furl_wrappers.")
-        say(OFFLINE_VLM_NOTICE)
-        return encoder, OFFLINE_VLM, True, "fast"
-    except (ModelUnavailableError, CorruptCheckpointError) as exc:
-        say(f"[furl] the offline VLM {OFFLINE_VLM!r} cannot be loaded either ({exc}).")
-    say("[furl] Falling back to random-clip.")
-    return make_encoder("random-clip", device=spec.device, **fast), "random-clip", True, "fast"
 
 
 def _check_run_dir(spec: RunSpec, run: RunDir, holding_lock: bool = False) -> bool:
@@ -199,7 +154,7 @@ def _check_resume(spec: RunSpec, run: RunDir, config: dict[str, Any]) -> dict[st
                           f"this call has {spec.image_preset}")
     def comparable(hyperparams: dict[str, Any]) -> dict[str, Any]:  # the wrapper's vlm is the encoder, checked above
         plain = json.loads(json.dumps({k: v for k, v in hyperparams.items() if k != "n_timesteps"}, default=str))
-        for kwargs in _wrapper_kwargs(plain.get("vec_env_wrapper")):
+        for kwargs in wrapper_kwargs(plain.get("vec_env_wrapper")):
             kwargs.pop("vlm", None)
         return plain
 
@@ -211,7 +166,7 @@ def _check_resume(spec: RunSpec, run: RunDir, config: dict[str, Any]) -> dict[st
     return recorded
 
 
-def _eval_env(task: str, goal: str, seed: int, env_kwargs: dict[str, Any]) -> Any:
+def _eval_env(task: str, goal: GoalSetting, seed: int, env_kwargs: dict[str, Any]) -> Any:
     """The evaluation env, made as the training envs are (``gymnasium.make`` of the registered id): the same
     ``env_kwargs`` mean the same episodes (``max_episode_steps`` is Gymnasium's time limit, in agent steps)."""
     import gymnasium as gym
@@ -219,7 +174,7 @@ def _eval_env(task: str, goal: str, seed: int, env_kwargs: dict[str, Any]) -> An
     return gym.make(env_id(task, goal), seed=seed, **env_kwargs)
 
 
-def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None) -> Path:
+def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -> Path:
     """Train, evaluate and summarise one run; returns its directory. See the module docstring.
 
     Args:
@@ -268,16 +223,18 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
     encoder, encoder_spec, fell_back = None, None, bool(recorded.get("encoder_fallback", False))
     vec_wrapper = None
     if zoo.get("vec_env_wrapper"):
-        encoder, encoder_spec, fell_back_now, preset = _choose_encoder(spec, zoo["vec_env_wrapper"], preset, say)
+        encoder, encoder_spec, fell_back_now, preset = choose_encoder(spec.vlm, spec.device, zoo["vec_env_wrapper"],
+                                                                      preset, say)
         fell_back = fell_back or fell_back_now
         env_kwargs["image_preset"] = preset
-        for kwargs in _wrapper_kwargs(zoo["vec_env_wrapper"]):  # config.json records the encoder actually used
+        for kwargs in wrapper_kwargs(zoo["vec_env_wrapper"]):  # config.json records the encoder actually used
             kwargs["vlm"] = encoder_spec
         if getattr(encoder, "pretrained", True) is False:
             say(NOT_PRETRAINED_NOTICE)
         vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
     own_lock = lock is None
-    lock = run.lock().acquire() if own_lock else lock  # every input checked, the encoder loaded: the run starts here
+    if lock is None:  # every input checked, the encoder loaded: the run starts here
+        lock = run.lock().acquire()
     try:
         if _check_run_dir(spec, run, holding_lock=True) != resume:  # again, now that no other writer can change it
             raise RunExistsError(f"{str(run.path)!r} changed while this run was starting (another process wrote "
@@ -288,7 +245,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
                 say(f"[furl] {run.path} holds a run that stopped before its first checkpoint: starting it over")
             run.clear_run_files()
         run.mark()  # before any run file: what this run writes is provably furl's (see RunDir.clear_run_files)
-        # every env copy on the run's task instance (SB3's seed + i only reseeds episodes); see furl_wrappers.runs.protocol
+        # every env copy on the run's task instance (SB3's seed + i only reseeds episodes): see runs.protocol
         venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                             wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
                             monitor_kwargs={"info_keywords": ("is_success",)})
@@ -371,6 +328,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
         if reward_model is not None:
             atomic_write(run.reward_final, lambda handle: torch.save(reward_model.state_dict(), handle))
         wall = time.time() - started
+        assert evaluation.last_result is not None  # evaluated at the end of training or just above
         summary = {**{k: v for k, v in info.items() if k not in ("hyperparams", "spec")},
                    "timesteps_done": int(model.num_timesteps), "final_success": evaluation.last_success,
                    "final_success_any_step": evaluation.last_result.success_any_step,
@@ -385,8 +343,8 @@ def train_run(spec: RunSpec, console: Any = None, lock: Optional[RunLock] = None
         if own_lock:
             lock.release()
 
-def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Optional[str] = None,
-                 seed: Optional[int] = None, device: str = "auto", trusted: bool = False) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, video: str | None = None,
+                 seed: int | None = None, device: str = "auto", trusted: bool = False) -> dict[str, Any]:
     """Evaluate a finished run's final model with the paper's protocol (or ``episodes``); optionally save a GIF.
     The model loads without unpickling anything; ``trusted=True`` also loads zips that need SB3's unpickling
     (models saved by SB3 itself or an older furl_wrappers: they run code from the file).
@@ -407,7 +365,7 @@ def evaluate_run(run_dir: str | Path, episodes: Optional[int] = None, video: Opt
     # the run's own env settings (image preset included); runs recorded before had only the spec's
     env_kwargs = config.get("env_kwargs") or config.get("spec", {}).get("env_kwargs", {})
     env = _eval_env(config["task"], goal, seed, env_kwargs)
-    frames: Optional[list] = [] if video else None
+    frames: list | None = [] if video else None
     result = evaluate_policy_success(model, env, episodes, frames=frames)
     env.close()
     if video and frames:

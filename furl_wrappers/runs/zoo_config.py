@@ -28,7 +28,7 @@ import difflib
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import yaml
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -144,12 +144,12 @@ def _valid_keys(algo: str) -> set[str]:
         keys = set()
         for klass in cls.__mro__:
             if "__init__" in vars(klass):
-                keys |= set(inspect.signature(klass.__init__).parameters)
+                keys |= set(inspect.signature(vars(klass)["__init__"]).parameters)
     return (keys | _ZOO_KEYS) - {"self", "env", "args", "kwargs", "_init_setup_model"}
 
 
-def load_config(method: str, env_id: str, overrides: Optional[dict[str, Any]] = None,
-                algo: Optional[str] = None) -> dict[str, Any]:
+def load_config(method: str, env_id: str, overrides: dict[str, Any] | None = None,
+                algo: str | None = None) -> dict[str, Any]:
     """The validated hyperparameters of ``env_id`` in a method's YAML (a deep copy), with overrides applied.
 
     Raises:
@@ -202,7 +202,7 @@ def _wrapper_specs(spec: Any) -> list[tuple[Any, dict[str, Any]]]:
     if spec is None:
         return []
     items = spec if isinstance(spec, list) else [spec]
-    out = []
+    out: list[tuple[Any, dict[str, Any]]] = []
     for item in items:
         if isinstance(item, str):
             out.append((_resolve(item), {}))
@@ -214,7 +214,7 @@ def _wrapper_specs(spec: Any) -> list[tuple[Any, dict[str, Any]]]:
     return out
 
 
-def make_env_fn_wrapper(spec: Any) -> Optional[Callable]:
+def make_env_fn_wrapper(spec: Any) -> Callable | None:
     """A ``wrapper_class`` for ``make_vec_env`` from the YAML ``env_wrapper`` entry (or ``None``)."""
     specs = _wrapper_specs(spec)
     if not specs:
@@ -228,7 +228,7 @@ def make_env_fn_wrapper(spec: Any) -> Optional[Callable]:
     return wrap
 
 
-def make_vec_wrapper(spec: Any, **override: Any) -> Optional[Callable]:
+def make_vec_wrapper(spec: Any, **override: Any) -> Callable | None:
     """A function applying the YAML ``vec_env_wrapper`` entries; ``override`` updates the kwargs of each."""
     specs = _wrapper_specs(spec)
     if not specs:

@@ -28,15 +28,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 from unittest import mock
 
 import yaml
 
-from furl_wrappers.envs import RANDOM_GOAL_SUFFIX
+from furl_wrappers.registration import RANDOM_GOAL_SUFFIX
 from furl_wrappers.runs.protocol import eval_seed
-from furl_wrappers.validation import check_number
 from furl_wrappers.runs.zoo_config import ALGOS, RELAY_ALGOS, ConfigError, algo_class
 from furl_wrappers.runs.zoo_safety import (
     TRUSTED_FLAG,
@@ -48,6 +48,7 @@ from furl_wrappers.runs.zoo_safety import (
     guarded,
 )
 from furl_wrappers.serialization import CorruptFileError, UnsafeFileError
+from furl_wrappers.validation import check_number
 
 __all__ = ["UnsafeYAMLError", "ZooYAMLLoader", "config_eval", "BACKBONES", "sample_params", "convert_params", "tunable",
            "linear_schedule", "handover", "launcher_args", "USAGE", "main"]
@@ -127,12 +128,12 @@ def convert_params(algo: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def tunable(cls: type) -> type:
+def tunable(cls: type[Any]) -> type:
     """``cls`` (a relay agent) also taking ``furl_tuning={"rho": ..., "alignment_kwargs": {...}}``: settings that
     live outside its own arguments. ρ is the VLM reward's (set on the env's reward, which the buffer relabels with),
     the alignment entries update the YAML's ``alignment_kwargs`` instead of replacing them."""
 
-    def __init__(self: Any, *args: Any, furl_tuning: Optional[dict[str, Any]] = None, **kwargs: Any) -> None:
+    def __init__(self: Any, *args: Any, furl_tuning: dict[str, Any] | None = None, **kwargs: Any) -> None:
         tuning = dict(furl_tuning or {})
         rho, align = tuning.pop("rho", None), tuning.pop("alignment_kwargs", None)
         if tuning:
@@ -189,7 +190,7 @@ def handover(command: str, trusted: bool = False) -> Iterator[None]:
 _VALUE_FLAGS = ("--seed", "--env", "--conf-file", "-conf", "--env-kwargs", "--eval-env-kwargs")
 
 
-def _values(argv: list[str], *flags: str) -> Optional[tuple[int, int]]:
+def _values(argv: list[str], *flags: str) -> tuple[int, int] | None:
     """``(start, end)`` of the values after the last of ``flags`` in ``argv`` (``None`` when absent)."""
     hits = [i for i, a in enumerate(argv) if a in flags]
     if not hits:
@@ -265,7 +266,7 @@ USAGE = f"""usage: python -m furl_wrappers.zoo {{train,enjoy}} [{TRUSTED_FLAG}] 
              (default: such files are refused, exit status 2)"""
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """``python -m furl_wrappers.zoo {train,enjoy} [--trusted] ...``: rl-zoo inside :func:`handover`, ``train``
     arguments through :func:`launcher_args`; ``--trusted`` (anywhere in ``argv``) is the launcher's own flag and is
     removed before rl-zoo parses the rest. A refused file or setting exits with status 2 and one line."""

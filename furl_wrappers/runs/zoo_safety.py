@@ -19,7 +19,7 @@ Example:
     >>> yaml.load("!!python/object/apply:os.system ['echo hi']", Loader=ZooYAMLLoader)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    furl_wrappers.runs.zoo_safety.UnsafeYAMLError: <unicode string>, line 1: YAML tag '!!python/object/apply:os.system' ...
+    furl_wrappers.runs.zoo_safety.UnsafeYAMLError: <unicode string>, line 1: YAML tag '!!python/object/apply:os...
 """
 
 from __future__ import annotations
@@ -32,15 +32,16 @@ import io
 import os
 import re
 from collections import OrderedDict
-from typing import IO, Any, Iterator, Union
+from collections.abc import Iterator
+from typing import IO, Any
 
 import yaml
 
+from furl_wrappers import serialization
 from furl_wrappers._safe_files import UnsafeFileError
+from furl_wrappers.json_codec import resolve_class
 from furl_wrappers.runs.safe_eval import safe_eval
 from furl_wrappers.runs.zoo_config import ConfigError
-from furl_wrappers.serialization import _resolve_class
-from furl_wrappers import serialization
 
 __all__ = ["UnsafeYAMLError", "ZooYAMLLoader", "ZooYAML", "config_eval", "TRUSTED_FLAG", "WRAPPER_ROOTS",
            "guarded", "guard_pickles"]
@@ -109,7 +110,7 @@ class ZooYAMLLoader(yaml.SafeLoader):
         module, _, name = suffix.rpartition(".")
         bases = (torch.nn.Module, torch.optim.Optimizer, BasePolicy, ReplayBuffer)
         try:  # imports a module only under the allowed roots; refuses functions (os.system) and other classes
-            return _resolve_class(f"{module}:{name}", bases)
+            return resolve_class(f"{module}:{name}", bases)
         except (ImportError, ValueError) as err:
             raise UnsafeYAMLError(f"{self._where(node)}: !!python/name:{suffix} is refused ({err}); allowed: "
                                   f"{_NAME_BASES_DOC}") from None
@@ -188,11 +189,11 @@ def config_eval(text: str, *_: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ model zips, pickles
-def _save_with_entry(base: type) -> Any:
+def _save_with_entry(base: type[Any]) -> Any:
     """``base.save`` writing SB3's zip plus :data:`~furl_wrappers.serialization.SAFE_ENTRY` (a path gets ``.zip``
     when it has none and is written atomically, as :func:`~furl_wrappers.serialization.save_model` does)."""
 
-    def save(self: Any, path: Union[str, os.PathLike, IO[bytes]], exclude: Any = None, include: Any = None) -> None:
+    def save(self: Any, path: str | os.PathLike | IO[bytes], exclude: Any = None, include: Any = None) -> None:
         raw = io.BytesIO()
         base.save(self, raw, exclude, include)
         data = serialization.with_safe_entry(raw.getvalue(), self)
@@ -226,10 +227,10 @@ def guarded(cls: type, trusted: bool = False) -> type:
 
 
 @functools.lru_cache(maxsize=None)
-def _guarded(cls: type, trusted: bool) -> type:
+def _guarded(cls: type[Any], trusted: bool) -> type:
     own = "trusted" in inspect.signature(cls.load).parameters  # the relay agents: safe save and load of their own
 
-    class Guarded(cls):  # type: ignore[valid-type, misc]
+    class Guarded(cls):
         @classmethod
         def load(klass, path: Any, env: Any = None, custom_objects: Any = None, **kwargs: Any) -> Any:
             if own:

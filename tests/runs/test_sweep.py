@@ -181,7 +181,7 @@ def test_bad_grids_fail_before_anything_starts(tmp_path: Path, monkeypatch: pyte
     path.write_text("methods: [sac]\ntasks: [reach]\nseeds: [0, 1]\nsteps: 100\nhyperparams: {batch_size: 8}\n")
     grid = load_grid(path, seeds=[3], hyperparams={"learning_starts": 5})
     assert grid.seeds == [3] and grid.steps == 100 and grid.hyperparams == {"batch_size": 8, "learning_starts": 5}
-    example = load_grid(Path(__file__).resolve().parent.parent / "examples" / "sweep_grid.yml", seeds=[0])
+    example = load_grid(Path(__file__).resolve().parents[2] / "examples" / "sweep_grid.yml", seeds=[0])
     assert example.methods == ["sac", "relay", "furl"] and len(example.cells(tmp_path)) == 6
     assert example.resources == {"cpus": 1, "gpus": 0} and example.checkpoint_freq == 10_000
     path.write_text("methods: [sac]\ntasks: [reach]\nsteeps: 100\n")

@@ -9,6 +9,7 @@ Example:
     >>> grid = SweepGrid(methods=["sac", "furl"], tasks=["drawer-open"], seeds=[0, 1], steps=20_000)
     >>> run_sweep(grid, "runs/sweep")  # doctest: +SKIP
 """
+from __future__ import annotations
 
 from furl_wrappers.runs.sweep.cell import cell_progress, read_status
 from furl_wrappers.runs.sweep.grid import Cell, GridError, SweepGrid, load_grid

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers._safe_files import UnsafeFileError, open_regular
@@ -55,11 +55,11 @@ def record_failure(run_dir: str | Path, attempt: int, text: str) -> Path:
     return path
 
 
-def cell_progress(run_dir: str | Path) -> tuple[Optional[int], Optional[float]]:
+def cell_progress(run_dir: str | Path) -> tuple[int | None, float | None]:
     """(env steps logged so far, last evaluated success rate) read from the run's CSVs."""
     run = RunDir(run_dir)
-    steps: Optional[int] = None
-    success: Optional[float] = None
+    steps: int | None = None
+    success: float | None = None
     rows = run.evaluation_rows()
     if rows:
         last = rows[-1]
@@ -67,7 +67,7 @@ def cell_progress(run_dir: str | Path) -> tuple[Optional[int], Optional[float]]:
         success = last["success"]
     try:
         with open(run.progress, newline="") as f:
-            values = [r.get("time/total_timesteps") for r in csv.DictReader(f) if r.get("time/total_timesteps")]
+            values = [r["time/total_timesteps"] for r in csv.DictReader(f) if r.get("time/total_timesteps")]
         if values:
             steps = max(steps or 0, int(float(values[-1])))
     except (OSError, ValueError):

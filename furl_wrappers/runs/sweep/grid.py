@@ -31,15 +31,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from furl_wrappers.envs import check_goal
+from furl_wrappers.registration import env_id
 from furl_wrappers.runs.run_dir import RunDir
-from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.runs.training import RunSettings
-from furl_wrappers.validation import check_int
-from furl_wrappers.envs import env_id
 from furl_wrappers.runs.zoo_config import ConfigError, load_config
+from furl_wrappers.tasks import canonical_task, short_task
+from furl_wrappers.validation import check_int
 
 __all__ = ["SweepGrid", "Cell", "GridError", "load_grid"]
 
@@ -110,7 +110,7 @@ class SweepGrid(RunSettings):
                 except ConfigError as err:
                     raise GridError(f"method {method!r} on {short_task(task)}: {err}") from err
 
-    def cells(self, out: Union[str, Path]) -> list[Cell]:
+    def cells(self, out: str | Path) -> list[Cell]:
         """All cells, methods outermost, seeds innermost."""
         return [Cell(method, task, seed, str(RunDir.default(out, method, task, self.goal, seed).path))
                 for method in self.methods for task in self.tasks for seed in self.seeds]
@@ -123,7 +123,7 @@ class SweepGrid(RunSettings):
         return asdict(self)
 
 
-def load_grid(path: Optional[Union[str, Path]] = None, **overrides: Any) -> SweepGrid:
+def load_grid(path: str | Path | None = None, **overrides: Any) -> SweepGrid:
     """A grid from a YAML file (optional) with ``overrides`` (``None`` values ignored) on top.
 
     Raises:

@@ -20,9 +20,10 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable
 
 from furl_wrappers._atomic import atomic_write_text
+from furl_wrappers.runs.report import report as write_report
 from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.runs.sweep.cell import (
     BUSY_EXIT,
@@ -33,7 +34,6 @@ from furl_wrappers.runs.sweep.cell import (
     run_cell,
 )
 from furl_wrappers.runs.sweep.grid import Cell, GridError, SweepGrid
-from furl_wrappers.runs.report import report as write_report
 
 __all__ = ["run_sweep", "LocalBackend", "RayBackend", "RAY_INSTALL_HINT"]
 
@@ -43,7 +43,7 @@ RAY_INSTALL_HINT = "Ray is not installed: pip install 'furl_wrappers[ray]' (or p
 class LocalBackend:
     """Cells as spawned processes on this machine, at most ``workers`` at a time; GPUs shared round-robin."""
 
-    def __init__(self, resources: dict[str, float], workers: Optional[int] = None) -> None:
+    def __init__(self, resources: dict[str, float], workers: int | None = None) -> None:
         import torch
 
         cpus, gpus = float(resources["cpus"]), float(resources["gpus"])
@@ -78,7 +78,7 @@ class LocalBackend:
         proc.start()
         return proc
 
-    def poll(self, handle: Any) -> Optional[dict[str, Any]]:
+    def poll(self, handle: Any) -> dict[str, Any] | None:
         if handle.is_alive():
             return None
         handle.join()
@@ -135,7 +135,7 @@ class RayBackend:
         payload = dict(payload, threads=self.threads, device=self.device)
         return self._remote.options(**self.options).remote(payload)
 
-    def poll(self, handle: Any) -> Optional[dict[str, Any]]:
+    def poll(self, handle: Any) -> dict[str, Any] | None:
         ready, _ = self.ray.wait([handle], timeout=0)
         if not ready:
             return None
@@ -166,10 +166,10 @@ def _table(rows: dict[str, dict[str, Any]], title: str) -> Any:
     return table
 
 
-def run_sweep(grid: SweepGrid, out: Union[str, Path], *, workers: Optional[int] = None,
-              ray_address: Optional[str] = None, device: str = "auto", quiet: bool = False, console: Any = None,
+def run_sweep(grid: SweepGrid, out: str | Path, *, workers: int | None = None,
+              ray_address: str | None = None, device: str = "auto", quiet: bool = False, console: Any = None,
               report: bool = True, plots: bool = True, poll_s: float = 1.0,
-              on_event: Optional[Callable[[str, str], None]] = None) -> dict[str, Any]:
+              on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Run every cell of ``grid`` into ``out``; see the module docstring.
 
     Args:
