@@ -21,7 +21,7 @@ EXTRAS = {
     # (the lint that runs before the tests; settings in pyproject.toml), mypy (type checks, same file) and the docs
     # extra (the documentation build the test command runs)
     "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28", "pandas>=2.0", "ray>=2.9",
-            "sentence-transformers>=2.2", "ruff>=0.4", "mypy>=1.10", "sphinx>=7.2", "myst-parser>=2.0",
+            "sentence-transformers>=2.2", "ruff>=0.4", "mypy>=2.4", "sphinx>=7.2", "myst-parser>=2.0",
             "furo>=2023.9"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, SupportsFloat
+from typing import Any, Literal, SupportsFloat, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -143,7 +143,8 @@ class MetaWorldGoal(gym.Wrapper, gym.utils.RecordConstructorArgs):
     @property
     def goal_position(self) -> list[float]:
         """The current goal's xyz (for a fixed goal: the instance's, on every episode)."""
-        return [float(v) for v in np.asarray(self.env.unwrapped._target_pos).reshape(-1)]
+        world: Any = self.env.unwrapped  # Meta-World's SawyerXYZEnv (untyped)
+        return [float(v) for v in np.asarray(world._target_pos).reshape(-1)]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         replay, self._replay = self._replay, None
@@ -154,7 +155,8 @@ class MetaWorldGoal(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._start = ({"seed": int(seed)} if seed is not None else
                        {"rng": self.env.unwrapped.np_random.bit_generator.state})
         if seed is not None:
-            self.env.unwrapped.seed(int(seed))  # Meta-World's reset ignores `seed`; its own seed() reseeds.
+            world: Any = self.env.unwrapped  # Meta-World's SawyerXYZEnv (untyped)
+            world.seed(int(seed))  # Meta-World's reset ignores `seed`; its own seed() reseeds.
         return self.env.reset(options=options)
 
     def episode_start(self) -> dict[str, Any]:
@@ -184,7 +186,7 @@ class TaskInstance:
     seed: int = 0
     camera: str = "corner2"
     image_size: int = 224
-    render_quality: str = "fast"
+    render_quality: RenderQuality = "fast"
     image_preset: str = "fast"
     vlm: str | None = None
 
@@ -194,8 +196,10 @@ class TaskInstance:
         With random goals this is the goal image of the initial instance (the reference code loads one expert
         rollout per task, too).
         """
-        return goal_image(self.task, seed=self.seed, camera=self.camera, image_size=self.image_size,
-                          render_quality=self.render_quality)
+        image = goal_image(self.task, seed=self.seed, camera=self.camera, image_size=self.image_size,
+                           render_quality=self.render_quality)
+        assert isinstance(image, np.ndarray)  # without return_step: the frame alone
+        return image
 
 
 def make_metaworld_env(
@@ -265,12 +269,11 @@ def make_metaworld_env(
     check_goal(goal)
     preset = get_preset(image_preset)
     image_size = preset.image_size if image_size is None else image_size
-    render_quality = preset.render_quality if render_quality is None else render_quality
+    quality = check_render_quality(preset.render_quality if render_quality is None else render_quality)
     seed = check_int("seed", seed, 0, 2**32 - 1)
     check_camera(camera)
     check_image_size(image_size)
     max_episode_steps = check_int("max_episode_steps", max_episode_steps, 1)
-    check_render_quality(render_quality)
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode must be 'rgb_array' (or None), got {render_mode!r}")
     pixels = _pixel_settings(observation, pixel_size, frame_stack, action_repeat)
@@ -283,7 +286,7 @@ def make_metaworld_env(
         raise ValueError(f"vlm must be an encoder name such as 'furl-mw-vlm', 'liv' or a CLIP id, got {vlm!r}")
     env: gym.Env = MetaWorldGoal(base, name, goal, seed, preset.name, vlm)
     env = SparseTaskReward(env, sparse=sparse, sparse_reward=sparse_reward)
-    env = OffscreenRenderWrapper(env, camera=camera, image_size=image_size, render_quality=render_quality)
+    env = OffscreenRenderWrapper(env, camera=camera, image_size=image_size, render_quality=quality)
     if pixels["action_repeat"] > 1:
         env = ActionRepeat(env, pixels["action_repeat"])
     if observation == "pixels":
@@ -307,7 +310,10 @@ def _pixel_settings(observation: str, pixel_size: int | None, frame_stack: int |
     return settings
 
 
-def _find_wrapper(env: gym.Env, cls: type) -> gym.Env | None:
+_W = TypeVar("_W", bound=gym.Wrapper)
+
+
+def _find_wrapper(env: gym.Env, cls: type[_W]) -> _W | None:
     while isinstance(env, gym.Wrapper):
         if isinstance(env, cls):
             return env
@@ -362,7 +368,8 @@ def as_furl_env(env: gym.Env, *, image_size: int = 224, camera: str = "corner2",
     if _find_wrapper(env, SparseTaskReward) is None:
         env = SparseTaskReward(env)
     if _find_wrapper(env, OffscreenRenderWrapper) is None:
-        env = OffscreenRenderWrapper(env, camera=camera, image_size=image_size, render_quality=render_quality)
+        quality = check_render_quality(render_quality)
+        env = OffscreenRenderWrapper(env, camera=camera, image_size=image_size, render_quality=quality)
     return env
 
 

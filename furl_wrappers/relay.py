@@ -50,12 +50,13 @@ import io
 import os
 from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Union, cast
 
 import numpy as np
 import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import MaybeCallback
 
 from furl_wrappers import relay_checkpoint, serialization
@@ -82,15 +83,28 @@ _NOT_SHARED = frozenset({"self", "policy", "env", "buffer_size", "replay_buffer_
                          "optimize_memory_usage", "n_steps", "action_noise", "stats_window_size", "tensorboard_log",
                          "verbose", "seed", "_init_setup_model", "use_sde", "sde_sample_freq", "use_sde_at_warmup"})
 
+#: where a checkpoint goes or comes from: a path or a binary handle (SB3's stubs spell a handle io.BufferedIOBase)
+_CheckpointPath = Union[str, os.PathLike, IO[bytes], io.BufferedIOBase]
 
-class _Relay:
+# the mixin is always mixed in before an SB3 off-policy algorithm, whose attributes and hooks it uses: the type
+# checker sees that base; at runtime the mixin derives from object only (the algorithm comes from the subclass' MRO)
+if TYPE_CHECKING:
+    _RelayBase = OffPolicyAlgorithm
+else:
+    _RelayBase = object
+
+
+class _Relay(_RelayBase):
     """The relay over an SB3 off-policy algorithm: mix in before it (``class R(_Relay, SAC)``) and name the plain
     algorithm of the second agent in ``backbone``. Arguments: the relay's (see :class:`RelayPolicy`), the rest go to
     the algorithm; ``target_entropy="paper"`` is −|A|/2."""
 
-    backbone: ClassVar[type]
+    backbone: ClassVar[type[OffPolicyAlgorithm]]
     #: the shared buffer's class when none is given (pixel observations: the frame-once VLMPixelReplayBuffer)
     default_buffer_class: ClassVar[type] = VLMReplayBuffer
+    if TYPE_CHECKING:
+        # SAC's, TQC's, CrossQ's (the off-policy base has none); "paper" until _setup_model resolves it
+        target_entropy: str | float
 
     def __init__(
         self,
@@ -135,13 +149,16 @@ class _Relay:
                 raise ValueError(f"alignment_kwargs: unknown key {key!r} (valid: {', '.join(sorted(valid))})")
         self.sac_agent: Any | None = None
         self.alignment_callback: RewardAlignmentCallback | None = None
-        super().__init__(policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs)
+        # the algorithm after the mixin (SAC, TQC, CrossQ, DrQ) takes _init_setup_model; OffPolicyAlgorithm does not
+        super().__init__(policy, env, replay_buffer_class=replay_buffer_class,
+                         _init_setup_model=False, **kwargs)  # type: ignore[call-arg]
         if _init_setup_model:
             self._setup_model()
 
     # ------------------------------------------------------------------ set-up
     def _setup_model(self) -> None:
         if self.target_entropy == "paper":
+            assert self.action_space.shape is not None  # a Box (the algorithm checks it)
             self.target_entropy = -float(np.prod(self.action_space.shape)) / 2.0
         if self.vlm_reward is None and self.env is not None:
             try:
@@ -175,7 +192,10 @@ class _Relay:
         shared = {name: getattr(self, name) for name in accepted if hasattr(self, name)}
         if isinstance(shared.get("policy_kwargs"), dict):
             shared["policy_kwargs"] = dict(shared["policy_kwargs"])  # the backbone adds keys: not to ours
-        agent = self.backbone(self.policy_class, self.env, buffer_size=1, _init_setup_model=False, **shared)
+        # each backbone takes _init_setup_model (OffPolicyAlgorithm does not), and SB3 builds without an env
+        # (env=None, as on load: the spaces are set below), which its annotation leaves out
+        agent = self.backbone(self.policy_class, self.env, buffer_size=1,  # type: ignore[arg-type]
+                              _init_setup_model=False, **shared)  # type: ignore[call-arg]
         if self.env is None:
             agent.observation_space, agent.action_space = self.observation_space, self.action_space
             agent.n_envs = self.n_envs
@@ -240,7 +260,9 @@ class _Relay:
         if warmup or not mask.any():
             self.vlm_steps += 0 if warmup else int(n_envs)
             return action, buffer_action
-        unscaled, _ = self.sac_agent.predict(self._last_obs[mask], deterministic=False)
+        assert self.sac_agent is not None  # sac_acting() is all False without one
+        obs = cast(np.ndarray, self._last_obs)  # set (not warm-up: SB3 asserts it), an array (indexed by env mask)
+        unscaled, _ = self.sac_agent.predict(obs[mask], deterministic=False)
         scaled = self.policy.scale_action(unscaled)
         scaled = np.clip(scaled + self._relay_rng.normal(0.0, self.relay_noise, scaled.shape), -1.0, 1.0)
         buffer_action = buffer_action.copy()
@@ -258,6 +280,7 @@ class _Relay:
             self._ep_step[i] = 0
             self._start_with_sac[i] = not self._start_with_sac[i]
             self._relay_length[i] = self._relay_rng.choice(self.relay_lengths)
+        assert isinstance(self.replay_buffer, VLMReplayBuffer)  # _connect_buffer checked it
         positives = self.replay_buffer.positive_count
         if self.relay_active and positives >= self.relay_threshold:
             self.relay_active = False
@@ -282,7 +305,7 @@ class _Relay:
                 second.train(gradient_steps, batch_size)
 
     # -------------------------------------------------------------- save/load
-    def save(self, path: str | os.PathLike | IO[bytes], exclude: Any = None, include: Any = None) -> None:
+    def save(self, path: _CheckpointPath, exclude: Any = None, include: Any = None) -> None:
         """Save the VLM agent (SB3 format), the SAC agent, reward heads + optimiser and relay state in one zip.
 
         A path is written atomically (an interrupted save leaves the previous checkpoint intact) and gets a
@@ -297,10 +320,11 @@ class _Relay:
 
         sac = (None if self.sac_agent is None else  # the relay SAC agent's zip gets its description too
                SimpleNamespace(save=lambda handle: serialization.save_model(self.sac_agent, handle)))
-        relay_checkpoint.write_checkpoint(path, save_sb3, sac, state, tensors)
+        # an io.BufferedIOBase is a binary handle too: write_checkpoint takes anything not a path as one
+        relay_checkpoint.write_checkpoint(cast("str | os.PathLike | IO[bytes]", path), save_sb3, sac, state, tensors)
 
     @classmethod
-    def load(cls, path: str | os.PathLike | IO[bytes], env: Any = None, device: torch.device | str = "auto",
+    def load(cls, path: _CheckpointPath, env: Any = None, device: torch.device | str = "auto",
              custom_objects: dict[str, Any] | None = None, print_system_info: bool = False,
              force_reset: bool = True, trusted: bool = False, **kwargs: Any) -> Any:
         """Load a :meth:`save` checkpoint (a path or a binary handle); with ``env``, check it was made for the same
@@ -316,7 +340,8 @@ class _Relay:
             UnsafeFileError: a pickled attribute has no safe description (and ``trusted`` is False).
             CorruptFileError: the file is truncated or corrupt.
         """
-        raw, name = serialization.read_model_zip(path)  # complete (else CorruptFileError); SB3 loads these bytes
+        # complete (else CorruptFileError); SB3 loads these bytes. An io.BufferedIOBase is read as a handle too
+        raw, name = serialization.read_model_zip(cast("str | os.PathLike | IO[bytes]", path))
         state, tensors, sac_bytes = relay_checkpoint.read_checkpoint(raw, name)
         safe = {} if trusted else serialization.safe_custom_objects(raw, name, cls)
         sac_safe = ({} if trusted or sac_bytes is None else

@@ -24,7 +24,7 @@ import atexit
 import os
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import gymnasium as gym
 import numpy as np
@@ -151,11 +151,11 @@ def check_camera(camera: str) -> str:
     return camera
 
 
-def check_render_quality(render_quality: str) -> str:
+def check_render_quality(render_quality: str) -> RenderQuality:
     """``render_quality`` if it is ``"fast"`` or ``"full"``, else a ``ValueError``."""
-    if render_quality not in RENDER_QUALITIES:
-        raise ValueError(f"render_quality must be one of {list(RENDER_QUALITIES)}, got {render_quality!r}")
-    return render_quality
+    if render_quality in RENDER_QUALITIES:
+        return cast(RenderQuality, render_quality)
+    raise ValueError(f"render_quality must be one of {list(RENDER_QUALITIES)}, got {render_quality!r}")
 
 
 class FrameRenderer:
