@@ -1,38 +1,20 @@
-"""RelayPolicy: FuRL's relay RL — two SB3 SAC agents taking turns within episodes, one shared replay buffer.
+"""RelayPolicy: FuRL's relay RL — two agents taking turns within episodes over one shared replay buffer.
 
-The relay itself is the mixin ``_Relay`` (hooks that call ``super()``); ``RelayPolicy`` is ``_Relay`` over SAC (the
-paper's), :mod:`furl_wrappers.backbones` puts it over sb3-contrib's TQC and CrossQ. Its class attribute ``backbone``
-names the plain algorithm of the second agent ("the SAC agent" below: SAC, TQC or CrossQ).
+The relay is the mixin ``_Relay`` (hooks that call ``super()``: ``_sample_action`` picks who acts,
+``_store_transition`` keeps the schedule, ``train`` trains both; no copy of ``collect_rollouts``); ``RelayPolicy``
+is ``_Relay`` over SAC (the paper's), :mod:`furl_wrappers.backbones` over TQC, CrossQ and DrQ. ``RelayPolicy`` *is*
+the VLM agent (``predict``, ``learn``, ``EvalCallback`` and the logger work unchanged) and holds a second plain
+agent of its class's ``backbone`` ("the SAC agent" below):
 
-``RelayPolicy`` *is* the VLM agent (an SB3 ``SAC`` subclass: ``predict``, ``learn``, ``EvalCallback``,
-``CheckpointCallback`` and the logger work unchanged) and holds a second, plain ``SAC`` agent:
+- the VLM agent trains on ``task + ρ·r_VLM`` relabelled by the shared :class:`~furl_wrappers.buffers.VLMReplayBuffer`,
+  the SAC agent on the task reward of the *same* batches (:class:`~furl_wrappers.buffers.TaskRewardView`);
+- per env, a relay length T is drawn from ``relay_lengths`` ({50, 100, 150, 200}) at each episode start; the acting
+  agent switches every T steps and the starting agent alternates between episodes (env i starts with the VLM
+  agent for even i); the SAC agent's actions get N(0, ``relay_noise``·max_action) noise, clipped;
+- at ``relay_threshold`` (2,500) positive frames relay ends for good; ``align=True`` runs a
+  :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn``.
 
-- the VLM agent trains on the relabelled reward ``task + ρ·r_VLM`` sampled from the shared
-  :class:`~furl_wrappers.buffers.VLMReplayBuffer`; the SAC agent trains on the task reward of the *same* batch
-  (the buffer's :class:`~furl_wrappers.buffers.TaskRewardView`), as in the reference code;
-- relay schedule, per env: at each episode start a relay length T is drawn from ``relay_lengths``
-  ({50, 100, 150, 200}); the acting agent switches every T steps; the starting agent alternates from one episode
-  to the next (env i's first episode starts with the VLM agent for even i, the SAC agent for odd i);
-- the SAC agent's actions get Gaussian noise N(0, ``relay_noise``·max_action), clipped; the VLM agent's none;
-- once the buffer has labelled ``relay_threshold`` (2,500) positive frames, relay ends for good: only the VLM agent
-  acts and the SAC agent stops training;
-- with ``align=True`` a :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` runs inside ``learn``.
-
-Configurations, not forks: ``relay=False`` is SAC on the VLM reward (no second agent); ``align=False`` with a
-``"frozen"`` or ``"raw"`` reward model is the paper's Relay baseline.
-
-The :class:`~furl_wrappers.VLMReward` is passed explicitly (``vlm_reward=``) or, when an env arrives without it
-(rl-zoo builds envs from YAML), taken from the env once; the policy attaches it to the buffer and hands it to its
-alignment callback.
-
-Hooks (no copy of ``collect_rollouts``): ``_sample_action`` (who acts), ``_store_transition`` (schedule counters,
-threshold), ``train`` (both agents, one batch). Logs under ``furl/``.
-
-Save/load: one zip in the format of :mod:`furl_wrappers.relay_checkpoint` (SB3's own format for the VLM agent, plus the
-SAC agent, the relay state and the reward heads), written atomically. :meth:`load` checks task, encoder and spaces
-first. Nothing is unpickled on load: both agents' pickled SB3 attributes are rebuilt from the JSON descriptions
-:mod:`furl_wrappers.serialization` stores beside them; a zip without them (older, or foreign) is refused unless
-``trusted=True``, which loads it with SB3's unpickling (which runs the file's code: only for files you trust).
+Save/load: one zip (:mod:`furl_wrappers.relay_checkpoint`), written atomically, loaded without unpickling anything.
 
 Example:
     >>> import furl_wrappers
@@ -77,8 +59,7 @@ def is_relay(cls_or_model: Any) -> bool:
     return issubclass(cls, _Relay)
 
 
-# settings of the VLM agent the second agent does not share: its own buffer (it reads the shared one's task-reward
-# view), seed (it would reseed the global RNGs), logging; everything else its backbone takes, it gets
+# the second agent gets every setting its backbone takes but these (own buffer: it reads the task-reward view)
 _NOT_SHARED = frozenset({"self", "policy", "env", "buffer_size", "replay_buffer_class", "replay_buffer_kwargs",
                          "optimize_memory_usage", "n_steps", "action_noise", "stats_window_size", "tensorboard_log",
                          "verbose", "seed", "_init_setup_model", "use_sde", "sde_sample_freq", "use_sde_at_warmup"})
@@ -86,8 +67,7 @@ _NOT_SHARED = frozenset({"self", "policy", "env", "buffer_size", "replay_buffer_
 #: where a checkpoint goes or comes from: a path or a binary handle (SB3's stubs spell a handle io.BufferedIOBase)
 _CheckpointPath = Union[str, os.PathLike, IO[bytes], io.BufferedIOBase]
 
-# the mixin is always mixed in before an SB3 off-policy algorithm, whose attributes and hooks it uses: the type
-# checker sees that base; at runtime the mixin derives from object only (the algorithm comes from the subclass' MRO)
+# mixed in before an SB3 off-policy algorithm, whose attributes it uses: typed against it, derived from object
 if TYPE_CHECKING:
     _RelayBase = OffPolicyAlgorithm
 else:
@@ -374,7 +354,8 @@ class RelayPolicy(_Relay, SAC):
         relay_threshold: positive frames after which relay ends for good (2,500).
         relay_lengths: relay lengths drawn at each episode start ({50, 100, 150, 200}; any sequence, e.g. a range).
         relay_noise: std of the Gaussian noise on the SAC agent's actions, as a fraction of max_action (0.2).
-        align: run :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn``.
+        align: run :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn`` (``False`` with a
+            ``"frozen"``/``"raw"`` reward model: the paper's Relay baseline).
         alignment_kwargs: its arguments (margin, goal_margin, lr, batch_size, ...); the window k and the alignment
             store's capacity are the buffer's (``replay_buffer_kwargs``), the goal image is the VLM reward's.
         learning_rate: 1e-4; buffer_size: 1e6; learning_starts: 10,000 (uniform random steps); batch_size: 256;
