@@ -75,7 +75,7 @@ def _dotted(node: ast.AST) -> str | None:
     return ".".join([node.id, *reversed(parts)])
 
 
-def safe_eval(text: str, key: str, error: type = ValueError) -> Any:
+def safe_eval(text: str, key: str, error: type = ValueError) -> Any:  # noqa: C901 - to be split (structure issue: complexity <= 15)
     """The value of the config string ``text`` of ``key`` in the restricted grammar above.
 
     Raises:
@@ -96,7 +96,7 @@ def safe_eval(text: str, key: str, error: type = ValueError) -> Any:
         piece = piece if len(piece) <= 60 else piece[:57] + "..."
         raise error(f"{key}: {piece!r} is not allowed{why} ({_allowed(key)})")
 
-    def value(node: ast.AST) -> Any:
+    def value(node: ast.AST) -> Any:  # noqa: C901 - to be split (structure issue: complexity <= 15)
         if isinstance(node, ast.Constant):
             if isinstance(node.value, float) and not math.isfinite(node.value):
                 refuse(node, " (not a finite number)")  # 1e999 reads as inf

@@ -158,7 +158,7 @@ def handover(command: str, trusted: bool = False) -> Iterator[None]:
     Args:
         command: ``"train"`` (relay agents registered through :func:`tunable`) or ``"enjoy"``.
         trusted: ``--trusted``: model zips, ``vecnormalize.pkl`` and ``replay_buffer.pkl`` load with SB3's
-            unpickling; otherwise zips load from their pickle-free entry (:func:`~furl_wrappers.runs.zoo_safety.guarded`)
+            unpickling; otherwise zips load from their pickle-free entry (:func:`~.zoo_safety.guarded`)
             and the pickles are refused.
     """
     import rl_zoo3.enjoy

@@ -10,10 +10,10 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
 from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.relay_checkpoint import CheckpointMismatchError
 from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
 from furl_wrappers.serialization import (
     CorruptFileError,
 )

@@ -10,8 +10,8 @@ import pytest
 from stable_baselines3 import SAC
 from stable_baselines3.common.env_util import make_vec_env
 
-from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
 from furl_wrappers.envs import make_metaworld_env
+from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
 from furl_wrappers.runs.run_dir import RunDir
 from tests._scripted_env import ScriptedSuccessEnv
 

@@ -7,8 +7,7 @@ from types import SimpleNamespace
 
 from stable_baselines3 import SAC
 
-from furl_wrappers.runs.progress import FuRLProgressCallback
-from furl_wrappers.runs.progress import status_line
+from furl_wrappers.runs.progress import FuRLProgressCallback, status_line
 from tests._scripted_env import ScriptedSuccessEnv
 
 

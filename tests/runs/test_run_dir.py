@@ -49,8 +49,9 @@ def test_running_means_a_live_lock_holder(tmp_path: Path) -> None:
     # a sweep status naming a live pid is not a writer: only the lock is
     run.sweep_status.write_text(json.dumps({"state": "running", "host": platform.node(), "pid": os.getpid()}))
     assert run.live_writer() is None and run.state() == "failed"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from furl_wrappers.runs.run_lock import RunLock; "
-                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                               "from furl_wrappers.runs.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+                               "print('held', flush=True); time.sleep(600)",
                                str(run.path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

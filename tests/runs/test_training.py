@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from furl_wrappers._safe_files import UnsafeFileError
-from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, OFFLINE_VLM_NOTICE
+from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.runs.training import (
     RunExistsError,
     RunSpec,

@@ -445,9 +445,9 @@ def test_guarded_algorithms_save_the_entry_once_and_refuse_pickles(tmp_path: Pat
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from furl_wrappers.relay import RelayPolicy
-    from furl_wrappers.serialization import SAFE_ENTRY, UnsafeFileError
     from furl_wrappers.runs.zoo_launcher import tunable
     from furl_wrappers.runs.zoo_safety import guard_pickles, guarded
+    from furl_wrappers.serialization import SAFE_ENTRY, UnsafeFileError
 
     assert guarded(RelayPolicy).save is RelayPolicy.save and guarded(tunable(RelayPolicy)).save is RelayPolicy.save
     model = guarded(SAC)("MlpPolicy", gym.make("Pendulum-v1"), buffer_size=10, device="cpu")

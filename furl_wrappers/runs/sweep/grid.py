@@ -19,7 +19,7 @@ A grid comes from command-line values, a YAML file, or both (command-line values
     max_retries: 2
 
 The shared settings (``goal`` … ``env_kwargs``) are :class:`~furl_wrappers.runs.training.RunSettings`' fields. Each
-cell's run directory is ``<out>/<method>/<task>[-random-goal]/seed<seed>`` (:class:`~furl_wrappers.runs.run_dir.RunDir`).
+cell's run directory is ``<out>/<method>/<task>[-random-goal]/seed<seed>`` (:class:`~.run_dir.RunDir`).
 
 Example:
     >>> grid = SweepGrid(methods=["sac", "furl"], tasks=["drawer-open"], seeds=[0, 1], steps=500)

@@ -166,7 +166,7 @@ def _table(rows: dict[str, dict[str, Any]], title: str) -> Any:
     return table
 
 
-def run_sweep(grid: SweepGrid, out: str | Path, *, workers: int | None = None,
+def run_sweep(grid: SweepGrid, out: str | Path, *, workers: int | None = None,  # noqa: C901 - to be split
               ray_address: str | None = None, device: str = "auto", quiet: bool = False, console: Any = None,
               report: bool = True, plots: bool = True, poll_s: float = 1.0,
               on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
