@@ -75,80 +75,105 @@ def _dotted(node: ast.AST) -> str | None:
     return ".".join([node.id, *reversed(parts)])
 
 
-def safe_eval(text: str, key: str, error: type = ValueError) -> Any:  # noqa: C901 - to be split (structure issue: complexity <= 15)
+def _parse(text: str, key: str, error: type) -> ast.expr:
+    """The expression's tree (a one-line ``error`` for text that is too long, not Python, or nested too deeply)."""
+    if len(text) > MAX_LENGTH:  # CPython's parser recurses per operator: 60k terms overflow its stack
+        raise error(f"{key}: the expression is {len(text)} characters long, more than the {MAX_LENGTH} allowed")
+    try:
+        return ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise error(f"{key}: {text[:60]!r} is not a Python expression ({exc.msg}); allowed: {_allowed(key)}") from None
+    except (RecursionError, MemoryError):
+        raise error(f"{key}: the expression is nested too deeply to read; allowed: {_allowed(key)}") from None
+
+
+class _Evaluator:
+    """Evaluates one parsed config string in the grammar above, node by node; anything else is refused."""
+
+    def __init__(self, text: str, key: str, error: type) -> None:
+        self.text, self.key, self.error, self.table = text.strip(), key, error, _table(key)
+
+    def refuse(self, node: ast.AST, why: str = "") -> NoReturn:
+        piece = ast.get_source_segment(self.text, node) or type(node).__name__
+        piece = piece if len(piece) <= 60 else piece[:57] + "..."
+        raise self.error(f"{self.key}: {piece!r} is not allowed{why} ({_allowed(self.key)})")
+
+    def value(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            return self.constant(node)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [self.value(n) if not isinstance(n, ast.Starred) else self.refuse(n) for n in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.Dict):
+            return self.literal_dict(node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return self.signed(node)
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            return self.name(node)
+        self.refuse(node)
+
+    def constant(self, node: ast.Constant) -> Any:
+        if isinstance(node.value, float) and not math.isfinite(node.value):
+            self.refuse(node, " (not a finite number)")  # 1e999 reads as inf
+        if node.value is None or isinstance(node.value, (bool, int, float, str)):
+            return node.value
+        self.refuse(node)
+
+    def literal_dict(self, node: ast.Dict) -> dict[Any, Any]:
+        out = {}
+        for k, v in zip(node.keys, node.values):
+            if k is None:  # {**x}
+                self.refuse(v)
+            item = self.value(k)
+            try:
+                out[item] = self.value(v)
+            except TypeError:  # an unhashable key
+                self.refuse(k, " as a dict key")
+        return out
+
+    def signed(self, node: ast.UnaryOp) -> Any:
+        operand = node.operand
+        if not (isinstance(operand, ast.Constant) and isinstance(operand.value, (int, float))
+                and not isinstance(operand.value, bool)):
+            self.refuse(node)
+        number = self.value(operand)  # a finite number, or refused
+        return -number if isinstance(node.op, ast.USub) else number
+
+    def call(self, node: ast.Call) -> dict[str, Any]:
+        if not (isinstance(node.func, ast.Name) and node.func.id == "dict"):
+            if _dotted(node.func) not in self.table:
+                self.value(node.func)  # names the offending name inside, e.g. '__import__'
+            self.refuse(node, ": no calls but dict(...)")
+        if node.args:
+            self.refuse(node.args[0], " in dict(...): use dict(key=value, ...)")
+        out = {}
+        for keyword in node.keywords:
+            if keyword.arg is None:  # dict(**x)
+                self.refuse(keyword)
+            out[keyword.arg] = self.value(keyword.value)
+        return out
+
+    def name(self, node: ast.Name | ast.Attribute) -> Any:
+        dotted = _dotted(node)
+        if dotted in self.table:
+            module, attribute = self.table[dotted]
+            return getattr(importlib.import_module(module), attribute)
+        if dotted is None and isinstance(node, ast.Attribute):
+            self.value(node.value)  # an offending piece inside comes first, e.g. '__import__' in __import__('os').x
+        self.refuse(node)
+
+
+def safe_eval(text: str, key: str, error: type = ValueError) -> Any:
     """The value of the config string ``text`` of ``key`` in the restricted grammar above.
 
     Raises:
         error (``ValueError`` unless given, e.g. ``ConfigError``): ``"<key>: '<piece>' is not allowed (<grammar>)"``.
     """
-    if len(text) > MAX_LENGTH:  # CPython's parser recurses per operator: 60k terms overflow its stack
-        raise error(f"{key}: the expression is {len(text)} characters long, more than the {MAX_LENGTH} allowed")
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise error(f"{key}: {text[:60]!r} is not a Python expression ({exc.msg}); allowed: {_allowed(key)}") from None
-    except (RecursionError, MemoryError):
-        raise error(f"{key}: the expression is nested too deeply to read; allowed: {_allowed(key)}") from None
-    table = _table(key)
-
-    def refuse(node: ast.AST, why: str = "") -> NoReturn:
-        piece = ast.get_source_segment(text.strip(), node) or type(node).__name__
-        piece = piece if len(piece) <= 60 else piece[:57] + "..."
-        raise error(f"{key}: {piece!r} is not allowed{why} ({_allowed(key)})")
-
-    def value(node: ast.AST) -> Any:  # noqa: C901 - to be split (structure issue: complexity <= 15)
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, float) and not math.isfinite(node.value):
-                refuse(node, " (not a finite number)")  # 1e999 reads as inf
-            if node.value is None or isinstance(node.value, (bool, int, float, str)):
-                return node.value
-            refuse(node)
-        if isinstance(node, (ast.List, ast.Tuple)):
-            items = [value(n) if not isinstance(n, ast.Starred) else refuse(n) for n in node.elts]
-            return items if isinstance(node, ast.List) else tuple(items)
-        if isinstance(node, ast.Dict):
-            out = {}
-            for k, v in zip(node.keys, node.values):
-                if k is None:  # {**x}
-                    refuse(v)
-                item = value(k)
-                try:
-                    out[item] = value(v)
-                except TypeError:  # an unhashable key
-                    refuse(k, " as a dict key")
-            return out
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            operand = node.operand
-            if (isinstance(operand, ast.Constant) and isinstance(operand.value, (int, float))
-                    and not isinstance(operand.value, bool)):
-                number = value(operand)  # a finite number, or refused
-                return -number if isinstance(node.op, ast.USub) else number
-            refuse(node)
-        if isinstance(node, ast.Call):
-            if isinstance(node.func, ast.Name) and node.func.id == "dict":
-                if node.args:
-                    refuse(node.args[0], " in dict(...): use dict(key=value, ...)")
-                out = {}
-                for keyword in node.keywords:
-                    if keyword.arg is None:  # dict(**x)
-                        refuse(keyword)
-                    out[keyword.arg] = value(keyword.value)
-                return out
-            if _dotted(node.func) not in table:
-                value(node.func)  # names the offending name inside, e.g. '__import__'
-            refuse(node, ": no calls but dict(...)")
-        if isinstance(node, (ast.Name, ast.Attribute)):
-            name = _dotted(node)
-            if name in table:
-                module, attribute = table[name]
-                return getattr(importlib.import_module(module), attribute)
-            if name is None and isinstance(node, ast.Attribute):
-                value(node.value)  # an offending piece inside comes first, e.g. '__import__' in __import__('os').x
-            refuse(node)
-        refuse(node)
-
-    body = tree.body
+    body = _parse(text, key, error)
+    evaluator = _Evaluator(text, key, error)
     if key == "replay_buffer_class" and not (isinstance(body, (ast.Name, ast.Attribute))
                                              or (isinstance(body, ast.Constant) and body.value is None)):
-        refuse(body)  # a class name or None, nothing else
-    return value(body)
+        evaluator.refuse(body)  # a class name or None, nothing else
+    return evaluator.value(body)
