@@ -166,7 +166,101 @@ def _table(rows: dict[str, dict[str, Any]], title: str) -> Any:
     return table
 
 
-def run_sweep(grid: SweepGrid, out: str | Path, *, workers: int | None = None,  # noqa: C901 - to be split
+Rows = dict[str, dict[str, Any]]
+Event = Callable[..., None]
+
+
+def _plan(cells: list[Cell], on_event: Callable[[str, str], None] | None
+          ) -> tuple[Rows, list[tuple[Cell, int]], list[str]]:
+    """Per cell: left alone (a live writer holds it), done earlier (finished), or queued with its next attempt."""
+    rows: Rows = {}
+    queue: list[tuple[Cell, int]] = []
+    skipped: list[str] = []
+    for cell in cells:
+        run = RunDir(cell.run_dir)
+        previous = len(run.sweep_failures())
+        owner = run.live_writer()
+        if owner is not None:  # e.g. left running by a sweep whose driver was killed: never two writers
+            rows[cell.name] = {"state": "busy", "attempt": previous, "note": f"already running in pid {owner}"}
+            if on_event is not None:
+                on_event(cell.name, "busy")
+        elif run.state() == "finished":
+            steps, success = cell_progress(cell.run_dir)
+            rows[cell.name] = {"state": "done", "attempt": previous, "steps": steps, "success": success,
+                               "note": "finished earlier"}
+            skipped.append(cell.name)
+        else:
+            rows[cell.name] = {"state": "queued", "attempt": previous, "first_attempt": previous + 1}
+            queue.append((cell, previous + 1))
+    return rows, queue, skipped
+
+
+def _start_ready(queue: list[tuple[Cell, int]], running: dict[str, tuple[Cell, int, Any]], backend: Any,
+                 rows: Rows, shared: dict[str, Any], device: str, event: Event) -> None:
+    """Start queued cells while the backend has free workers."""
+    while queue and len(running) < backend.workers:
+        cell, attempt = queue.pop(0)
+        payload = {"method": cell.method, "task": cell.task, "seed": cell.seed, "run_dir": cell.run_dir,
+                   "attempt": attempt, "spec": shared, "device": device}
+        running[cell.name] = (cell, attempt, backend.start(payload))
+        rows[cell.name]["attempt"] = attempt
+        resume = RunDir(cell.run_dir).state() == "interrupted"
+        event(cell.name, "running", "resuming from checkpoint" if resume else "")
+
+
+def _settle(cell: Cell, attempt: int, result: dict[str, Any], rows: Rows, queue: list[tuple[Cell, int]],
+            max_retries: int, event: Event) -> None:
+    """A finished attempt: done, left alone (another writer owns the run), retried, or failed for good."""
+    name = cell.name
+    if result["ok"]:
+        event(name, "done")
+        return
+    if result.get("busy"):  # a second writer is refused, not retried: the live one owns the run
+        event(name, "busy", f"left alone: {result['busy']}")
+        return
+    if not result.get("recorded"):
+        record_failure(cell.run_dir, attempt, result.get("error", "unknown failure") + "\n")
+    tries = attempt - rows[name]["first_attempt"] + 1
+    if tries <= max_retries:
+        queue.append((cell, attempt + 1))
+        event(name, "retrying", f"attempt {attempt} failed ({RunDir(cell.run_dir).sweep_failure(attempt)})")
+    else:
+        event(name, "failed", f"{tries} attempt(s) failed; see the failure files in {cell.run_dir}")
+
+
+def _poll_running(running: dict[str, tuple[Cell, int, Any]], backend: Any, rows: Rows,
+                  queue: list[tuple[Cell, int]], max_retries: int, event: Event) -> None:
+    """Refresh each running cell's progress and settle the ones that ended."""
+    for name, (cell, attempt, handle) in list(running.items()):
+        steps, success = cell_progress(cell.run_dir)
+        rows[name].update(steps=steps, success=success)
+        result = backend.poll(handle)
+        if result is not None:
+            del running[name]
+            _settle(cell, attempt, result, rows, queue, max_retries, event)
+
+
+def _finish(rows: Rows, skipped: list[str], cells: list[Cell], out: Path, report: bool, plots: bool,
+            console: Any) -> dict[str, Any]:
+    """The sweep's result, with the report of the finished cells written and the summary line printed."""
+    done = [n for n, r in rows.items() if r["state"] == "done"]
+    failed = [n for n, r in rows.items() if r["state"] == "failed"]
+    busy = [n for n, r in rows.items() if r["state"] == "busy"]
+    written = None
+    if report and done:
+        by_name = {c.name: c for c in cells}
+        written = write_report([by_name[n].run_dir for n in done], out / "report", plots=plots)
+        console.print(written["markdown"], markup=False, highlight=False)
+        console.print(f"report: {written['table']}", markup=False, highlight=False)
+    console.print(f"[furl sweep] {len(done)} done ({len(skipped)} finished earlier), {len(failed)} failed"
+                  + (f": {', '.join(failed)}" if failed else "")
+                  + (f"; {len(busy)} left alone, already running elsewhere: {', '.join(busy)}" if busy else ""),
+                  markup=False, highlight=False)
+    return {"done": done, "failed": failed, "skipped": skipped, "busy": busy, "report": None if written is None else
+            written["table"], "cells": rows}
+
+
+def run_sweep(grid: SweepGrid, out: str | Path, *, workers: int | None = None,
               ray_address: str | None = None, device: str = "auto", quiet: bool = False, console: Any = None,
               report: bool = True, plots: bool = True, poll_s: float = 1.0,
               on_event: Callable[[str, str], None] | None = None) -> dict[str, Any]:
@@ -198,26 +292,7 @@ def run_sweep(grid: SweepGrid, out: str | Path, *, workers: int | None = None,  
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "sweep.json", json.dumps({"grid": grid.to_dict(), "cells": [c.name for c in cells]},
                                                      indent=1))
-
-    rows: dict[str, dict[str, Any]] = {}
-    queue: list[tuple[Cell, int]] = []
-    skipped: list[str] = []
-    for cell in cells:
-        run = RunDir(cell.run_dir)
-        previous = len(run.sweep_failures())
-        owner = run.live_writer()
-        if owner is not None:  # e.g. left running by a sweep whose driver was killed: never two writers
-            rows[cell.name] = {"state": "busy", "attempt": previous, "note": f"already running in pid {owner}"}
-            if on_event is not None:
-                on_event(cell.name, "busy")
-        elif run.state() == "finished":
-            steps, success = cell_progress(cell.run_dir)
-            rows[cell.name] = {"state": "done", "attempt": previous, "steps": steps, "success": success,
-                               "note": "finished earlier"}
-            skipped.append(cell.name)
-        else:
-            rows[cell.name] = {"state": "queued", "attempt": previous, "first_attempt": previous + 1}
-            queue.append((cell, previous + 1))
+    rows, queue, skipped = _plan(cells, on_event)
 
     def event(name: str, state: str, note: str = "") -> None:
         rows[name]["state"] = state
@@ -242,36 +317,9 @@ def run_sweep(grid: SweepGrid, out: str | Path, *, workers: int | None = None,  
         quiet = True
     try:
         while queue or running:
-            while queue and len(running) < backend.workers:
-                cell, attempt = queue.pop(0)
-                payload = {"method": cell.method, "task": cell.task, "seed": cell.seed, "run_dir": cell.run_dir,
-                           "attempt": attempt, "spec": shared, "device": device}
-                running[cell.name] = (cell, attempt, backend.start(payload))
-                rows[cell.name]["attempt"] = attempt
-                resume = RunDir(cell.run_dir).state() == "interrupted"
-                event(cell.name, "running", "resuming from checkpoint" if resume else "")
+            _start_ready(queue, running, backend, rows, shared, device, event)
             time.sleep(poll_s)
-            for name, (cell, attempt, handle) in list(running.items()):
-                steps, success = cell_progress(cell.run_dir)
-                rows[name].update(steps=steps, success=success)
-                result = backend.poll(handle)
-                if result is None:
-                    continue
-                del running[name]
-                if result["ok"]:
-                    event(name, "done")
-                    continue
-                if result.get("busy"):  # a second writer is refused, not retried: the live one owns the run
-                    event(name, "busy", f"left alone: {result['busy']}")
-                    continue
-                if not result.get("recorded"):
-                    record_failure(cell.run_dir, attempt, result.get("error", "unknown failure") + "\n")
-                tries = attempt - rows[name]["first_attempt"] + 1
-                if tries <= grid.max_retries:
-                    queue.append((cell, attempt + 1))
-                    event(name, "retrying", f"attempt {attempt} failed ({RunDir(cell.run_dir).sweep_failure(attempt)})")
-                else:
-                    event(name, "failed", f"{tries} attempt(s) failed; see the failure files in {cell.run_dir}")
+            _poll_running(running, backend, rows, queue, grid.max_retries, event)
             if live is not None:
                 live.update(_table(rows, title))
     except BaseException:
@@ -281,18 +329,4 @@ def run_sweep(grid: SweepGrid, out: str | Path, *, workers: int | None = None,  
         if live is not None:
             live.update(_table(rows, title))
             live.stop()
-    done = [n for n, r in rows.items() if r["state"] == "done"]
-    failed = [n for n, r in rows.items() if r["state"] == "failed"]
-    busy = [n for n, r in rows.items() if r["state"] == "busy"]
-    written = None
-    if report and done:
-        by_name = {c.name: c for c in cells}
-        written = write_report([by_name[n].run_dir for n in done], out / "report", plots=plots)
-        console.print(written["markdown"], markup=False, highlight=False)
-        console.print(f"report: {written['table']}", markup=False, highlight=False)
-    console.print(f"[furl sweep] {len(done)} done ({len(skipped)} finished earlier), {len(failed)} failed"
-                  + (f": {', '.join(failed)}" if failed else "")
-                  + (f"; {len(busy)} left alone, already running elsewhere: {', '.join(busy)}" if busy else ""),
-                  markup=False, highlight=False)
-    return {"done": done, "failed": failed, "skipped": skipped, "busy": busy, "report": None if written is None else
-            written["table"], "cells": rows}
+    return _finish(rows, skipped, cells, out, report, plots, console)
