@@ -224,7 +224,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from furl_wrappers.runs.training import evaluate_run
+    from furl_wrappers.runs.evaluation import evaluate_run
 
     result = evaluate_run(args.run_dir, episodes=args.episodes, video=args.video, seed=args.seed, device=args.device,
                           trusted=args.trusted)

@@ -217,7 +217,7 @@ def test_furl_train_runs_and_reports_its_own_row(method: str, tmp_path: Path) ->
     table = results_table([load_run(run)])
     assert f"| {method} |" in table
     if method == "furl_pixels":  # evaluated on episodes as long as the training ones: 50 agent steps (repeat 2)
-        from furl_wrappers.runs.training import evaluate_run
+        from furl_wrappers.runs.evaluation import evaluate_run
 
         result = evaluate_run(run, episodes=1)
         assert result["mean_task_return"] == -100.0 or result["success_rate_any_step"] > 0

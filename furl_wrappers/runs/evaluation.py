@@ -1,4 +1,4 @@
-"""Evaluation as in the paper (:mod:`furl_wrappers.runs.protocol`), as an SB3 callback.
+"""Evaluation as in the paper (:mod:`furl_wrappers.runs.protocol`): the SB3 callback of a run, and `furl evaluate`.
 
 :class:`PaperEvalCallback`: every ``eval_freq`` env steps, run the agent's *mean* action (``deterministic=True``;
 for ``RelayPolicy`` that is the VLM agent) for ``n_episodes`` episodes on the evaluation env (the training
@@ -24,11 +24,18 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from furl_wrappers._safe_files import open_regular
-from furl_wrappers.runs.run_dir import read_evaluation_rows
+from furl_wrappers._atomic import atomic_write
+from furl_wrappers._safe_files import CorruptFileError, open_regular
+from furl_wrappers.envs import GoalSetting
+from furl_wrappers.registration import env_id
+from furl_wrappers.runs.protocol import eval_episodes, eval_seed
+from furl_wrappers.runs.run_dir import RunDir, read_evaluation_rows
+from furl_wrappers.runs.zoo_config import algo_class
+from furl_wrappers.serialization import load_model
 from furl_wrappers.validation import check_int
 
-__all__ = ["EvalResult", "evaluate_policy_success", "PaperEvalCallback", "EVALUATION_COLUMNS"]
+__all__ = ["EvalResult", "evaluate_policy_success", "PaperEvalCallback", "EVALUATION_COLUMNS", "make_eval_env",
+           "evaluate_run"]
 
 #: the columns of ``evaluations.csv``
 EVALUATION_COLUMNS = ("step", "success", "success_any_step", "mean_task_return", "wall_time_s")
@@ -150,3 +157,45 @@ class PaperEvalCallback(BaseCallback):
                 writer.writerow([self.num_timesteps, result.success, result.success_any_step,
                                  result.mean_task_return, round(time.time() - self._start, 2)])
         return result.success
+
+
+def make_eval_env(task: str, goal: GoalSetting, seed: int, env_kwargs: dict[str, Any]) -> Any:
+    """The evaluation env, made as the training envs are (``gymnasium.make`` of the registered id): the same
+    ``env_kwargs`` mean the same episodes (``max_episode_steps`` is Gymnasium's time limit, in agent steps)."""
+    return gym.make(env_id(task, goal), seed=seed, **env_kwargs)
+
+
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, video: str | None = None,
+                 seed: int | None = None, device: str = "auto", trusted: bool = False) -> dict[str, Any]:
+    """Evaluate a finished run's final model with the paper's protocol (or ``episodes``); optionally save a GIF.
+    The model loads without unpickling anything; ``trusted=True`` also loads zips that need SB3's unpickling
+    (models saved by SB3 itself or an older furl_wrappers: they run code from the file).
+
+    Returns:
+        ``{"success_rate" (final step), "success_rate_any_step", "mean_task_return", "episodes", "seed"}``.
+    """
+    run = RunDir(run_dir)
+    if not run.config.exists() or not run.model.exists():
+        raise FileNotFoundError(f"{str(run.path)!r} is not a finished furl run (needs {RunDir.CONFIG} and "
+                                f"{RunDir.MODEL})")
+    config = run.read_json(run.config)
+    if "algo" not in config or "task" not in config or "seed" not in config:
+        raise CorruptFileError(f"{str(run.config)!r} does not describe a furl run (algo, task, seed)")
+    cls = algo_class(config["algo"])
+    model = load_model(cls, run.model, device=device, trusted=trusted, buffer_size=1)  # inference: no big buffer
+    goal = config.get("goal", "fixed")
+    seed = eval_seed(config["seed"], goal) if seed is None else seed
+    episodes = episodes or eval_episodes(goal)
+    env_kwargs = config.get("env_kwargs") or {}  # the run's own env settings (image preset included)
+    env = make_eval_env(config["task"], goal, seed, env_kwargs)
+    frames: list | None = [] if video else None
+    result = evaluate_policy_success(model, env, episodes, frames=frames)
+    env.close()
+    if video and frames:
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames[::2]]
+        atomic_write(video, lambda handle: images[0].save(handle, format="GIF", save_all=True,
+                                                          append_images=images[1:], duration=40, loop=0))
+    return {"success_rate": result.success, "success_rate_any_step": result.success_any_step,
+            "mean_task_return": result.mean_task_return, "episodes": episodes, "seed": seed}

@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from furl_wrappers._atomic import atomic_write, atomic_write_text
 from furl_wrappers.buffers import VLMReplayBuffer
@@ -31,7 +31,7 @@ from furl_wrappers.registration import env_id
 from furl_wrappers.relay import is_relay
 from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
 from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, choose_encoder, wrapper_kwargs
-from furl_wrappers.runs.evaluation import PaperEvalCallback, evaluate_policy_success
+from furl_wrappers.runs.evaluation import PaperEvalCallback, make_eval_env
 from furl_wrappers.runs.progress import FuRLProgressCallback
 from furl_wrappers.runs.protocol import eval_episodes, eval_seed
 from furl_wrappers.runs.run_dir import RunDir
@@ -44,11 +44,11 @@ from furl_wrappers.runs.zoo_config import (
     make_vec_wrapper,
     split_config,
 )
-from furl_wrappers.serialization import load_model, save_model
+from furl_wrappers.serialization import save_model
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.validation import check_hyperparams, check_int
 
-__all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run", "evaluate_run"]
+__all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run"]
 
 class RunExistsError(FileExistsError):
     """The run directory already holds a run (pass ``resume`` or choose another ``out``)."""
@@ -166,15 +166,104 @@ def _check_resume(spec: RunSpec, run: RunDir, config: dict[str, Any]) -> dict[st
     return recorded
 
 
-def _eval_env(task: str, goal: GoalSetting, seed: int, env_kwargs: dict[str, Any]) -> Any:
-    """The evaluation env, made as the training envs are (``gymnasium.make`` of the registered id): the same
-    ``env_kwargs`` mean the same episodes (``max_episode_steps`` is Gymnasium's time limit, in agent steps)."""
-    import gymnasium as gym
+def _settings(spec: RunSpec) -> tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any], str]:
+    """``(task, env id, config, algo kwargs, zoo keys, env kwargs, image preset)`` of a run, every input checked
+    before anything is written (a NaN gamma would otherwise die 50 steps in)."""
+    task = canonical_task(spec.task)
+    check_goal(spec.goal, error=ConfigError)
+    check_int("n_envs", spec.n_envs, error=ConfigError)
+    eid = env_id(task, spec.goal)
+    config = load_config(spec.method, eid, spec.hyperparams)
+    if spec.steps is not None:
+        config["n_timesteps"] = check_int("steps", spec.steps, error=ConfigError)
+    algo_kwargs, zoo = split_config(config)
+    check_hyperparams(algo_kwargs, error=ConfigError)
+    env_kwargs = {**zoo.get("env_kwargs", {}), **spec.env_kwargs}
+    if spec.image_preset is not None:
+        env_kwargs["image_preset"] = spec.image_preset
+    preset = get_preset(env_kwargs.get("image_preset", "fast")).name  # unknown preset: refused before any file
+    if "seed" in env_kwargs:
+        raise ConfigError(f"env_kwargs may not set seed ({env_kwargs['seed']!r}): the task instance is the run's seed "
+                          "(--seed)")
+    if "vlm" in env_kwargs:
+        raise ConfigError(f"env_kwargs may not set vlm ({env_kwargs['vlm']!r}): pass --vlm {env_kwargs['vlm']}")
+    return task, eid, config, algo_kwargs, zoo, env_kwargs, preset
 
-    return gym.make(env_id(task, goal), seed=seed, **env_kwargs)
+
+def _as_recorded(spec: RunSpec, recorded: dict[str, Any], env_kwargs: dict[str, Any], preset: str
+                 ) -> tuple[RunSpec, dict[str, Any], str]:
+    """A resumed run's spec, env kwargs and image preset as it was trained (no encoder fallback)."""
+    env_kwargs = {**env_kwargs, **(recorded.get("env_kwargs") or {})}
+    if recorded.get("image_preset"):
+        preset = env_kwargs["image_preset"] = recorded["image_preset"]
+    if recorded.get("encoder_spec") and spec.vlm is None:
+        spec = replace(spec, vlm=recorded["encoder_spec"])
+    return spec, env_kwargs, preset
 
 
-def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -> Path:  # noqa: C901 - to be split (structure issue: complexity <= 15)
+def _vlm_wrapper(vec_spec: Any, encoder: Any, encoder_spec: str, seed: int, say: Callable[[str], None]) -> Any:
+    """The YAML's VLM reward wrapper around the chosen encoder (``config.json`` records the encoder used)."""
+    for kwargs in wrapper_kwargs(vec_spec):
+        kwargs["vlm"] = encoder_spec
+    if getattr(encoder, "pretrained", True) is False:
+        say(NOT_PRETRAINED_NOTICE)
+    return make_vec_wrapper(vec_spec, vlm=encoder, seed=seed)
+
+
+def _prepare_run_dir(spec: RunSpec, run: RunDir, resume: bool, say: Callable[[str], None]) -> None:
+    """With the lock held: the directory checked again, tidied, cleared when a run starts over, and marked."""
+    if _check_run_dir(spec, run, holding_lock=True) != resume:  # again, now that no other writer can change it
+        raise RunExistsError(f"{str(run.path)!r} changed while this run was starting (another process wrote "
+                             "it): run the command again")
+    run.tidy()  # the newest complete checkpoint set in place, no temp files of killed writes
+    if not resume:
+        if run.run_files():
+            say(f"[furl] {run.path} holds a run that stopped before its first checkpoint: starting it over")
+        run.clear_run_files()
+    run.mark()  # before any run file: what this run writes is provably furl's (see RunDir.clear_run_files)
+
+
+def _resumed_model(cls: type, venv: Any, run: RunDir, spec: RunSpec, total: int, vlm_reward: Any,
+                   say: Callable[[str], None]) -> Any:
+    """The model of the run's checkpoint set, its logs rewound to the checkpoint's step."""
+    model = run.checkpoint_set.load(cls, venv, device=spec.device, trusted=spec.trusted,
+                                    **({} if vlm_reward is None else {"vlm_reward": vlm_reward}))
+    if model.num_timesteps > total:
+        raise ConfigError(f"--steps {total} is below the step of {str(run.path)!r}'s checkpoint "
+                          f"({model.num_timesteps}): pass --steps {model.num_timesteps} or more")
+    run.rewind_logs(model.num_timesteps)  # rows past the checkpoint are redone; every earlier row stays
+    if not run.checkpoint_set.read_meta().get("exact", False):
+        say("[furl] note: this checkpoint was not taken when every env had just started an episode (or its "
+            "envs cannot replay one): the run continues from it, but not bit for bit as an uninterrupted run")
+    say(f"[furl] resuming {run.path} at step {model.num_timesteps} of {total}")
+    return model
+
+
+def _seed_vlm_buffer(cls: type, algo_kwargs: dict[str, Any], seed: int) -> None:
+    """``--seed`` seeds a VLM replay buffer's alignment sampling too: same seed, same run."""
+    buffer_class = algo_kwargs.get("replay_buffer_class") or (VLMReplayBuffer if is_relay(cls) else None)
+    if isinstance(buffer_class, type) and issubclass(buffer_class, VLMReplayBuffer):
+        algo_kwargs["replay_buffer_kwargs"] = {"seed": seed, **(algo_kwargs.get("replay_buffer_kwargs") or {})}
+
+
+def _log_formats() -> list[str]:
+    """SB3 logger formats: the CSV, and TensorBoard's event files when it is installed."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return ["csv"]
+    return ["csv", "tensorboard"]
+
+
+def _encoder_info(encoder: Any) -> dict[str, Any]:
+    """What ``config.json`` and ``summary.json`` say of the encoder (``None`` values without one)."""
+    if encoder is None:
+        return {"encoder": None, "encoder_pretrained": None, "encoder_description": None}
+    return {"encoder": getattr(encoder, "name", type(encoder).__name__),
+            "encoder_pretrained": getattr(encoder, "pretrained", None), "encoder_description": describe(encoder)}
+
+
+def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -> Path:
     """Train, evaluate and summarise one run; returns its directory. See the module docstring.
 
     Args:
@@ -191,34 +280,13 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
         else:
             console.print(text, markup=False, highlight=False)
 
-    task = canonical_task(spec.task)
-    check_goal(spec.goal, error=ConfigError)
-    check_int("n_envs", spec.n_envs, error=ConfigError)
-    eid = env_id(task, spec.goal)
-    config = load_config(spec.method, eid, spec.hyperparams)
-    if spec.steps is not None:
-        config["n_timesteps"] = check_int("steps", spec.steps, error=ConfigError)
-    algo_kwargs, zoo = split_config(config)
-    check_hyperparams(algo_kwargs, error=ConfigError)  # a NaN gamma would otherwise die 50 steps in
+    task, eid, config, algo_kwargs, zoo, env_kwargs, preset = _settings(spec)
     total = int(zoo["n_timesteps"])
-    env_kwargs = {**zoo.get("env_kwargs", {}), **spec.env_kwargs}
-    if spec.image_preset is not None:
-        env_kwargs["image_preset"] = spec.image_preset
-    preset = get_preset(env_kwargs.get("image_preset", "fast")).name  # unknown preset: refused before any file
-    if "seed" in env_kwargs:
-        raise ConfigError(f"env_kwargs may not set seed ({env_kwargs['seed']!r}): the task instance is the run's seed "
-                          "(--seed)")
-    if "vlm" in env_kwargs:
-        raise ConfigError(f"env_kwargs may not set vlm ({env_kwargs['vlm']!r}): pass --vlm {env_kwargs['vlm']}")
     run = spec.run_dir()
     resume = _check_run_dir(spec, run, holding_lock=lock is not None)
     recorded = _check_resume(spec, run, config) if resume else {}
     if resume:  # the env, image path and encoder it was trained with (no fallback)
-        env_kwargs = {**env_kwargs, **(recorded.get("env_kwargs") or {})}
-        if recorded.get("image_preset"):
-            preset = env_kwargs["image_preset"] = recorded["image_preset"]
-        if recorded.get("encoder_spec") and spec.vlm is None:
-            spec = replace(spec, vlm=recorded["encoder_spec"])
+        spec, env_kwargs, preset = _as_recorded(spec, recorded, env_kwargs, preset)
 
     encoder, encoder_spec, fell_back = None, None, bool(recorded.get("encoder_fallback", False))
     vec_wrapper = None
@@ -227,24 +295,12 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
                                                                       preset, say)
         fell_back = fell_back or fell_back_now
         env_kwargs["image_preset"] = preset
-        for kwargs in wrapper_kwargs(zoo["vec_env_wrapper"]):  # config.json records the encoder actually used
-            kwargs["vlm"] = encoder_spec
-        if getattr(encoder, "pretrained", True) is False:
-            say(NOT_PRETRAINED_NOTICE)
-        vec_wrapper = make_vec_wrapper(zoo["vec_env_wrapper"], vlm=encoder, seed=spec.seed)
+        vec_wrapper = _vlm_wrapper(zoo["vec_env_wrapper"], encoder, encoder_spec, spec.seed, say)
     own_lock = lock is None
     if lock is None:  # every input checked, the encoder loaded: the run starts here
         lock = run.lock().acquire()
     try:
-        if _check_run_dir(spec, run, holding_lock=True) != resume:  # again, now that no other writer can change it
-            raise RunExistsError(f"{str(run.path)!r} changed while this run was starting (another process wrote "
-                                 "it): run the command again")
-        run.tidy()  # the newest complete checkpoint set in place, no temp files of killed writes
-        if not resume:
-            if run.run_files():
-                say(f"[furl] {run.path} holds a run that stopped before its first checkpoint: starting it over")
-            run.clear_run_files()
-        run.mark()  # before any run file: what this run writes is provably furl's (see RunDir.clear_run_files)
+        _prepare_run_dir(spec, run, resume, say)
         # every env copy on the run's task instance (SB3's seed + i only reseeds episodes): see runs.protocol
         venv = make_vec_env(eid, n_envs=spec.n_envs, seed=spec.seed, env_kwargs={**env_kwargs, "seed": spec.seed},
                             wrapper_class=make_env_fn_wrapper(zoo.get("env_wrapper")),
@@ -258,46 +314,25 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
         cls = algo_class(zoo["_algo"])
         if vlm_reward is not None and is_relay(cls):
             algo_kwargs["vlm_reward"] = vlm_reward
-        buffer_class = algo_kwargs.get("replay_buffer_class") or (VLMReplayBuffer if is_relay(cls) else None)
-        if isinstance(buffer_class, type) and issubclass(buffer_class, VLMReplayBuffer):
-            # --seed seeds the alignment sampling too: same seed, same run
-            algo_kwargs["replay_buffer_kwargs"] = {"seed": spec.seed, **(algo_kwargs.get("replay_buffer_kwargs") or {})}
+        _seed_vlm_buffer(cls, algo_kwargs, spec.seed)
 
         started = time.time()
         if resume:
-            model = run.checkpoint_set.load(cls, venv, device=spec.device, trusted=spec.trusted,
-                                            **({"vlm_reward": vlm_reward} if "vlm_reward" in algo_kwargs else {}))
-            if model.num_timesteps > total:
-                raise ConfigError(f"--steps {total} is below the step of {str(run.path)!r}'s checkpoint "
-                                  f"({model.num_timesteps}): pass --steps {model.num_timesteps} or more")
-            run.rewind_logs(model.num_timesteps)  # rows past the checkpoint are redone; every earlier row stays
-            if not run.checkpoint_set.read_meta().get("exact", False):
-                say("[furl] note: this checkpoint was not taken when every env had just started an episode (or its "
-                    "envs cannot replay one): the run continues from it, but not bit for bit as an uninterrupted run")
+            model = _resumed_model(cls, venv, run, spec, total, vlm_reward if "vlm_reward" in algo_kwargs else None,
+                                   say)
             started -= float(recorded.get("wall_time_s", 0.0))
-            say(f"[furl] resuming {run.path} at step {model.num_timesteps} of {total}")
         else:
             model = cls(env=venv, seed=spec.seed, device=spec.device, verbose=0, **algo_kwargs)
-        formats = ["csv"]
-        try:
-            import tensorboard  # noqa: F401
-
-            formats.append("tensorboard")
-        except ImportError:
-            pass
-        model.set_logger(run.logger(formats))
+        model.set_logger(run.logger(_log_formats()))
 
         reward_model = None if vlm_reward is None else vlm_reward.reward_model
         if reward_model is not None and not resume:
             atomic_write(run.reward_initial, lambda handle: torch.save(reward_model.state_dict(), handle))
         info = {"method": spec.method, "task": task, "goal": spec.goal, "seed": spec.seed, "env_id": eid,
-                "steps": total, "n_envs": spec.n_envs, "algo": zoo["_algo"],
-                "encoder": None if encoder is None else getattr(encoder, "name", type(encoder).__name__),
-                "encoder_pretrained": None if encoder is None else getattr(encoder, "pretrained", None),
-                "encoder_description": None if encoder is None else describe(encoder),
+                "steps": total, "n_envs": spec.n_envs, "algo": zoo["_algo"], **_encoder_info(encoder),
                 "encoder_fallback": fell_back, "encoder_spec": encoder_spec,
                 "reward_mode": getattr(reward_model, "mode", None), "reward_alpha": getattr(reward_model, "alpha", 0.0),
-                "image_preset": preset, "instruction": None if vlm_reward is None else vlm_reward.text,
+                "image_preset": preset, "instruction": getattr(vlm_reward, "text", None),
                 "env_kwargs": env_kwargs,
                 "hyperparams": config, "spec": asdict(spec)}
         if encoder is not None:
@@ -305,7 +340,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
 
         n_eval = spec.eval_episodes or eval_episodes(spec.goal)
         eval_instance = eval_seed(spec.seed, spec.goal)
-        eval_env = _eval_env(task, spec.goal, eval_instance, env_kwargs)
+        eval_env = make_eval_env(task, spec.goal, eval_instance, env_kwargs)
         info.update(train_instance_seed=spec.seed, eval_instance_seed=eval_instance,
                     train_goal=venv.get_attr("goal_position", indices=[0])[0],
                     eval_goal=eval_env.get_wrapper_attr("goal_position"), eval_episodes=n_eval,
@@ -342,37 +377,3 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
     finally:
         if own_lock:
             lock.release()
-
-def evaluate_run(run_dir: str | Path, episodes: int | None = None, video: str | None = None,
-                 seed: int | None = None, device: str = "auto", trusted: bool = False) -> dict[str, Any]:
-    """Evaluate a finished run's final model with the paper's protocol (or ``episodes``); optionally save a GIF.
-    The model loads without unpickling anything; ``trusted=True`` also loads zips that need SB3's unpickling
-    (models saved by SB3 itself or an older furl_wrappers: they run code from the file).
-
-    Returns:
-        ``{"success_rate" (final step), "success_rate_any_step", "mean_task_return", "episodes", "seed"}``.
-    """
-    run = RunDir(run_dir)
-    if not run.config.exists() or not run.model.exists():
-        raise FileNotFoundError(f"{str(run.path)!r} is not a finished furl run (needs {RunDir.CONFIG} and "
-                                f"{RunDir.MODEL})")
-    config = json.loads(run.config.read_text())
-    cls = algo_class(config["algo"])
-    model = load_model(cls, run.model, device=device, trusted=trusted, buffer_size=1)  # inference: no big buffer
-    goal = config.get("goal", "fixed")
-    seed = eval_seed(config["seed"], goal) if seed is None else seed
-    episodes = episodes or eval_episodes(goal)
-    # the run's own env settings (image preset included); runs recorded before had only the spec's
-    env_kwargs = config.get("env_kwargs") or config.get("spec", {}).get("env_kwargs", {})
-    env = _eval_env(config["task"], goal, seed, env_kwargs)
-    frames: list | None = [] if video else None
-    result = evaluate_policy_success(model, env, episodes, frames=frames)
-    env.close()
-    if video and frames:
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames[::2]]
-        atomic_write(video, lambda handle: images[0].save(handle, format="GIF", save_all=True,
-                                                          append_images=images[1:], duration=40, loop=0))
-    return {"success_rate": result.success, "success_rate_any_step": result.success_any_step,
-            "mean_task_return": result.mean_task_return, "episodes": episodes, "seed": seed}

@@ -18,11 +18,11 @@ import pytest
 
 from furl_wrappers._safe_files import UnsafeFileError
 from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, OFFLINE_VLM_NOTICE
+from furl_wrappers.runs.evaluation import evaluate_run
 from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.runs.training import (
     RunExistsError,
     RunSpec,
-    evaluate_run,
     train_run,
 )
 from furl_wrappers.runs.zoo_config import ConfigError
