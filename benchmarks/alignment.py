@@ -36,11 +36,11 @@ from gymnasium import spaces
 
 import furl_wrappers
 from furl_wrappers.alignment_store import label_episode
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks import RewardAlignmentCallback
 from furl_wrappers.encoders import describe, make_encoder
 from furl_wrappers.metrics import roc_auc, spearman
 from furl_wrappers.reward_model import RewardModel
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 from furl_wrappers.vlm_reward import VLMReward
 
 

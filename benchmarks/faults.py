@@ -80,7 +80,7 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
     model = load_model(RelayPolicy, out / "model.zip", device="cpu", buffer_size=1)
     tensors = {f"vlm.{k}": v for k, v in model.policy.state_dict().items()}
-    tensors.update({f"sac.{k}": v for k, v in model.sac_agent.policy.state_dict().items()})
+    tensors.update({f"sac.{k}": v for k, v in model.task_agent.policy.state_dict().items()})
     tensors.update({f"heads.{k}": v for k, v in torch.load(out / "reward_model_final.pt").items()})
     return tensors
 
@@ -284,7 +284,7 @@ def main() -> None:
     marker = root / "PWNED"
     for label, key, nested in (("model.zip data (new key)", "evil", None),
                                ("model.zip data (_last_obs)", "_last_obs", None),
-                               ("relay_sac.zip data", "_last_obs", "relay_sac.zip")):
+                               ("task_agent.zip data", "_last_obs", "task_agent.zip")):
         out = root / f"hostile-{key}-{nested}"
         shutil.copytree(base, out)
         plant(RunDir(out).checkpoint_model, key, marker, nested)

@@ -94,8 +94,8 @@ def hostile_rows(root: Path, interrupted: Path, finished: Path, run: Callable[..
     plant_env = (lambda key: lambda doc: doc.update({key: "planted_env_mod:X-v0"}))("env")
     attack("planted env key in model.zip data, furl evaluate",
            lambda f: _edit_data(f / "model.zip", plant_env), evaluate, source=finished)
-    attack("planted env key in relay_sac.zip data, furl evaluate",
-           lambda f: _edit_data(f / "model.zip", plant_env, "relay_sac.zip"), evaluate, source=finished)
+    attack("planted env key in task_agent.zip data, furl evaluate",
+           lambda f: _edit_data(f / "model.zip", plant_env, "task_agent.zip"), evaluate, source=finished)
     attack("planted env key in the checkpoint, --resume",
            lambda f: _edit_data(RunDir(f).checkpoint_model, plant_env), resume)
     attack("planted device key in model.zip data, furl evaluate",

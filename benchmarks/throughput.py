@@ -66,13 +66,13 @@ class Timers:
 def instrument(timers: Timers) -> None:
     from stable_baselines3 import SAC
 
-    from furl_wrappers.buffers import VLMReplayBuffer
     from furl_wrappers.callbacks import RewardAlignmentCallback
     from furl_wrappers.encoders.clip import CLIPEncoder
     from furl_wrappers.encoders.preprocessing import ImagePreprocessor
     from furl_wrappers.envs import MetaWorldGoal
     from furl_wrappers.rendering import FrameRenderer
     from furl_wrappers.reward_model import RewardModel
+    from furl_wrappers.vlm_buffer import VLMReplayBuffer
     from furl_wrappers.vlm_reward import VLMReward
 
     timers.patch(MetaWorldGoal, "step", "env physics")

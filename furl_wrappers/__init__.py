@@ -55,7 +55,7 @@ _LAZY = {
     "VLMReward": "furl_wrappers.vlm_reward",
     "RewardModel": "furl_wrappers.reward_model",
     "make_encoder": "furl_wrappers.encoders",
-    "VLMReplayBuffer": "furl_wrappers.buffers",
+    "VLMReplayBuffer": "furl_wrappers.vlm_buffer",
     "RewardAlignmentCallback": "furl_wrappers.callbacks",
     "RelayPolicy": "furl_wrappers.relay",
     "RelayTQC": "furl_wrappers.backbones",

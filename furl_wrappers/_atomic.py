@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "write_to", "find_with_suffix"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
@@ -45,3 +45,25 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write` of a UTF-8 string."""
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_to(path: str | os.PathLike[str] | IO[bytes], suffix: str, write: Callable[[IO[bytes]], object]
+             ) -> Path | None:
+    """``write(handle)`` to a binary handle directly, or atomically to a path (``suffix`` added when the path has
+    another, as SB3 adds ``.zip``).
+
+    Returns:
+        The path written (``None`` for a handle).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        write(path)
+        return None
+    path = Path(path)
+    return atomic_write(path if path.suffix == suffix else path.with_name(path.name + suffix), write)
+
+
+def find_with_suffix(path: str | os.PathLike[str], suffix: str) -> Path:
+    """``path``, or ``path`` + ``suffix`` when only that exists (as SB3 finds ``.zip`` files)."""
+    found: Any = Path(path)
+    alt = Path(f"{os.fspath(path)}{suffix}")
+    return alt if not found.exists() and alt.exists() else found

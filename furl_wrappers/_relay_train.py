@@ -4,13 +4,13 @@ SB3's ``train(n)`` updates the target networks every ``target_update_interval`` 
 means of its n steps: n calls of ``train(1)`` would update them every step and log the last step only. So the VLM
 agent runs ``train(n)`` while the shared buffer notes each batch it draws, then the second agent runs ``train(n)``
 and its task-reward view is handed the same batches, in order (:func:`shared_batches`). The second agent logs
-through :class:`PrefixLogger` (``relay_sac/...``).
+through :class:`PrefixLogger` (``task_agent/...``).
 
 Example:
     >>> from stable_baselines3.common.logger import Logger
     >>> parent = Logger(folder=None, output_formats=[])
-    >>> PrefixLogger(parent, "relay_sac/").record("train/actor_loss", 0.5)
-    >>> parent.name_to_value["relay_sac/actor_loss"]
+    >>> PrefixLogger(parent, "task_agent/").record("train/actor_loss", 0.5)
+    >>> parent.name_to_value["task_agent/actor_loss"]
     0.5
 """
 
@@ -27,7 +27,7 @@ __all__ = ["PrefixLogger", "shared_batches"]
 
 
 class PrefixLogger(Logger):
-    """Forwards ``record`` to another logger under a prefix (the relay SAC agent logs as ``relay_sac/...``)."""
+    """Forwards ``record`` to another logger under a prefix (the relay's task agent logs as ``task_agent/...``)."""
 
     def __init__(self, parent: Logger, prefix: str) -> None:
         super().__init__(folder=None, output_formats=[])

@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import zipfile
+import zlib
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["CorruptFileError", "UnsafeFileError", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "loads_json", "json_depth",
-           "open_regular", "check_not_link"]
+__all__ = ["CorruptFileError", "UnsafeFileError", "CheckpointMismatchError", "MAX_JSON_BYTES", "MAX_JSON_DEPTH",
+           "TRUNCATED_ERRORS", "loads_json", "json_depth", "check_zip", "open_regular", "check_not_link"]
 
 #: deepest nesting a JSON file of the package may have (its own files nest < 10 levels)
 MAX_JSON_DEPTH = 64
@@ -38,6 +40,38 @@ class UnsafeFileError(ValueError):
 
 class CorruptFileError(ValueError):
     """A model zip, buffer file or run file that is truncated, corrupt or malformed."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint (model, relay state or replay buffer) made for another task, encoder, space or buffer."""
+
+
+#: what reading a cut or damaged zip raises (ValueError: JSON, UTF-8, numpy headers)
+TRUNCATED_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, KeyError, ValueError)
+
+
+def check_zip(handle: IO[bytes], label: str, what: str, required: str) -> None:
+    """A cut zip can still open, as a zip stored inside it (SB3's ``.pth`` entries are zips): so the end record must
+    end the file, every entry's CRC must match and ``required`` must be there.
+
+    Raises:
+        CorruptFileError: naming ``label`` as a ``what`` and why it is not complete.
+    """
+    size = handle.seek(0, 2)
+    handle.seek(max(0, size - 22 - 65535))
+    tail = handle.read()
+    end, why = tail.rfind(b"PK\x05\x06"), None
+    if end < 0 or end + 22 + int.from_bytes(tail[end + 20:end + 22], "little") != len(tail):
+        why = "its end-of-archive record is missing"
+    else:
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                bad, names = archive.testzip(), archive.namelist()
+            why = f"entry {bad!r} is damaged" if bad else None if required in names else f"no {required!r} entry"
+        except TRUNCATED_ERRORS as err:
+            why = f"{type(err).__name__}: {err}"
+    if why:
+        raise CorruptFileError(f"{label!r} is not a complete {what} (truncated or corrupt): {why}")
 
 
 def json_depth(value: Any) -> int:

@@ -18,7 +18,7 @@ Example:
     >>> venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", env_kwargs={"image_size": 32})
     >>> model = RelayCrossQ("MlpPolicy", venv, learning_starts=20, buffer_size=1000, batch_size=16,
     ...                     alignment_kwargs={"batch_size": 16})
-    >>> type(model.sac_agent).__name__
+    >>> type(model.task_agent).__name__
     'CrossQ'
 """
 

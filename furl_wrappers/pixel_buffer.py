@@ -11,7 +11,7 @@ observation whose newest frame is not the previous transition's. Per transition 
 ``3·H·W`` bytes of frame + SB3's action, reward, done and timeout + 4 bytes of step (21,200 bytes at 84²
 with 4 actions), plus one frame per episode.
 
-:class:`VLMPixelReplayBuffer` is FuRL's :class:`~furl_wrappers.buffers.VLMReplayBuffer` (relabelling, episode
+:class:`VLMPixelReplayBuffer` is FuRL's :class:`~furl_wrappers.vlm_buffer.VLMReplayBuffer` (relabelling, episode
 labelling, task-reward view) over this storage: the two compose by inheritance, nothing is copied.
 
 Observations must be uint8 ``(3·k, H, W)`` (``k`` RGB frames, oldest first, channel-first: SB3's image layout and
@@ -27,16 +27,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
-from stable_baselines3.common.type_aliases import ReplayBufferSamples
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.buffers import BaseBuffer
 
-from furl_wrappers.buffers import VLMReplayBuffer
+from furl_wrappers._safe_files import CorruptFileError
+from furl_wrappers.indexed_buffer import IndexedReplayBuffer
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
 __all__ = ["PixelReplayBuffer", "VLMPixelReplayBuffer", "check_pixel_space"]
 
@@ -52,7 +53,7 @@ def check_pixel_space(space: spaces.Space, who: str) -> tuple[int, int, int]:
     return shape[0] // _CHANNELS, shape[1], shape[2]
 
 
-class PixelReplayBuffer(ReplayBuffer):
+class PixelReplayBuffer(IndexedReplayBuffer):
     """SB3 ``ReplayBuffer`` for stacked-frame pixel observations, each frame stored once (see the module).
 
     Args:
@@ -141,7 +142,7 @@ class PixelReplayBuffer(ReplayBuffer):
         if self.pos == self.buffer_size:
             self.full, self.pos = True, 0
 
-    def batch_indices(self, batch_size: int) -> np.ndarray:
+    def row_indices(self, batch_size: int) -> np.ndarray:
         """Uniform rows whose frame stacks are complete: once the buffer has wrapped, the ``frame_stack`` oldest
         rows are skipped (their stacks reach into rows already rewritten)."""
         if not self.full:
@@ -150,9 +151,6 @@ class PixelReplayBuffer(ReplayBuffer):
         if span <= 0:
             raise ValueError(f"buffer_size {self.buffer_size} must exceed frame_stack {self.frame_stack}")
         return (np.random.randint(0, span, size=batch_size) + self.pos + self.frame_stack) % self.buffer_size
-
-    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
-        return self._get_samples(self.batch_indices(batch_size), env=env)
 
     def stacks(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(observations, next_observations)`` uint8 ``(B, 3·k, H, W)`` of the given transitions."""
@@ -172,20 +170,40 @@ class PixelReplayBuffer(ReplayBuffer):
         shape = (len(batch_inds), k * _CHANNELS, *frames.shape[-2:])
         return frames[:, :k].reshape(shape), frames[:, 1:].reshape(shape)
 
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
-        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # SB3's draw, same order
-        obs, next_obs = self.stacks(np.asarray(batch_inds), env_indices)
-        data = (
-            self._normalize_obs(obs, env),
-            self.actions[batch_inds, env_indices, :],
-            self._normalize_obs(next_obs, env),
-            (self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])).reshape(-1, 1),
-            self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
-        )
-        return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
+    def observations_at(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stacks of the given transitions, put together again (see :meth:`stacks`)."""
+        return self.stacks(np.asarray(batch_inds), np.asarray(env_indices))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Beside the per-row frames and steps: each episode's first frame (``first_keys`` ``(E, 2)`` of (row, env),
+        ``first_frames`` uint8 ``(E, 3, H, W)``) and each env's next step (``next_step`` ``(n_envs,)``)."""
+        keys = sorted(self.first_frames)
+        return {**super().state_dict(),
+                "first_keys": np.array(keys, dtype=np.int64).reshape(-1, 2),
+                "first_frames": (np.stack([self.first_frames[k] for k in keys]) if keys else
+                                 np.zeros((0, *self.frames.shape[2:]), np.uint8)),
+                "next_step": self._next_step.copy()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Undo :meth:`state_dict`.
+
+        Raises:
+            CorruptFileError: keys outside the buffer, frames of another size, or a step count per env that does
+                not fit.
+        """
+        super().load_state_dict(state)
+        keys, frames, steps = state["first_keys"], state["first_frames"], state["next_step"]
+        inside = keys.ndim == 2 and keys.shape[1] == 2 and (
+            len(keys) == 0 or bool((keys >= 0).all() and (keys.max(axis=0) < (self.buffer_size, self.n_envs)).all()))
+        if (not inside or len(keys) != len(frames) or frames.shape[1:] != self.frames.shape[2:]
+                or frames.dtype != np.uint8 or steps.shape != (self.n_envs,)):
+            raise CorruptFileError(f"the episode first frames or steps do not fit this {type(self).__name__} "
+                                   f"({len(keys)} keys, frames {frames.shape}, steps {steps.shape})")
+        self.first_frames = {(int(r), int(e)): frame for (r, e), frame in zip(keys, frames)}
+        self._next_step = steps.astype(np.int32)
 
 
 class VLMPixelReplayBuffer(VLMReplayBuffer, PixelReplayBuffer):
-    """FuRL's :class:`~furl_wrappers.buffers.VLMReplayBuffer` (relabelling with the current heads, episode labelling,
+    """FuRL's :class:`~furl_wrappers.vlm_buffer.VLMReplayBuffer` (relabelling with the current heads, episode labelling,
     the alignment store, the task-reward view) over :class:`PixelReplayBuffer`'s frame storage. Arguments: those of
     ``VLMReplayBuffer``; observations uint8 ``(3·k, H, W)``."""

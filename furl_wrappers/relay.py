@@ -3,16 +3,12 @@
 The relay is the mixin ``_Relay`` (hooks that call ``super()``: ``_sample_action`` picks who acts,
 ``_store_transition`` keeps the schedule, ``train`` trains both; no copy of ``collect_rollouts``); ``RelayPolicy``
 is ``_Relay`` over SAC (the paper's), :mod:`furl_wrappers.backbones` over TQC, CrossQ and DrQ. ``RelayPolicy`` *is*
-the VLM agent (``predict``, ``learn``, ``EvalCallback`` and the logger work unchanged) and holds a second plain
-agent of its class's ``backbone`` ("the SAC agent" below):
-
-- the VLM agent trains on ``task + ρ·r_VLM`` relabelled by the shared :class:`~furl_wrappers.buffers.VLMReplayBuffer`,
-  the SAC agent on the task reward of the *same* batches (:class:`~furl_wrappers.buffers.TaskRewardView`);
-- per env, a relay length T is drawn from ``relay_lengths`` ({50, 100, 150, 200}) at each episode start; the acting
-  agent switches every T steps and the starting agent alternates between episodes (env i starts with the VLM
-  agent for even i); the SAC agent's actions get N(0, ``relay_noise``·max_action) noise, clipped;
-- at ``relay_threshold`` (2,500) positive frames relay ends for good; ``align=True`` runs a
-  :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn``.
+the VLM agent (``predict``, ``learn``, ``EvalCallback`` and the logger work unchanged) and holds the *task agent*, a
+plain agent of its ``backbone`` that trains on the task reward of the *same* batches (``TaskRewardView``) while
+the VLM agent trains on ``task + ρ·r_VLM`` relabelled by the shared ``VLMReplayBuffer``. Who acts is the
+:class:`~furl_wrappers.relay_schedule.RelaySchedule`'s (the task agent's actions get N(0, ``relay_noise``) noise);
+relay ends for good at ``relay_threshold`` (2,500) positive frames; ``align=True`` runs a
+:class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn``.
 
 Save/load: one zip (:mod:`furl_wrappers.relay_checkpoint`), written atomically, loaded without unpickling anything.
 
@@ -43,10 +39,11 @@ from stable_baselines3.common.type_aliases import MaybeCallback
 
 from furl_wrappers import relay_checkpoint, serialization
 from furl_wrappers._relay_train import PrefixLogger, shared_batches
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
 from furl_wrappers.relay_checkpoint import CheckpointMismatchError
+from furl_wrappers.relay_schedule import RelaySchedule
 from furl_wrappers.validation import check_int, check_number, init_keywords
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 from furl_wrappers.vlm_reward import VLMReward
 from furl_wrappers.wrappers import vlm_reward_of
 
@@ -127,7 +124,7 @@ class _Relay(_RelayBase):
         for key in self.alignment_kwargs:
             if key not in valid:
                 raise ValueError(f"alignment_kwargs: unknown key {key!r} (valid: {', '.join(sorted(valid))})")
-        self.sac_agent: Any | None = None
+        self.task_agent: Any | None = None
         self.alignment_callback: RewardAlignmentCallback | None = None
         # the algorithm after the mixin (SAC, TQC, CrossQ, DrQ) takes _init_setup_model; OffPolicyAlgorithm does not
         super().__init__(policy, env, replay_buffer_class=replay_buffer_class,
@@ -150,22 +147,16 @@ class _Relay(_RelayBase):
             self.replay_buffer_kwargs = {**(self.replay_buffer_kwargs or {}), "seed": self.seed}
         super()._setup_model()
         self._connect_buffer()
-        self.relay_active = self.relay
-        self._relay_rng = np.random.default_rng(self.seed)
-        self._ep_step = np.zeros(self.n_envs, dtype=np.int64)
-        self._start_with_sac = np.arange(self.n_envs) % 2 == 1
-        self._relay_length = self._relay_rng.choice(self.relay_lengths, size=self.n_envs)
-        self.vlm_steps = 0
-        self.sac_steps = 0
-        self._build_sac_agent()
+        self.schedule = RelaySchedule(self.n_envs, self.relay_lengths, self.seed, active=self.relay)
+        self._build_task_agent()
         if self.align and self.alignment_callback is None:
             self.alignment_callback = RewardAlignmentCallback(self.vlm_reward, **self.alignment_kwargs)
 
-    def _build_sac_agent(self) -> None:
+    def _build_task_agent(self) -> None:
         """The second agent: a plain ``backbone`` with the VLM agent's settings that it takes, and no buffer of its
         own (``buffer_size=1``: it trains on the shared buffer's task-reward view)."""
         if not self.relay:
-            self.sac_agent = None
+            self.task_agent = None
             return
 
         accepted = (init_keywords(self.backbone) or set()) - _NOT_SHARED  # follows **kwargs (DrQ passes SAC's on)
@@ -180,14 +171,12 @@ class _Relay(_RelayBase):
             agent.observation_space, agent.action_space = self.observation_space, self.action_space
             agent.n_envs = self.n_envs
         agent._setup_model()
-        self.sac_agent = agent
+        self.task_agent = agent
         self._connect_buffer()
 
     def _excluded_save_params(self) -> list[str]:
         return super()._excluded_save_params() + [
-            "vlm_reward", "sac_agent", "alignment_callback", "_relay_rng", "_ep_step", "_start_with_sac",
-            "_relay_length", "relay_active", "vlm_steps", "sac_steps",
-        ]
+            "vlm_reward", "task_agent", "alignment_callback", "schedule"]
 
     def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True,
                      tb_log_name: str = "run", progress_bar: bool = False) -> tuple[int, BaseCallback]:
@@ -202,13 +191,13 @@ class _Relay(_RelayBase):
                              "furl_wrappers.make_vlm_vec_env (FrameInInfo + VecFuzzyVLMReward)")
         total, callback = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
                                                progress_bar)
-        if self.sac_agent is not None:
-            self.sac_agent.set_logger(PrefixLogger(self.logger, "relay_sac/"))
-            self.sac_agent.num_timesteps = self.num_timesteps
+        if self.task_agent is not None:
+            self.task_agent.set_logger(PrefixLogger(self.logger, "task_agent/"))
+            self.task_agent.num_timesteps = self.num_timesteps
         return total, callback
 
     def _connect_buffer(self) -> None:
-        """Attach the VLM reward to the shared buffer and give the SAC agent its task-reward view."""
+        """Attach the VLM reward to the shared buffer and give the task agent its task-reward view."""
         buffer = self.replay_buffer
         if buffer is None:
             return
@@ -216,77 +205,87 @@ class _Relay(_RelayBase):
             raise TypeError(f"{type(self).__name__} needs a VLMReplayBuffer, got {type(buffer).__name__}")
         if self.vlm_reward is not None and buffer.vlm_reward is not self.vlm_reward:
             buffer.attach(self.vlm_reward)
-        if self.sac_agent is not None:
-            self.sac_agent.replay_buffer = buffer.task_reward_view(share_batch=True)
+        if self.task_agent is not None:
+            self.task_agent.replay_buffer = buffer.task_reward_view(share_batch=True)
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
-        """SB3's ``load_replay_buffer``, then re-attach the VLM reward and the SAC agent's task-reward view."""
+        """SB3's ``load_replay_buffer``, then re-attach the VLM reward and the task agent's task-reward view."""
         super().load_replay_buffer(path, truncate_last_traj)
         self._connect_buffer()
 
     # ------------------------------------------------------------- relay hooks
-    def sac_acting(self) -> np.ndarray:
-        """Bool ``(n_envs,)``: which envs the SAC agent acts in at the current step (all False once relay ends)."""
-        if not self.relay_active or self.sac_agent is None:
+    @property
+    def relay_active(self) -> bool:
+        """Whether relay is on (it ends for good at ``relay_threshold`` positive frames)."""
+        return self.schedule.active
+
+    def task_agent_acting(self) -> np.ndarray:
+        """Bool ``(n_envs,)``: which envs the task agent acts in at the current step (all False once relay ends)."""
+        if self.task_agent is None:
             return np.zeros(self.n_envs, dtype=bool)
-        turn = self._ep_step // self._relay_length
-        return (turn + self._start_with_sac.astype(np.int64)) % 2 == 1
+        return self.schedule.task_agent_acting()
 
     def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
                        ) -> tuple[np.ndarray, np.ndarray]:
-        mask = self.sac_acting()
+        mask = self.task_agent_acting()
         warmup = self.num_timesteps < learning_starts and not (self.use_sde and self.use_sde_at_warmup)
         action, buffer_action = super()._sample_action(learning_starts, action_noise, n_envs)
         if warmup or not mask.any():
-            self.vlm_steps += 0 if warmup else int(n_envs)
+            if not warmup:
+                self.schedule.count(mask)
             return action, buffer_action
-        assert self.sac_agent is not None  # sac_acting() is all False without one
+        assert self.task_agent is not None  # task_agent_acting() is all False without one
         obs = cast(np.ndarray, self._last_obs)  # set (not warm-up: SB3 asserts it), an array (indexed by env mask)
-        unscaled, _ = self.sac_agent.predict(obs[mask], deterministic=False)
+        unscaled, _ = self.task_agent.predict(obs[mask], deterministic=False)
         scaled = self.policy.scale_action(unscaled)
-        scaled = np.clip(scaled + self._relay_rng.normal(0.0, self.relay_noise, scaled.shape), -1.0, 1.0)
+        scaled = np.clip(scaled + self.schedule.noise(self.relay_noise, scaled.shape), -1.0, 1.0)
         buffer_action = buffer_action.copy()
         buffer_action[mask] = scaled
         action = self.policy.unscale_action(buffer_action)
-        self.sac_steps += int(mask.sum())
-        self.vlm_steps += int((~mask).sum())
+        self.schedule.count(mask)
         return action, buffer_action
 
     def _store_transition(self, replay_buffer: Any, buffer_action: np.ndarray, new_obs: Any, reward: np.ndarray,
                           dones: np.ndarray, infos: list[dict[str, Any]]) -> None:
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
-        self._ep_step += 1
-        for i in np.flatnonzero(dones):
-            self._ep_step[i] = 0
-            self._start_with_sac[i] = not self._start_with_sac[i]
-            self._relay_length[i] = self._relay_rng.choice(self.relay_lengths)
+        self.schedule.advance(dones)
         assert isinstance(self.replay_buffer, VLMReplayBuffer)  # _connect_buffer checked it
         positives = self.replay_buffer.positive_count
-        if self.relay_active and positives >= self.relay_threshold:
-            self.relay_active = False
-        acting = self.sac_acting()
+        if self.schedule.active and positives >= self.relay_threshold:
+            self.schedule.stop()
+        acting = self.task_agent_acting()
         self.logger.record("furl/relay_on", int(self.relay_active))
-        self.logger.record("furl/acting_agent_env0", "sac" if acting[0] else "vlm", exclude=("csv", "tensorboard"))
-        self.logger.record("furl/sac_acting_fraction", float(acting.mean()))
-        self.logger.record("furl/relay_length", float(self._relay_length.mean()))
+        self.logger.record("furl/acting_agent_env0", "task" if acting[0] else "vlm", exclude=("csv", "tensorboard"))
+        self.logger.record("furl/task_agent_acting_fraction", float(acting.mean()))
+        self.logger.record("furl/relay_length", float(self.schedule.relay_length.mean()))
         self.logger.record("furl/positive_count", positives)
-        self.logger.record("furl/sac_steps", self.sac_steps)
-        self.logger.record("furl/vlm_steps", self.vlm_steps)
+        self.logger.record("furl/task_agent_steps", self.schedule.task_agent_steps)
+        self.logger.record("furl/vlm_steps", self.schedule.vlm_steps)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        """The VLM agent's ``train(n)`` on relabelled batches, then (while relaying) the SAC agent's ``train(n)`` on
+        """The VLM agent's ``train(n)`` on relabelled batches, then (while relaying) the task agent's ``train(n)`` on
         the task rewards of the same batches, in order: each counts, updates its targets and logs as its algorithm's
         own ``train(n)`` does."""
-        second = self.sac_agent if self.relay_active else None
+        second = self.task_agent if self.relay_active else None
         with shared_batches(self, second):
             super().train(gradient_steps, batch_size)
             if second is not None:
                 second._current_progress_remaining = self._current_progress_remaining
                 second.train(gradient_steps, batch_size)
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The relay's own state beside SB3's (``get_parameters``), JSON-able: its schedule's
+        (:meth:`~furl_wrappers.relay_schedule.RelaySchedule.state_dict`)."""
+        return self.schedule.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Undo :meth:`state_dict` (``ValueError`` in one line when malformed)."""
+        self.schedule.load_state_dict(state)
+
     # -------------------------------------------------------------- save/load
     def save(self, path: _CheckpointPath, exclude: Any = None, include: Any = None) -> None:
-        """Save the VLM agent (SB3 format), the SAC agent, reward heads + optimiser and relay state in one zip.
+        """Save the VLM agent (SB3 format), the task agent, reward heads + optimiser and relay state in one zip.
 
         A path is written atomically (an interrupted save leaves the previous checkpoint intact) and gets a
         ``.zip`` suffix when it has none (as in SB3); a binary handle is written directly.
@@ -298,10 +297,10 @@ class _Relay(_RelayBase):
             super(_Relay, self).save(raw, exclude, include)
             handle.write(serialization.with_safe_entry(raw.getvalue(), self))
 
-        sac = (None if self.sac_agent is None else  # the relay SAC agent's zip gets its description too
-               SimpleNamespace(save=lambda handle: serialization.save_model(self.sac_agent, handle)))
+        task = (None if self.task_agent is None else  # the task agent's zip gets its description too
+                SimpleNamespace(save=lambda handle: serialization.save_model(self.task_agent, handle)))
         # an io.BufferedIOBase is a binary handle too: write_checkpoint takes anything not a path as one
-        relay_checkpoint.write_checkpoint(cast("str | os.PathLike | IO[bytes]", path), save_sb3, sac, state, tensors)
+        relay_checkpoint.write_checkpoint(cast("str | os.PathLike | IO[bytes]", path), save_sb3, task, state, tensors)
 
     @classmethod
     def load(cls, path: _CheckpointPath, env: Any = None, device: torch.device | str = "auto",
@@ -322,10 +321,10 @@ class _Relay(_RelayBase):
         """
         # complete (else CorruptFileError); SB3 loads these bytes. An io.BufferedIOBase is read as a handle too
         raw, name = serialization.read_model_zip(cast("str | os.PathLike | IO[bytes]", path))
-        state, tensors, sac_bytes = relay_checkpoint.read_checkpoint(raw, name)
+        state, tensors, task_bytes = relay_checkpoint.read_checkpoint(raw, name)
         safe = {} if trusted else serialization.safe_custom_objects(raw, name, cls)
-        sac_safe = ({} if trusted or sac_bytes is None else
-                    serialization.safe_custom_objects(sac_bytes, f"{name}:relay_sac.zip", cls.backbone))
+        task_safe = ({} if trusted or task_bytes is None else serialization.safe_custom_objects(
+            task_bytes, f"{name}:{relay_checkpoint.TASK_AGENT_ENTRY}", cls.backbone))
         if env is not None:
             if kwargs.get("vlm_reward") is None:
                 try:
@@ -336,9 +335,9 @@ class _Relay(_RelayBase):
             relay_checkpoint.check_identity(state["identity"], probe)
         model = super().load(io.BytesIO(raw), env=env, device=device, custom_objects={**safe, **(custom_objects or {})},
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
-        if sac_bytes is not None and model.sac_agent is not None:
-            model.sac_agent = cls.backbone.load(io.BytesIO(sac_bytes), env=env, device=device, buffer_size=1,
-                                                custom_objects=sac_safe)
+        if task_bytes is not None and model.task_agent is not None:
+            model.task_agent = cls.backbone.load(io.BytesIO(task_bytes), env=env, device=device, buffer_size=1,
+                                                 custom_objects=task_safe)
             model._connect_buffer()
         relay_checkpoint.restore_relay_state(model, state, tensors)
         return model
@@ -350,10 +349,10 @@ class RelayPolicy(_Relay, SAC):
     Args:
         policy, env: as for ``SAC`` (env: a vector env with the VLM reward, e.g. ``make_vlm_vec_env``).
         vlm_reward: the :class:`~furl_wrappers.VLMReward` the env scores with (default: taken from ``env``).
-        relay: use the relay SAC agent (``False``: plain SAC on the VLM reward).
+        relay: use the relay's task agent (``False``: plain SAC on the VLM reward).
         relay_threshold: positive frames after which relay ends for good (2,500).
         relay_lengths: relay lengths drawn at each episode start ({50, 100, 150, 200}; any sequence, e.g. a range).
-        relay_noise: std of the Gaussian noise on the SAC agent's actions, as a fraction of max_action (0.2).
+        relay_noise: std of the Gaussian noise on the task agent's actions, as a fraction of max_action (0.2).
         align: run :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` inside ``learn`` (``False`` with a
             ``"frozen"``/``"raw"`` reward model: the paper's Relay baseline).
         alignment_kwargs: its arguments (margin, goal_margin, lr, batch_size, ...); the window k and the alignment

@@ -27,7 +27,6 @@ import json
 import os
 import pickle
 import zipfile
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, Union
@@ -35,8 +34,15 @@ from typing import IO, Any, Union
 import torch
 from stable_baselines3.common.save_util import is_json_serializable
 
-from furl_wrappers._atomic import atomic_write
-from furl_wrappers._safe_files import MAX_JSON_BYTES, CorruptFileError, UnsafeFileError, loads_json
+from furl_wrappers._atomic import find_with_suffix, write_to
+from furl_wrappers._safe_files import (
+    MAX_JSON_BYTES,
+    TRUNCATED_ERRORS,
+    CorruptFileError,
+    UnsafeFileError,
+    check_zip,
+    loads_json,
+)
 from furl_wrappers.json_codec import ANY_BASE, CLASS_BASES, decode, encode
 
 __all__ = ["SAFE_ENTRY", "UnsafeFileError", "CorruptFileError", "safe_entry", "with_safe_entry", "save_model",
@@ -45,7 +51,6 @@ __all__ = ["SAFE_ENTRY", "UnsafeFileError", "CorruptFileError", "safe_entry", "w
 #: name of the safe description inside a model zip
 SAFE_ENTRY = "furl_safe_data.json"
 _FORMAT = 1
-_CUT = (zipfile.BadZipFile, EOFError, zlib.error, KeyError, ValueError)  # ValueError: JSON, UTF-8, numpy headers
 _TRUST = ("pass trusted=True (furl: --trusted) to load it with SB3's unpickling, which runs code from the file, if "
           "you made it yourself")
 Source = Union[str, os.PathLike, bytes, IO[bytes]]
@@ -95,14 +100,6 @@ def with_safe_entry(zip_bytes: bytes, model: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _write(path: str | os.PathLike | IO[bytes], suffix: str, write: Any) -> Path | None:
-    if not isinstance(path, (str, os.PathLike)):
-        write(path)
-        return None
-    path = Path(path)
-    return atomic_write(path if path.suffix == suffix else path.with_name(path.name + suffix), write)
-
-
 def save_model(model: Any, path: str | os.PathLike | IO[bytes]) -> Path | None:
     """``model.save`` plus the safe entry; a path gets ``.zip`` when it has none and is written atomically.
 
@@ -112,13 +109,7 @@ def save_model(model: Any, path: str | os.PathLike | IO[bytes]) -> Path | None:
     raw = io.BytesIO()
     model.save(raw)
     data = with_safe_entry(raw.getvalue(), model)
-    return _write(path, ".zip", lambda handle: handle.write(data))
-
-
-def _resolve(path: str | os.PathLike, suffix: str) -> Path:
-    """``path``, or ``path`` + ``suffix`` when only that exists (as SB3 finds ``.zip`` files)."""
-    path, alt = Path(path), Path(f"{os.fspath(path)}{suffix}")
-    return alt if not path.exists() and alt.exists() else path
+    return write_to(path, ".zip", lambda handle: handle.write(data))
 
 
 def _read(source: Source) -> tuple[bytes, str]:
@@ -126,28 +117,8 @@ def _read(source: Source) -> tuple[bytes, str]:
         return source, "<bytes>"
     if hasattr(source, "read"):
         return source.read(), str(getattr(source, "name", "<stream>"))
-    path = _resolve(source, ".zip")
+    path = find_with_suffix(source, ".zip")
     return path.read_bytes(), str(path)
-
-
-def _check_zip(handle: IO[bytes], label: str, what: str, required: str) -> None:
-    """A cut zip can still open, as a zip stored inside it (SB3's ``.pth`` entries are zips): so the end record must
-    end the file, every entry's CRC must match and ``required`` must be there."""
-    size = handle.seek(0, 2)
-    handle.seek(max(0, size - 22 - 65535))
-    tail = handle.read()
-    end, why = tail.rfind(b"PK\x05\x06"), None
-    if end < 0 or end + 22 + int.from_bytes(tail[end + 20:end + 22], "little") != len(tail):
-        why = "its end-of-archive record is missing"
-    else:
-        try:
-            with zipfile.ZipFile(handle) as archive:
-                bad, names = archive.testzip(), archive.namelist()
-            why = f"entry {bad!r} is damaged" if bad else None if required in names else f"no {required!r} entry"
-        except _CUT as err:
-            why = f"{type(err).__name__}: {err}"
-    if why:
-        raise CorruptFileError(f"{label!r} is not a complete {what} (truncated or corrupt): {why}")
 
 
 def read_model_zip(source: Source, name: str | None = None) -> tuple[bytes, str]:
@@ -157,7 +128,7 @@ def read_model_zip(source: Source, name: str | None = None) -> tuple[bytes, str]
         CorruptFileError: the zip is truncated or corrupt.
     """
     raw, label = _read(source)
-    _check_zip(io.BytesIO(raw), name or label, "model zip", "data")
+    check_zip(io.BytesIO(raw), name or label, "model zip", "data")
     return raw, name or label
 
 
@@ -226,7 +197,7 @@ def safe_custom_objects(source: Source, name: str | None = None, cls: type[Any] 
     raw, label = read_model_zip(source, name)
     try:
         data, entry = _read_checked(raw, label)
-    except _CUT as err:
+    except TRUNCATED_ERRORS as err:
         if isinstance(err, (UnsafeFileError, CorruptFileError)):
             raise
         raise CorruptFileError(f"{label!r} is not a complete model zip (truncated or corrupt): {err}") from None

@@ -1,7 +1,7 @@
 """VLMReward: the fuzzy VLM reward, built once and passed explicitly to everything that uses it.
 
 One object owns the encoder, the reward model (heads), ρ, whether the task reward is added, the instruction and
-the goal image. The env wrappers score frames with it, :class:`~furl_wrappers.buffers.VLMReplayBuffer` relabels
+the goal image. The env wrappers score frames with it, :class:`~furl_wrappers.vlm_buffer.VLMReplayBuffer` relabels
 stored embeddings with it, :class:`~furl_wrappers.callbacks.RewardAlignmentCallback` trains its heads and
 :class:`~furl_wrappers.relay.RelayPolicy` hands it to both — so every reward is computed with the current heads
 and each setting has a single home (paper §4: ``r = r_task + ρ·r_VLM``, ρ = 0.05).
@@ -53,7 +53,7 @@ GoalImage = Union[np.ndarray, Callable[[], np.ndarray], None]
 
 @runtime_checkable
 class EmbeddingReward(Protocol):
-    """What :class:`~furl_wrappers.buffers.VLMReplayBuffer` needs to relabel stored frame embeddings."""
+    """What :class:`~furl_wrappers.vlm_buffer.VLMReplayBuffer` needs to relabel stored frame embeddings."""
 
     @property
     def dim(self) -> int:

@@ -23,25 +23,7 @@ from tests.test_relay import SIZE, _Record  # the relay tests' frame size and st
 
 CLASSES = [RelayPolicy, RelayTQC, RelayCrossQ, RelayDrQ]
 ids = [c.__name__ for c in CLASSES]
-#: pixel observations for DrQ, without action repeat so that its schedules count the same steps as the others'
-PIXELS = {"observation": "pixels", "pixel_size": SIZE, "action_repeat": 1}
-
-
-def _venv(n_envs: int = 1, steps: int = 10, pixels: bool = False):
-    return furl_wrappers.make_vlm_vec_env("reach", n_envs=n_envs, seed=0, vlm="random-clip:tiny", device="cpu",
-                                          env_kwargs={"image_size": SIZE, "max_episode_steps": steps,
-                                                      **(PIXELS if pixels else {})})
-
-
-def _env_for(cls, **kwargs):
-    return _venv(pixels=cls is RelayDrQ, **kwargs)
-
-
-def _model(cls, venv, **kwargs):
-    defaults = dict(learning_starts=0, buffer_size=2000, batch_size=8, seed=0, device="cpu",
-                    alignment_kwargs={"batch_size": 8}, policy_kwargs={"net_arch": [32, 32]})
-    defaults.update(kwargs)
-    return cls("CnnPolicy" if issubclass(cls, DrQ) else "MlpPolicy", venv, **defaults)
+NET = {"net_arch": [32, 32]}  # small policies (DrQ reads pixels: vlm_venv(pixels=True), without action repeat)
 
 
 def test_backbones_and_relay_check() -> None:
@@ -52,27 +34,28 @@ def test_backbones_and_relay_check() -> None:
     assert furl_wrappers.RelayDrQ is RelayDrQ and furl_wrappers.DrQ is DrQ
 
 
-def test_second_agent_gets_the_vlm_agents_settings() -> None:
-    tqc = _model(RelayTQC, _venv(), top_quantiles_to_drop_per_net=3, learning_rate=5e-4, tau=0.02,
-                 target_entropy="paper")
-    assert type(tqc.sac_agent) is TQC and tqc.sac_agent.top_quantiles_to_drop_per_net == 3
-    assert (tqc.sac_agent.learning_rate, tqc.sac_agent.tau, tqc.sac_agent.target_entropy) == (5e-4, 0.02, -2.0)
-    assert tqc.sac_agent.replay_buffer.buffer_size == tqc.replay_buffer.buffer_size  # the shared buffer's view
-    drq = _model(RelayDrQ, _venv(pixels=True), image_pad=2, ent_coef=0.1, gradient_steps=2,
-                 policy_kwargs={"net_arch": [32, 32], "features_extractor_kwargs": {"features_dim": 20}})
-    assert type(drq.sac_agent) is DrQ and drq.sac_agent.image_pad == 2
-    assert (drq.sac_agent.ent_coef, drq.sac_agent.gradient_steps, drq.sac_agent.device.type) == (0.1, 2, "cpu")
-    assert drq.sac_agent.policy.critic.features_extractor.features_dim == 20  # SAC's settings reach DrQ too
+def test_second_agent_gets_the_vlm_agents_settings(vlm_venv, relay_model) -> None:
+    tqc = relay_model(vlm_venv(), cls=RelayTQC, policy_kwargs=NET, top_quantiles_to_drop_per_net=3,
+                      learning_rate=5e-4, tau=0.02, target_entropy="paper")
+    assert type(tqc.task_agent) is TQC and tqc.task_agent.top_quantiles_to_drop_per_net == 3
+    assert (tqc.task_agent.learning_rate, tqc.task_agent.tau, tqc.task_agent.target_entropy) == (5e-4, 0.02, -2.0)
+    assert tqc.task_agent.replay_buffer.buffer_size == tqc.replay_buffer.buffer_size  # the shared buffer's view
+    drq = relay_model(vlm_venv(pixels=True), cls=RelayDrQ, image_pad=2, ent_coef=0.1, gradient_steps=2,
+                      policy_kwargs={"net_arch": [32, 32], "features_extractor_kwargs": {"features_dim": 20}})
+    assert type(drq.task_agent) is DrQ and drq.task_agent.image_pad == 2
+    assert (drq.task_agent.ent_coef, drq.task_agent.gradient_steps, drq.task_agent.device.type) == (0.1, 2, "cpu")
+    assert drq.task_agent.policy.critic.features_extractor.features_dim == 20  # SAC's settings reach DrQ too
     assert type(drq.replay_buffer) is VLMPixelReplayBuffer  # each frame once, shared by both agents
-    crossq = _model(RelayCrossQ, _venv(), policy_delay=2)
-    assert type(crossq.sac_agent) is CrossQ and crossq.sac_agent.policy_delay == 2
-    assert crossq.learning_rate == crossq.sac_agent.learning_rate == 1e-3  # CrossQ's own default
+    crossq = relay_model(cls=RelayCrossQ, policy_kwargs=NET, venv=vlm_venv(), policy_delay=2)
+    assert type(crossq.task_agent) is CrossQ and crossq.task_agent.policy_delay == 2
+    assert crossq.learning_rate == crossq.task_agent.learning_rate == 1e-3  # CrossQ's own default
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
-def test_schedule_per_env_with_alternating_start(cls) -> None:
-    model = _model(cls, _env_for(cls, n_envs=2, steps=7), relay_lengths=(3,), learning_starts=10_000)
-    rec = _Record(lambda cb: cb.model.sac_acting().copy())
+def test_schedule_per_env_with_alternating_start(cls, vlm_venv, relay_model) -> None:
+    model = relay_model(cls=cls, policy_kwargs=NET, venv=vlm_venv(pixels=cls is RelayDrQ, n_envs=2, steps=7),
+                        relay_lengths=(3,), learning_starts=10_000)
+    rec = _Record(lambda cb: cb.model.task_agent_acting().copy())
     model.learn(2 * 14, callback=rec)
     acting = np.array(rec.rows)
     ep1, ep2 = [0, 0, 0, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0, 1]
@@ -81,13 +64,14 @@ def test_schedule_per_env_with_alternating_start(cls) -> None:
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
-def test_threshold_ends_relay_and_second_agent_training(cls) -> None:
-    model = _model(cls, _env_for(cls), relay_lengths=(2,), relay_threshold=5)
+def test_threshold_ends_relay_and_second_agent_training(cls, vlm_venv, relay_model) -> None:
+    model = relay_model(cls=cls, policy_kwargs=NET, venv=vlm_venv(pixels=cls is RelayDrQ), relay_lengths=(2,),
+                        relay_threshold=5)
 
     def bump(cb: BaseCallback):
         if cb.num_timesteps == 20:
             cb.model.replay_buffer.alignment.positive_count = 5
-        return (cb.model.relay_active, cb.model.sac_agent._n_updates, cb.model.sac_acting()[0])
+        return (cb.model.relay_active, cb.model.task_agent._n_updates, cb.model.task_agent_acting()[0])
 
     rec = _Record(bump)
     model.learn(40, callback=rec)
@@ -99,17 +83,19 @@ def test_threshold_ends_relay_and_second_agent_training(cls) -> None:
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
-def test_one_batch_task_rewards_for_second_relabelled_for_vlm(cls, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _model(cls, _env_for(cls), relay_lengths=(2,), align=False)
+def test_one_batch_task_rewards_for_second_relabelled_for_vlm(cls, monkeypatch: pytest.MonkeyPatch, vlm_venv,
+                                                              relay_model) -> None:
+    model = relay_model(cls=cls, policy_kwargs=NET, venv=vlm_venv(pixels=cls is RelayDrQ), relay_lengths=(2,),
+                        align=False)
     model.learn(20)
-    buf, view = model.replay_buffer, model.sac_agent.replay_buffer
+    buf, view = model.replay_buffer, model.task_agent.replay_buffer
     seen: dict = {}
     main_sample, view_sample = buf.sample, view.sample
     monkeypatch.setattr(buf, "sample", lambda *a, **k: seen.setdefault("vlm", main_sample(*a, **k)))
     monkeypatch.setattr(view, "sample", lambda *a, **k: seen.setdefault("sac", view_sample(*a, **k)))
-    updates = model.sac_agent._n_updates
+    updates = model.task_agent._n_updates
     model.train(1, 8)
-    assert model.sac_agent._n_updates == updates + 1
+    assert model.task_agent._n_updates == updates + 1
     inds, envs, _ = buf.last_batch
     torch.testing.assert_close(seen["vlm"].observations, seen["sac"].observations)
     task = torch.as_tensor(buf.task_rewards[inds, envs]).reshape(-1, 1)
@@ -120,7 +106,8 @@ def test_one_batch_task_rewards_for_second_relabelled_for_vlm(cls, monkeypatch: 
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
-def test_gradient_steps_train_each_agent_as_its_backbone_does(cls, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gradient_steps_train_each_agent_as_its_backbone_does(cls, monkeypatch: pytest.MonkeyPatch, vlm_venv,
+                                                              relay_model) -> None:
     """train(4) with target_update_interval=2: both agents count and log 4 updates and update their targets at
     steps 0 and 2 of the call, as the backbone's own train(4) does (CrossQ has no target networks)."""
     from sb3_contrib.tqc import tqc as tqc_module
@@ -131,22 +118,23 @@ def test_gradient_steps_train_each_agent_as_its_backbone_does(cls, monkeypatch: 
     real = module.polyak_update
     monkeypatch.setattr(module, "polyak_update", lambda *a: (polyak.append(a[2]), real(*a))[1])
     interval = {} if cls is RelayCrossQ else {"target_update_interval": 2}
-    model = _model(cls, _env_for(cls), gradient_steps=4, learning_starts=10_000, align=False, **interval)
+    model = relay_model(cls=cls, policy_kwargs=NET, venv=vlm_venv(pixels=cls is RelayDrQ), gradient_steps=4,
+                        learning_starts=10_000, align=False, **interval)
     model.learn(20)  # fills the buffer, no training (learning_starts)
     model.train(4, 8)
     logged = model.logger.name_to_value
-    assert model._n_updates == model.sac_agent._n_updates == 4
-    assert logged["train/n_updates"] == logged["relay_sac/n_updates"] == 4
+    assert model._n_updates == model.task_agent._n_updates == 4
+    assert logged["train/n_updates"] == logged["task_agent/n_updates"] == 4
     assert len(polyak) == (0 if cls is RelayCrossQ else 2 * 2 * 2)  # agents x updates x (critic, batch-norm stats)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
-def test_save_load_gives_the_same_actions_without_unpickling(cls, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_load_gives_the_same_actions_without_unpickling(cls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            vlm_venv, relay_model) -> None:
     import cloudpickle
 
-    venv = _env_for(cls)
-    model = _model(cls, venv, learning_starts=10)
+    venv = vlm_venv(pixels=cls is RelayDrQ)
+    model = relay_model(cls=cls, policy_kwargs=NET, venv=venv, learning_starts=10)
     model.learn(30)
     model.save(tmp_path / "ckpt")
 
@@ -155,41 +143,42 @@ def test_save_load_gives_the_same_actions_without_unpickling(cls, tmp_path: Path
 
     monkeypatch.setattr(cloudpickle, "loads", refuse)  # SB3's only way to unpickle a model attribute
     obs = venv.reset()
-    for loaded in (cls.load(tmp_path / "ckpt", env=_env_for(cls), device="cpu"),  # trusted=False by default
-                   load_model(cls, tmp_path / "ckpt.zip", env=_env_for(cls), device="cpu")):
-        assert type(loaded) is cls and type(loaded.sac_agent) is cls.backbone
-        for a, b in ((model, loaded), (model.sac_agent, loaded.sac_agent)):
+    for loaded in (cls.load(tmp_path / "ckpt", env=vlm_venv(pixels=cls is RelayDrQ), device="cpu"),
+                    # trusted=False by default
+                   load_model(cls, tmp_path / "ckpt.zip", env=vlm_venv(pixels=cls is RelayDrQ), device="cpu")):
+        assert type(loaded) is cls and type(loaded.task_agent) is cls.backbone
+        for a, b in ((model, loaded), (model.task_agent, loaded.task_agent)):
             np.testing.assert_array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
-        assert (loaded.sac_steps, loaded.vlm_steps, loaded.num_timesteps) == (model.sac_steps, model.vlm_steps, 30)
+        assert loaded.schedule.state_dict() == model.schedule.state_dict() and loaded.num_timesteps == 30
 
 
 def _state(model) -> list[torch.Tensor]:
     out = [t.detach().clone() for t in model.policy.state_dict().values()]  # BatchRenorm statistics included
-    out += [t.detach().clone() for t in model.sac_agent.policy.state_dict().values()]
-    return out + [model.log_ent_coef.detach().clone(), model.sac_agent.log_ent_coef.detach().clone()]
+    out += [t.detach().clone() for t in model.task_agent.policy.state_dict().values()]
+    return out + [model.log_ent_coef.detach().clone(), model.task_agent.log_ent_coef.detach().clone()]
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=ids)
-def test_save_load_resume_is_exact(cls, tmp_path: Path) -> None:
+def test_save_load_resume_is_exact(cls, tmp_path: Path, vlm_venv, relay_model) -> None:
     n, m = 30, 20
     kwargs = dict(learning_starts=10, relay_lengths=(3, 4))
-    venv = _env_for(cls)
-    straight = _model(cls, venv, **kwargs)
+    venv = vlm_venv(pixels=cls is RelayDrQ)
+    straight = relay_model(cls=cls, policy_kwargs=NET, venv=venv, **kwargs)
     straight.learn(n + m)
     expected = _state(straight) + [p.detach().clone() for p in venv.reward_model.parameters()]
 
-    first = _model(cls, _env_for(cls), **kwargs)
+    first = relay_model(cls=cls, policy_kwargs=NET, venv=vlm_venv(pixels=cls is RelayDrQ), **kwargs)
     first.learn(n)
     first.save(tmp_path / "ckpt")
     first.save_replay_buffer(tmp_path / "buffer")
     del first
-    venv_b = _env_for(cls)
+    venv_b = vlm_venv(pixels=cls is RelayDrQ)
     resumed = cls.load(tmp_path / "ckpt", env=venv_b, device="cpu")
     resumed.load_replay_buffer(tmp_path / "buffer")
     resumed.learn(m, reset_num_timesteps=False)
     got = _state(resumed) + [p.detach().clone() for p in venv_b.reward_model.parameters()]
-    assert (resumed.sac_steps, resumed.vlm_steps) == (straight.sac_steps, straight.vlm_steps)
-    assert resumed.sac_agent._n_updates == straight.sac_agent._n_updates > 0
+    assert resumed.schedule.state_dict() == straight.schedule.state_dict()
+    assert resumed.task_agent._n_updates == straight.task_agent._n_updates > 0
     assert len(expected) == len(got)
     for a, b in zip(expected, got):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

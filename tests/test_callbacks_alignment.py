@@ -7,11 +7,10 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks import RewardAlignmentCallback
 from furl_wrappers.metrics import roc_auc, spearman
 from furl_wrappers.reward_model import RewardModel
-from furl_wrappers.vlm_reward import VLMReward
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
 D = 32
 OBS = spaces.Box(-1, 1, (3,), np.float32)
@@ -44,10 +43,6 @@ def _fill(buf: VLMReplayBuffer, rng: np.random.Generator, direction: np.ndarray,
                     [info])
 
 
-def _reward(model: RewardModel, **kwargs) -> VLMReward:
-    return VLMReward(None, model, text="open the drawer", **kwargs)
-
-
 def _evaluate(model: RewardModel, rng: np.random.Generator, direction: np.ndarray) -> tuple[float, float]:
     spearmans, pos, neg = [], [], []
     for _ in range(5):
@@ -60,7 +55,7 @@ def _evaluate(model: RewardModel, rng: np.random.Generator, direction: np.ndarra
     return float(np.mean(spearmans)), roc_auc(np.concatenate(pos), np.concatenate(neg))
 
 
-def test_synthetic_progress_alignment_rises() -> None:
+def test_synthetic_progress_alignment_rises(relabel_reward) -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     direction = rng.normal(size=D)
@@ -69,7 +64,7 @@ def test_synthetic_progress_alignment_rises() -> None:
     model = RewardModel(text, mode="learned", device="cpu", seed=0)
     buf = VLMReplayBuffer(10_000, OBS, ACT, device="cpu", lag=10, seed=0)
     _fill(buf, rng, direction, n_success=8, n_fail=8)
-    reward = _reward(model)
+    reward = relabel_reward(model)
     callback = RewardAlignmentCallback(reward, batch_size=128, lr=1e-3)
     callback.bind(buf, reward)
     rho_before, auc_before = _evaluate(model, np.random.default_rng(1), direction)
@@ -85,12 +80,12 @@ def test_synthetic_progress_alignment_rises() -> None:
     assert auc_after > auc_before + 0.2, (auc_before, auc_after)
 
 
-def test_stage_one_uses_goal_distances_then_stage_two() -> None:
+def test_stage_one_uses_goal_distances_then_stage_two(relabel_reward) -> None:
     rng = np.random.default_rng(0)
     direction = np.eye(D)[0]
     model = RewardModel(torch.ones(D), mode="learned", device="cpu", seed=0)
     buf = VLMReplayBuffer(5_000, OBS, ACT, device="cpu", lag=10, seed=0)
-    reward = _reward(model, goal_embedding=3.0 * direction)
+    reward = relabel_reward(model, goal_embedding=3.0 * direction)
     buf.attach(reward)
     _fill(buf, rng, direction, n_success=0, n_fail=4)
     callback = RewardAlignmentCallback(reward, batch_size=64)
@@ -103,12 +98,12 @@ def test_stage_one_uses_goal_distances_then_stage_two() -> None:
     assert stats["stage"] == 2.0 and keys <= set(stats)
 
 
-def test_stage_one_frames_come_from_the_whole_replay_buffer() -> None:
+def test_stage_one_frames_come_from_the_whole_replay_buffer(relabel_reward) -> None:
     """As in the reference code: before any episode has ended, stage 1 already draws the unfinished episode's
     frames; the failed-episode ring (``stage1_frames="failed"``) has none yet."""
     rng = np.random.default_rng(0)
     model = RewardModel(torch.ones(D), device="cpu", seed=0)
-    reward = _reward(model, goal_embedding=np.zeros(D))
+    reward = relabel_reward(model, goal_embedding=np.zeros(D))
     buf = VLMReplayBuffer(1_000, OBS, ACT, device="cpu", seed=0)
     buf.attach(reward)
     unfinished = rng.normal(size=(30, D)).astype(np.float32)
@@ -129,12 +124,12 @@ def test_stage_one_frames_come_from_the_whole_replay_buffer() -> None:
         RewardAlignmentCallback(stage1_frames="all")
 
 
-def test_no_goal_image_means_no_stage_one() -> None:
+def test_no_goal_image_means_no_stage_one(relabel_reward) -> None:
     rng = np.random.default_rng(0)
     model = RewardModel(torch.ones(D), device="cpu", seed=0)
     buf = VLMReplayBuffer(5_000, OBS, ACT, device="cpu")
     _fill(buf, rng, np.eye(D)[0], n_success=0, n_fail=3)
-    reward = _reward(model)  # no goal image
+    reward = relabel_reward(model)  # no goal image
     callback = RewardAlignmentCallback(reward)
     callback.bind(buf, reward)
     before = [p.clone() for p in model.parameters()]
@@ -167,7 +162,7 @@ def test_end_to_end_with_sb3(tmp_path) -> None:
     assert "furl/loss_neg_neg" in header and "furl/positive_count" in header and "furl/stage" in header
 
 
-def test_bad_inputs() -> None:
+def test_bad_inputs(relabel_reward) -> None:
     with pytest.raises(ValueError, match="margin"):
         RewardAlignmentCallback(margin=-1)
     with pytest.raises(ValueError, match="lr"):
@@ -181,12 +176,12 @@ def test_bad_inputs() -> None:
     with pytest.raises(TypeError, match="lag"):
         RewardAlignmentCallback(lag=10)  # the window k is the buffer's
     buf = VLMReplayBuffer(100, OBS, ACT, device="cpu")
-    frozen = _reward(RewardModel(torch.ones(D), mode="frozen", device="cpu"))
+    frozen = relabel_reward(RewardModel(torch.ones(D), mode="frozen", device="cpu"))
     with pytest.raises(ValueError, match="'frozen'"):
         RewardAlignmentCallback().bind(buf, frozen)
-    buf.attach(_reward(RewardModel(torch.ones(D), device="cpu")))
+    buf.attach(relabel_reward(RewardModel(torch.ones(D), device="cpu")))
     with pytest.raises(ValueError, match="another VLM reward"):
-        RewardAlignmentCallback().bind(buf, _reward(RewardModel(torch.ones(D), device="cpu")))
+        RewardAlignmentCallback().bind(buf, relabel_reward(RewardModel(torch.ones(D), device="cpu")))
     with pytest.raises(RuntimeError, match="bind"):
         RewardAlignmentCallback().align_once()
 
@@ -203,11 +198,11 @@ def test_plain_replay_buffer_is_rejected() -> None:
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_non_finite_loss_raises_before_the_optimiser_step(stage: int) -> None:
+def test_non_finite_loss_raises_before_the_optimiser_step(stage: int, relabel_reward) -> None:
     rng = np.random.default_rng(0)
     direction = np.eye(D)[0]
     model = RewardModel(torch.ones(D), mode="learned", device="cpu", seed=0)
-    reward = _reward(model, goal_embedding=3.0 * direction)
+    reward = relabel_reward(model, goal_embedding=3.0 * direction)
     buf = VLMReplayBuffer(5_000, OBS, ACT, device="cpu", lag=10, seed=0)
     buf.attach(reward)
     _fill(buf, rng, direction, n_success=int(stage == 2), n_fail=2)

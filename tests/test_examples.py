@@ -26,7 +26,7 @@ def test_two_lines() -> None:
 def test_sb3_project(tmp_path: Path) -> None:
     model = _load("sb3_project").main(steps=60, vlm="random-clip:tiny", image_size=32, out=str(tmp_path))
     # 2 envs, 30 warm-up steps; after them env 0 starts with the VLM agent, env 1 with the SAC agent (relay >= 50)
-    assert (model.vlm_steps, model.sac_steps) == (15, 15)
+    assert (model.schedule.vlm_steps, model.schedule.task_agent_steps) == (15, 15)
     assert model.replay_buffer.vlm_reward is model.vlm_reward and model.vlm_reward.has_goal
     assert (tmp_path / "final.zip").exists() and (tmp_path / "buffer.pkl").exists()
     assert sorted(p.name for p in tmp_path.glob("rl_model_*_steps.zip"))  # CheckpointCallback ran

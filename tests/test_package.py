@@ -18,8 +18,8 @@ def test_import_is_light_and_registers_ids() -> None:
 
 
 def test_lazy_public_names() -> None:
-    from furl_wrappers.buffers import VLMReplayBuffer
     from furl_wrappers.relay import RelayPolicy
+    from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
     assert furl_wrappers.VLMReplayBuffer is VLMReplayBuffer
     assert furl_wrappers.RelayPolicy is RelayPolicy

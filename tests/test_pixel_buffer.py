@@ -14,9 +14,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 
 from furl_wrappers.pixel_buffer import PixelReplayBuffer, VLMPixelReplayBuffer
-from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
-from furl_wrappers.vlm_reward import VLMReward
 
 K, H, W = 3, 8, 8  # frames per stack, frame side
 OBS = spaces.Box(0, 255, (3 * K, H, W), np.uint8)
@@ -89,15 +87,6 @@ def _pixels(size: int = SIZE, n_envs: int = N_ENVS, **kwargs) -> PixelReplayBuff
 
 def _plain(size: int = SIZE, n_envs: int = N_ENVS) -> ReplayBuffer:
     return ReplayBuffer(size, OBS, ACT, device="cpu", n_envs=n_envs)
-
-
-def _model(seed: int = 0) -> RewardModel:
-    return RewardModel(torch.ones(D), mode="learned", hidden_dim=16, output_dim=4, device="cpu", seed=seed)
-
-
-def _reward(model: RewardModel, rho: float = 0.5) -> VLMReward:
-    """A relabel-only VLM reward (no encoder) around ``model``."""
-    return VLMReward(None, model, text="reach the goal", rho=rho)
 
 
 def _vlm(**kwargs) -> VLMPixelReplayBuffer:
@@ -202,18 +191,18 @@ def test_stacks_of_a_hand_built_episode() -> None:
     assert obs[2, ::3, 0, 0].tolist() == [0, 1, 2] and next_obs[4, ::3, 0, 0].tolist() == [10, 10, 11]
 
 
-def test_batch_indices_skip_the_oldest_rows_once_full() -> None:
+def test_row_indices_skip_the_oldest_rows_once_full() -> None:
     stream = FrameStackStream(seed=1)
     buffer = _pixels()
     for _ in range(7):
         buffer.add(*stream.next())
     np.random.seed(0)
-    assert set(buffer.batch_indices(2000).tolist()) == set(range(7))  # before the wrap: every written row
+    assert set(buffer.row_indices(2000).tolist()) == set(range(7))  # before the wrap: every written row
     checked = 0
     for step in range(60):
         buffer.add(*stream.next())
         if buffer.full and step % 7 == 0:  # at several positions of the write head
-            drawn = buffer.batch_indices(3000)
+            drawn = buffer.row_indices(3000)
             oldest = {(buffer.pos + i) % ROWS for i in range(K)}
             assert set(drawn.tolist()) == set(range(ROWS)) - oldest  # all valid rows, never the K oldest
             rows = buffer.sample(3000).actions  # sample() uses the same rule
@@ -275,9 +264,9 @@ def _feed_vlm(buffer: VLMPixelReplayBuffer, plain: ReplayBuffer, stream: FrameSt
         plain.add(*transition)
 
 
-def test_vlm_pixel_buffer_relabels_labels_and_views() -> None:
-    model = _model()
-    buffer, plain = _vlm(vlm_reward=_reward(model, rho=0.5)), _plain()
+def test_vlm_pixel_buffer_relabels_labels_and_views(reward_model, relabel_reward) -> None:
+    model = reward_model()
+    buffer, plain = _vlm(vlm_reward=relabel_reward(model, rho=0.5)), _plain()
     stream = FrameStackStream(seed=3)
     stored = {"emb": np.zeros((ROWS, N_ENVS, D), np.float32), "task": np.zeros((ROWS, N_ENVS), np.float32)}
     _feed_vlm(buffer, plain, stream, 150, stored)
@@ -335,7 +324,7 @@ def test_vlm_pixel_buffer_relabels_labels_and_views() -> None:
 
 
 def test_vlm_pixel_buffer_episode_labelling_with_interleaved_ends() -> None:
-    """As tests/test_buffers.py's labelling test, over pixel storage."""
+    """As tests/test_vlm_buffer.py's labelling test, over pixel storage."""
     buffer = _vlm()
     e = lambda v: np.full(D, float(v), np.float32)  # noqa: E731
     zeros = np.zeros((N_ENVS, 3 * K, H, W), np.uint8)
@@ -396,9 +385,9 @@ def test_save_load_round_trip(tmp_path, steps: int) -> None:
     _assert_same_samples(a, original.sample(64))
 
 
-def test_vlm_pixel_save_load_round_trip(tmp_path) -> None:
-    model = _model()
-    reward = _reward(model, rho=0.5)
+def test_vlm_pixel_save_load_round_trip(tmp_path, reward_model, relabel_reward) -> None:
+    model = reward_model()
+    reward = relabel_reward(model, rho=0.5)
     stream = FrameStackStream(seed=5)
     original, plain = _vlm(vlm_reward=reward), _plain()
     stored = {"emb": np.zeros((ROWS, N_ENVS, D), np.float32), "task": np.zeros((ROWS, N_ENVS), np.float32)}

@@ -16,18 +16,6 @@ from furl_wrappers.relay import CheckpointMismatchError, RelayPolicy
 SIZE = 32
 
 
-def _venv(n_envs: int = 1, steps: int = 10, task: str = "reach", vlm: str = "random-clip:tiny", seed: int = 0):
-    return furl_wrappers.make_vlm_vec_env(task, n_envs=n_envs, seed=seed, vlm=vlm, device="cpu",
-                                          env_kwargs={"image_size": SIZE, "max_episode_steps": steps})
-
-
-def _model(venv, **kwargs) -> RelayPolicy:
-    defaults = dict(learning_starts=0, buffer_size=2000, batch_size=8, seed=0, device="cpu",
-                    alignment_kwargs={"batch_size": 8})
-    defaults.update(kwargs)
-    return RelayPolicy("MlpPolicy", venv, **defaults)
-
-
 class _Record(BaseCallback):
     """Records, at every step, which envs the SAC agent acted in (the mask used for this step's action)."""
 
@@ -40,10 +28,10 @@ class _Record(BaseCallback):
         return True
 
 
-def test_schedule_per_env_with_alternating_start() -> None:
-    venv = _venv(n_envs=2, steps=7)
-    model = _model(venv, relay_lengths=(3,), learning_starts=10_000)  # warm-up: schedule runs, no training
-    rec = _Record(lambda cb: cb.model.sac_acting().copy())
+def test_schedule_per_env_with_alternating_start(vlm_venv, relay_model) -> None:
+    venv = vlm_venv(n_envs=2, steps=7)
+    model = relay_model(venv, relay_lengths=(3,), learning_starts=10_000)  # warm-up: schedule runs, no training
+    rec = _Record(lambda cb: cb.model.task_agent_acting().copy())
     model.learn(2 * 14, callback=rec)
     acting = np.array(rec.rows)  # (14 steps, 2 envs)
     # env 0: episode 1 starts with VLM (3 vlm, 3 sac, 1 vlm); episode 2 starts with SAC (3 sac, 3 vlm, 1 sac)
@@ -53,25 +41,25 @@ def test_schedule_per_env_with_alternating_start() -> None:
     np.testing.assert_array_equal(acting[:, 1], ep2 + ep1)  # env 1 starts the other way round
 
 
-def test_relay_lengths_are_drawn_from_the_set() -> None:
-    model = _model(_venv(n_envs=4, steps=5), relay_lengths=(50, 100, 150, 200), learning_starts=10_000)
+def test_relay_lengths_are_drawn_from_the_set(vlm_venv, relay_model) -> None:
+    model = relay_model(vlm_venv(n_envs=4, steps=5), relay_lengths=(50, 100, 150, 200), learning_starts=10_000)
     seen = set()
-    rec = _Record(lambda cb: seen.update(cb.model._relay_length.tolist()))
+    rec = _Record(lambda cb: seen.update(cb.model.schedule.relay_length.tolist()))
     model.learn(4 * 60, callback=rec)
     assert seen <= {50, 100, 150, 200} and len(seen) >= 3
 
 
-def test_noise_only_on_sac_actions(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _model(_venv(n_envs=2, steps=8), relay_lengths=(2,), relay_noise=0.2)
+def test_noise_only_on_sac_actions(monkeypatch: pytest.MonkeyPatch, vlm_venv, relay_model) -> None:
+    model = relay_model(vlm_venv(n_envs=2, steps=8), relay_lengths=(2,), relay_noise=0.2)
     zeros = lambda obs, deterministic=False: (np.zeros((len(obs), 4), np.float32), None)  # noqa: E731
     monkeypatch.setattr(model, "predict", zeros)
-    monkeypatch.setattr(model.sac_agent, "predict", zeros)
+    monkeypatch.setattr(model.task_agent, "predict", zeros)
     from stable_baselines3.common.logger import configure
 
     model.set_logger(configure(None, [""]))
     model._last_obs = model.env.reset()
     for _ in range(6):
-        mask = model.sac_acting()
+        mask = model.task_agent_acting()
         action, buffer_action = model._sample_action(0, None, 2)
         assert np.all(buffer_action[~mask] == 0.0)
         if mask.any():
@@ -85,13 +73,13 @@ def _fake_info() -> dict:
     return {"vlm_embedding": np.zeros(32, np.float32), "is_success": False, "task_reward": -1.0}
 
 
-def test_threshold_ends_relay_and_sac_training() -> None:
-    model = _model(_venv(n_envs=1, steps=10), relay_lengths=(2,), relay_threshold=5)
+def test_threshold_ends_relay_and_sac_training(vlm_venv, relay_model) -> None:
+    model = relay_model(vlm_venv(n_envs=1, steps=10), relay_lengths=(2,), relay_threshold=5)
 
     def bump(cb: BaseCallback):
         if cb.num_timesteps == 20:
             cb.model.replay_buffer.alignment.positive_count = 5  # as if 5 positive frames had been labelled
-        return (cb.model.relay_active, cb.model.sac_agent._n_updates, cb.model.sac_acting()[0])
+        return (cb.model.relay_active, cb.model.task_agent._n_updates, cb.model.task_agent_acting()[0])
 
     rec = _Record(bump)
     model.learn(40, callback=rec)
@@ -103,12 +91,13 @@ def test_threshold_ends_relay_and_sac_training() -> None:
     assert any(r[2] for r in rec.rows[:20])
 
 
-def test_batches_task_rewards_for_sac_relabelled_for_vlm(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _model(_venv(), relay_lengths=(2,), align=False)
+def test_batches_task_rewards_for_sac_relabelled_for_vlm(monkeypatch: pytest.MonkeyPatch, vlm_venv,
+                                                         relay_model) -> None:
+    model = relay_model(vlm_venv(), relay_lengths=(2,), align=False)
     model.learn(20)
     buf = model.replay_buffer
     seen = {}
-    main_sample, view_sample = buf.sample, model.sac_agent.replay_buffer.sample
+    main_sample, view_sample = buf.sample, model.task_agent.replay_buffer.sample
 
     def spy_main(*a, **k):
         seen["vlm"] = main_sample(*a, **k)
@@ -119,7 +108,7 @@ def test_batches_task_rewards_for_sac_relabelled_for_vlm(monkeypatch: pytest.Mon
         return seen["sac"]
 
     monkeypatch.setattr(buf, "sample", spy_main)
-    monkeypatch.setattr(model.sac_agent.replay_buffer, "sample", spy_view)
+    monkeypatch.setattr(model.task_agent.replay_buffer, "sample", spy_view)
     model.train(1, 8)
     inds, envs, _ = buf.last_batch
     torch.testing.assert_close(seen["vlm"].observations, seen["sac"].observations)  # one batch for both
@@ -129,26 +118,26 @@ def test_batches_task_rewards_for_sac_relabelled_for_vlm(monkeypatch: pytest.Mon
     torch.testing.assert_close(seen["vlm"].rewards, task + 0.05 * r_vlm, rtol=1e-5, atol=1e-6)
 
 
-def test_predict_is_the_vlm_agent() -> None:
-    model = _model(_venv())
+def test_predict_is_the_vlm_agent(vlm_venv, relay_model) -> None:
+    model = relay_model(vlm_venv())
     obs = model.env.reset()
     action, _ = model.predict(obs, deterministic=True)
     own, _ = model.policy.predict(obs, deterministic=True)
-    other, _ = model.sac_agent.predict(obs, deterministic=True)
+    other, _ = model.task_agent.predict(obs, deterministic=True)
     np.testing.assert_array_equal(action, own)
     assert not np.allclose(action, other)
 
 
-def test_no_relay_configuration() -> None:
-    model = _model(_venv(), relay=False)
-    assert model.sac_agent is None
+def test_no_relay_configuration(vlm_venv, relay_model) -> None:
+    model = relay_model(vlm_venv(), relay=False)
+    assert model.task_agent is None
     model.learn(20)
-    assert model.sac_steps == 0 and model.vlm_steps == 20
+    assert model.schedule.task_agent_steps == 0 and model.schedule.vlm_steps == 20
 
 
-def test_eval_and_checkpoint_callbacks(tmp_path) -> None:
-    venv, eval_env = _venv(), _venv(seed=100)
-    model = _model(venv, learning_starts=5)
+def test_eval_and_checkpoint_callbacks(tmp_path, vlm_venv, relay_model) -> None:
+    venv, eval_env = vlm_venv(), vlm_venv(seed=100)
+    model = relay_model(venv, learning_starts=5)
     ckpt = CheckpointCallback(save_freq=15, save_path=str(tmp_path), name_prefix="relay")
     evaluation = EvalCallback(eval_env, n_eval_episodes=1, eval_freq=15, log_path=str(tmp_path), verbose=0)
     model.learn(30, callback=[ckpt, evaluation], progress_bar=False)
@@ -161,9 +150,9 @@ def test_eval_and_checkpoint_callbacks(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("in_list", [False, True], ids=["alone", "in_a_list"])
-def test_function_callbacks_as_sb3_calls_them(in_list: bool) -> None:
+def test_function_callbacks_as_sb3_calls_them(in_list: bool, vlm_venv, relay_model) -> None:
     """A plain function (alone or in a list with BaseCallbacks) gets (locals, globals) each step; False stops."""
-    model = _model(_venv(), learning_starts=5)  # align=True: the alignment callback runs beside it
+    model = relay_model(vlm_venv(), learning_starts=5)  # align=True: the alignment callback runs beside it
     calls: list = []
 
     def fn(locals_: dict, globals_: dict) -> bool:
@@ -177,46 +166,47 @@ def test_function_callbacks_as_sb3_calls_them(in_list: bool) -> None:
     assert rec.rows == (list(range(1, 8)) if in_list else [])
 
 
-def test_save_and_load_through_file_objects(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_and_load_through_file_objects(tmp_path, monkeypatch: pytest.MonkeyPatch, vlm_venv, relay_model) -> None:
     import cloudpickle
 
-    venv = _venv()
-    model = _model(venv, learning_starts=10)
+    venv = vlm_venv()
+    model = relay_model(venv, learning_starts=10)
     model.learn(20)
     memory = io.BytesIO()
     model.save(memory)
     with open(tmp_path / "ckpt.zip", "wb") as handle:
         model.save(handle)
-    assert (tmp_path / "ckpt.zip").read_bytes() == memory.getvalue()
+    with zipfile.ZipFile(tmp_path / "ckpt.zip") as a, zipfile.ZipFile(io.BytesIO(memory.getvalue())) as b:
+        assert a.namelist() == b.namelist() and a.read("data") == b.read("data")  # (zip times may differ)
     monkeypatch.setattr(cloudpickle, "loads", lambda *a, **k: pytest.fail("unpickled"))  # trusted=False: none
     obs = venv.reset()
     memory.seek(0)
     with open(tmp_path / "ckpt.zip", "rb") as handle:
         for source in (memory, handle):
-            loaded = RelayPolicy.load(source, env=_venv(), device="cpu")
-            assert (loaded.num_timesteps, loaded.sac_steps, loaded.vlm_steps) == (20, model.sac_steps,
-                                                                                  model.vlm_steps)
-            for a, b in ((model, loaded), (model.sac_agent, loaded.sac_agent)):
+            loaded = RelayPolicy.load(source, env=vlm_venv(), device="cpu")
+            assert loaded.num_timesteps == 20 and loaded.schedule.state_dict() == model.schedule.state_dict()
+            for a, b in ((model, loaded), (model.task_agent, loaded.task_agent)):
                 np.testing.assert_array_equal(a.predict(obs, deterministic=True)[0],
                                               b.predict(obs, deterministic=True)[0])
     with pytest.raises(ValueError, match=r"^'<stream>' is not a RelayPolicy checkpoint"):
         from stable_baselines3 import SAC
 
         plain = io.BytesIO()
-        SAC("MlpPolicy", _venv(), buffer_size=10).save(plain)
+        SAC("MlpPolicy", vlm_venv(), buffer_size=10).save(plain)
         plain.seek(0)
-        RelayPolicy.load(plain, env=_venv(), trusted=True)
+        RelayPolicy.load(plain, env=vlm_venv(), trusted=True)
 
 
-def test_gradient_steps_count_update_targets_and_log_as_the_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gradient_steps_count_update_targets_and_log_as_the_backbone(monkeypatch: pytest.MonkeyPatch, vlm_venv,
+                                                                     relay_model) -> None:
     """train(4) with target_update_interval=2: each agent updates its targets twice (steps 0 and 2, as SAC's own
     train(4)), counts 4 updates and logs them and its losses' means over the 4 steps."""
     from stable_baselines3 import SAC
     from stable_baselines3.sac import sac as sac_module
 
     settings = dict(gradient_steps=4, target_update_interval=2, learning_starts=10_000)
-    models = {"relay": _model(_venv(), align=False, **settings),
-              "sac": SAC("MlpPolicy", _venv(), buffer_size=2000, batch_size=8, seed=0, device="cpu", **settings)}
+    models = {"relay": relay_model(vlm_venv(), align=False, **settings),
+              "sac": SAC("MlpPolicy", vlm_venv(), buffer_size=2000, batch_size=8, seed=0, device="cpu", **settings)}
     polyak, mse = [], []
     real_polyak, real_mse = sac_module.polyak_update, sac_module.F.mse_loss
     monkeypatch.setattr(sac_module, "polyak_update", lambda *a: (polyak.append(a[2]), real_polyak(*a))[1])
@@ -234,55 +224,55 @@ def test_gradient_steps_count_update_targets_and_log_as_the_backbone(monkeypatch
         assert len(steps) == (8 if name == "relay" else 4)
         assert logged["train/critic_loss"] == pytest.approx(np.mean(steps[:4]), rel=1e-6)
         if name == "relay":
-            assert model.sac_agent._n_updates == logged["relay_sac/n_updates"] == 4
-            assert logged["relay_sac/critic_loss"] == pytest.approx(np.mean(steps[4:]), rel=1e-6)
+            assert model.task_agent._n_updates == logged["task_agent/n_updates"] == 4
+            assert logged["task_agent/critic_loss"] == pytest.approx(np.mean(steps[4:]), rel=1e-6)
     assert counts == {"sac": 4, "relay": 8}  # 2 target updates x (critic + batch-norm stats) per agent
 
 
 def _params(model: RelayPolicy) -> list[torch.Tensor]:
     out = [p.detach().clone() for p in model.policy.parameters()]
-    if model.sac_agent is not None:
-        out += [p.detach().clone() for p in model.sac_agent.policy.parameters()]
+    if model.task_agent is not None:
+        out += [p.detach().clone() for p in model.task_agent.policy.parameters()]
     out += [model.log_ent_coef.detach().clone()]
     return out
 
 
-def test_save_load_resume_is_exact(tmp_path) -> None:
+def test_save_load_resume_is_exact(tmp_path, vlm_venv, relay_model) -> None:
     n, m = 30, 20  # both multiples of the episode length (10): saves at episode boundaries
     kwargs = dict(learning_starts=10, relay_lengths=(3, 4), alignment_kwargs={"batch_size": 8})
 
-    venv = _venv()
-    straight = _model(venv, **kwargs)
+    venv = vlm_venv()
+    straight = relay_model(venv, **kwargs)
     straight.learn(n + m)
     expected = _params(straight) + [p.detach().clone() for p in venv.reward_model.parameters()]
 
-    venv_a = _venv()
-    first = _model(venv_a, **kwargs)
+    venv_a = vlm_venv()
+    first = relay_model(venv_a, **kwargs)
     first.learn(n)
     first.save(tmp_path / "ckpt")
     first.save_replay_buffer(tmp_path / "buffer")
     del first
 
-    venv_b = _venv()
+    venv_b = vlm_venv()
     resumed = RelayPolicy.load(tmp_path / "ckpt", env=venv_b, device="cpu")
     resumed.load_replay_buffer(tmp_path / "buffer")
     resumed.learn(m, reset_num_timesteps=False)
     got = _params(resumed) + [p.detach().clone() for p in venv_b.reward_model.parameters()]
     assert resumed.num_timesteps == straight.num_timesteps == n + m
-    assert (resumed.sac_steps, resumed.vlm_steps) == (straight.sac_steps, straight.vlm_steps)
+    assert resumed.schedule.state_dict() == straight.schedule.state_dict()
     assert resumed._n_updates == straight._n_updates
-    assert resumed.sac_agent._n_updates == straight.sac_agent._n_updates
+    assert resumed.task_agent._n_updates == straight.task_agent._n_updates
     for a, b in zip(expected, got):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_checkpoint_layout_and_no_pickle_for_project_state(tmp_path) -> None:
-    model = _model(_venv())
+def test_checkpoint_layout_and_no_pickle_for_project_state(tmp_path, vlm_venv, relay_model) -> None:
+    model = relay_model(vlm_venv())
     model.learn(10)
     model.save(tmp_path / "m.zip")
     with zipfile.ZipFile(tmp_path / "m.zip") as archive:
         names = set(archive.namelist())
-        assert {"data", "policy.pth", "relay_sac.zip", "furl_state.json", "furl_tensors.pt"} <= names
+        assert {"data", "policy.pth", "task_agent.zip", "furl_state.json", "furl_tensors.pt"} <= names
         import io
         import json
 
@@ -291,9 +281,10 @@ def test_checkpoint_layout_and_no_pickle_for_project_state(tmp_path) -> None:
         torch.load(io.BytesIO(archive.read("furl_tensors.pt")), weights_only=True)  # tensors only
 
 
-def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    venv = _venv()
-    model = _model(venv)
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch: pytest.MonkeyPatch, vlm_venv,
+                                                    relay_model) -> None:
+    venv = vlm_venv()
+    model = relay_model(venv)
     model.learn(10)
     model.save(tmp_path / "ckpt")
     before = (tmp_path / "ckpt.zip").read_bytes()
@@ -311,34 +302,34 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch: pytes
     assert RelayPolicy.load(tmp_path / "ckpt.zip", env=venv).num_timesteps == 10
 
 
-def test_mismatched_checkpoint(tmp_path) -> None:
-    model = _model(_venv())
+def test_mismatched_checkpoint(tmp_path, vlm_venv, relay_model) -> None:
+    model = relay_model(vlm_venv())
     model.save(tmp_path / "ckpt")
     with pytest.raises(CheckpointMismatchError, match="task"):
-        RelayPolicy.load(tmp_path / "ckpt", env=_venv(task="push"))
+        RelayPolicy.load(tmp_path / "ckpt", env=vlm_venv(task="push"))
     with pytest.raises(CheckpointMismatchError, match="encoder"):
-        RelayPolicy.load(tmp_path / "ckpt", env=_venv(vlm="random-clip:tiny:seed1"))
+        RelayPolicy.load(tmp_path / "ckpt", env=vlm_venv(vlm="random-clip:tiny:seed1"))
     from stable_baselines3 import SAC
 
-    SAC("MlpPolicy", _venv(), buffer_size=10).save(tmp_path / "plain")
+    SAC("MlpPolicy", vlm_venv(), buffer_size=10).save(tmp_path / "plain")
     with pytest.raises(ValueError, match="not a RelayPolicy checkpoint"):
-        RelayPolicy.load(tmp_path / "plain.zip", env=_venv())
+        RelayPolicy.load(tmp_path / "plain.zip", env=vlm_venv())
 
 
-def test_bad_arguments() -> None:
-    venv = _venv()
+def test_bad_arguments(vlm_venv, relay_model) -> None:
+    venv = vlm_venv()
     with pytest.raises(ValueError, match="relay_threshold"):
-        _model(venv, relay_threshold=-1)
+        relay_model(venv, relay_threshold=-1)
     with pytest.raises(ValueError, match="relay_lengths"):
-        _model(venv, relay_lengths=())
+        relay_model(venv, relay_lengths=())
     with pytest.raises(ValueError, match="relay_lengths"):
-        _model(venv, relay_lengths=(50, 0))
+        relay_model(venv, relay_lengths=(50, 0))
     with pytest.raises(ValueError, match="relay_noise"):
-        _model(venv, relay_noise=-0.1)
+        relay_model(venv, relay_noise=-0.1)
     from stable_baselines3.common.buffers import ReplayBuffer
 
     with pytest.raises(ValueError, match="VLMReplayBuffer"):
-        _model(venv, replay_buffer_class=ReplayBuffer)
+        relay_model(venv, replay_buffer_class=ReplayBuffer)
 
 
 def test_alignment_settings_of_other_homes_are_refused() -> None:
@@ -364,10 +355,10 @@ def test_end_to_end_on_metaworld(n_envs: int, tmp_path) -> None:
 
     model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(300, log_interval=1)
-    assert model.num_timesteps >= 300 and model.sac_steps > 0 and model.vlm_steps > 0
+    assert model.num_timesteps >= 300 and model.schedule.task_agent_steps > 0 and model.schedule.vlm_steps > 0
     assert model.replay_buffer.alignment.failed_episodes >= 300 // 50 - 1
     assert model.alignment_callback.alignment_steps > 0  # stage 1 with the goal image
     header = (tmp_path / "progress.csv").read_text().splitlines()[0]
     for key in ("furl/relay_on", "furl/positive_count", "furl/relay_length", "furl/loss_neg_neg",
-                "relay_sac/actor_loss", "train/actor_loss"):
+                "task_agent/actor_loss", "train/actor_loss"):
         assert key in header, key

@@ -1,4 +1,4 @@
-"""The RelayPolicy checkpoint format: identity checks, zip round trip, atomic writes, RNG states."""
+"""The RelayPolicy checkpoint format: identity checks, zip round trip, atomic writes, format version."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import zipfile
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 
 from furl_wrappers import relay_checkpoint as checkpoint
+from furl_wrappers._safe_files import CorruptFileError
 from furl_wrappers.relay_checkpoint import CheckpointMismatchError
 
 BOX = gym.spaces.Box(-1, 1, (2,))
@@ -69,13 +69,11 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
         checkpoint.read_checkpoint((tmp_path / "sb3.zip").read_bytes(), "handle.zip")
 
 
-def test_global_rng_round_trip() -> None:
-    np.random.seed(1)
-    torch.manual_seed(1)
-    state, tensors = checkpoint.global_rng_state()
-    expected = (np.random.rand(3), torch.rand(3))
-    np.random.seed(99)
-    torch.manual_seed(99)
-    checkpoint.restore_global_rng_state(state, tensors)
-    np.testing.assert_array_equal(np.random.rand(3), expected[0])
-    torch.testing.assert_close(torch.rand(3), expected[1])
+def test_an_older_format_is_refused_in_one_line(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "old.zip", "w") as archive:
+        archive.writestr("data", "{}")
+        archive.writestr("furl_state.json", '{"format": 1, "relay": {}}')
+        archive.writestr("relay_sac.zip", b"")
+    with pytest.raises(CorruptFileError, match=r"old.zip' is a relay checkpoint of format 1; this version reads "
+                                               r"format 2 only"):
+        checkpoint.read_checkpoint(tmp_path / "old.zip")

@@ -22,9 +22,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, LinearSchedule
 
-import furl_wrappers
 from furl_wrappers import json_codec, serialization
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.relay import RelayPolicy
 from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.serialization import (
@@ -35,6 +33,7 @@ from furl_wrappers.serialization import (
     safe_custom_objects,
     save_model,
 )
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 from furl_wrappers.vlm_reward import VLMReward
 
 FRESH_KEYS = {"policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "lr_schedule"}
@@ -73,18 +72,18 @@ def _edit_json(entries: dict[str, bytes], name: str, fn: Callable[[dict], None])
     entries[name] = json.dumps(data).encode()
 
 
-def _in_relay_sac(fn: Callable[[dict], None]) -> Callable[[dict[str, bytes]], None]:
-    """An edit for :func:`_rewrite` applying ``fn`` to the ``data`` of the relay's nested ``relay_sac.zip``."""
+def _in_task_agent(fn: Callable[[dict], None]) -> Callable[[dict[str, bytes]], None]:
+    """An edit for :func:`_rewrite` applying ``fn`` to the ``data`` of the relay's nested ``task_agent.zip``."""
 
     def poison(entries: dict[str, bytes]) -> None:
-        with zipfile.ZipFile(io.BytesIO(entries["relay_sac.zip"])) as archive:
+        with zipfile.ZipFile(io.BytesIO(entries["task_agent.zip"])) as archive:
             inner = {name: archive.read(name) for name in archive.namelist()}
         _edit_json(inner, "data", fn)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w") as archive:
             for name, blob in inner.items():
                 archive.writestr(name, blob)
-        entries["relay_sac.zip"] = out.getvalue()
+        entries["task_agent.zip"] = out.getvalue()
 
     return poison
 
@@ -94,11 +93,6 @@ def _sac(learn: int = 0, cls: type = SAC) -> SAC:
                 device="cpu", policy_kwargs={"net_arch": [8, 8], "activation_fn": torch.nn.Tanh,
                                              "optimizer_class": torch.optim.AdamW})
     return model.learn(learn) if learn else model
-
-
-def _venv(seed: int = 0):
-    return furl_wrappers.make_vlm_vec_env("reach", n_envs=1, seed=seed, vlm="random-clip:tiny", device="cpu",
-                                          env_kwargs={"image_size": 32, "max_episode_steps": 10})
 
 
 def _relay(venv, learn: int = 15) -> RelayPolicy:
@@ -180,21 +174,21 @@ def test_sac_round_trip_without_unpickling(tmp_path: Path, cls: type, no_unpickl
     _assert_same_policy(model, load_model(cls, io.BytesIO(handle.getvalue()), device="cpu"), obs)
 
 
-def test_relay_round_trip_without_unpickling(tmp_path: Path, no_unpickling: None) -> None:
-    venv = _venv()
+def test_relay_round_trip_without_unpickling(tmp_path: Path, no_unpickling: None, vlm_venv) -> None:
+    venv = vlm_venv()
     model = _relay(venv)
     save_model(model, tmp_path / "relay.zip")
     with zipfile.ZipFile(tmp_path / "relay.zip") as archive:
         assert SAFE_ENTRY in archive.namelist()
-        nested = archive.read("relay_sac.zip")
+        nested = archive.read("task_agent.zip")
     assert FRESH_KEYS | RUN_KEYS <= set(safe_custom_objects(tmp_path / "relay.zip"))
     assert FRESH_KEYS <= set(safe_custom_objects(nested))
-    loaded = load_model(RelayPolicy, tmp_path / "relay.zip", env=_venv(), device="cpu")
+    loaded = load_model(RelayPolicy, tmp_path / "relay.zip", env=vlm_venv(), device="cpu")
     obs = venv.reset()
     _assert_same_policy(model, loaded, obs)
-    _assert_same_policy(model.sac_agent, loaded.sac_agent, obs)
+    _assert_same_policy(model.task_agent, loaded.task_agent, obs)
     assert loaded.replay_buffer_class is VLMReplayBuffer and loaded.num_timesteps == model.num_timesteps
-    RelayPolicy.load(tmp_path / "relay", env=_venv())  # its own load is the safe one too
+    RelayPolicy.load(tmp_path / "relay", env=vlm_venv())  # its own load is the safe one too
 
 
 # ------------------------------------------------------------------------------------------------ hostile zips
@@ -227,13 +221,13 @@ def test_replaced_existing_key(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_relay_nested_zip_is_checked_too(tmp_path: Path) -> None:
+def test_relay_nested_zip_is_checked_too(tmp_path: Path, vlm_venv) -> None:
     marker = tmp_path / "pwned"
-    _relay(_venv(), learn=6).save(tmp_path / "relay.zip")
+    _relay(vlm_venv(), learn=6).save(tmp_path / "relay.zip")
 
-    _rewrite(tmp_path / "relay.zip", tmp_path / "evil.zip", _in_relay_sac(lambda d: d.update(evil=_payload(marker))))
-    with pytest.raises(UnsafeFileError, match=r"evil\.zip:relay_sac\.zip.*'evil'"):
-        RelayPolicy.load(tmp_path / "evil.zip", env=_venv())
+    _rewrite(tmp_path / "relay.zip", tmp_path / "evil.zip", _in_task_agent(lambda d: d.update(evil=_payload(marker))))
+    with pytest.raises(UnsafeFileError, match=r"evil\.zip:task_agent\.zip.*'evil'"):
+        RelayPolicy.load(tmp_path / "evil.zip", env=vlm_venv())
     assert not marker.exists()
 
 
@@ -279,7 +273,7 @@ def test_old_zip_needs_trusted(tmp_path: Path) -> None:
     assert isinstance(load_model(SAC, tmp_path / "plain.zip", trusted=True), SAC)
 
 
-def test_truncated_or_damaged_zip(tmp_path: Path) -> None:
+def test_truncated_or_damaged_zip(tmp_path: Path, vlm_venv) -> None:
     save_model(_sac(), tmp_path / "m.zip")
     blob = (tmp_path / "m.zip").read_bytes()
     (tmp_path / "cut.zip").write_bytes(blob[: len(blob) // 2])
@@ -290,11 +284,11 @@ def test_truncated_or_damaged_zip(tmp_path: Path) -> None:
     (tmp_path / "flip.zip").write_bytes(blob[:start] + b"X" + blob[start + 1:])
     with pytest.raises(CorruptFileError, match=r"flip\.zip"):
         load_model(SAC, tmp_path / "flip.zip")
-    _relay(_venv(), learn=6).save(tmp_path / "relay.zip")
+    _relay(vlm_venv(), learn=6).save(tmp_path / "relay.zip")
     blob = (tmp_path / "relay.zip").read_bytes()
     (tmp_path / "relay_cut.zip").write_bytes(blob[: len(blob) - 100])
     with pytest.raises(CorruptFileError, match=r"relay_cut\.zip"):
-        RelayPolicy.load(tmp_path / "relay_cut.zip", env=_venv())
+        RelayPolicy.load(tmp_path / "relay_cut.zip", env=vlm_venv())
 
 
 
@@ -331,13 +325,13 @@ def test_planted_plain_keys_are_refused(tmp_path: Path, key: str, value) -> None
 
 
 def test_a_planted_env_key_in_the_relays_inner_zip_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                              ) -> None:
-    _relay(_venv(), learn=6).save(tmp_path / "relay.zip")
+                                                              , vlm_venv) -> None:
+    _relay(vlm_venv(), learn=6).save(tmp_path / "relay.zip")
     marker = _plant_env_module(tmp_path, monkeypatch)
-    plant = _in_relay_sac(lambda d: d.update(env="planted_env_mod:X-v0"))
+    plant = _in_task_agent(lambda d: d.update(env="planted_env_mod:X-v0"))
     _rewrite(tmp_path / "relay.zip", tmp_path / "evil.zip", plant)
-    with pytest.raises(UnsafeFileError, match=r"evil\.zip:relay_sac\.zip.*'env'"):
-        RelayPolicy.load(tmp_path / "evil.zip", env=_venv())
+    with pytest.raises(UnsafeFileError, match=r"evil\.zip:task_agent\.zip.*'env'"):
+        RelayPolicy.load(tmp_path / "evil.zip", env=vlm_venv())
     assert not marker.exists()
 
 

@@ -103,7 +103,7 @@ def test_never_pickled_so_sb3_zips_stay_small(tmp_path) -> None:
 
     from stable_baselines3 import SAC
 
-    from furl_wrappers.buffers import VLMReplayBuffer
+    from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
     venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", device="cpu", env_kwargs={"image_size": 32})
     reward = venv.vlm_reward

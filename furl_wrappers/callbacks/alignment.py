@@ -10,7 +10,7 @@ Each call after warm-up takes one Adam step on the reward model's heads:
   also needs one failed episode and a success reached at step ≥ k): pos-neg + pos-pos
   (:func:`~furl_wrappers.losses.pos_neg_loss` + :func:`~furl_wrappers.losses.pos_pos_loss`).
 
-It needs the model's replay buffer to be a :class:`~furl_wrappers.buffers.VLMReplayBuffer` and a
+It needs the model's replay buffer to be a :class:`~furl_wrappers.vlm_buffer.VLMReplayBuffer` and a
 :class:`~furl_wrappers.VLMReward` with learned heads: pass it (``RelayPolicy`` does), or it is taken from the
 buffer, else from the training env (``make_vlm_vec_env``'s ``VecFuzzyVLMReward``); the callback attaches it to
 the buffer when the buffer has none. The goal image is the VLM reward's (``goal_image=`` when it is built): without
@@ -20,7 +20,7 @@ Logs under ``furl/``: stage, losses, mean positive/negative/lag scores, positive
 Example:
     >>> from stable_baselines3 import SAC
     >>> import furl_wrappers
-    >>> from furl_wrappers.buffers import VLMReplayBuffer
+    >>> from furl_wrappers.vlm_buffer import VLMReplayBuffer
     >>> from furl_wrappers.callbacks import RewardAlignmentCallback
     >>> venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", env_kwargs={"image_size": 32})
     >>> model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer, learning_starts=10, buffer_size=1000)
@@ -35,9 +35,9 @@ from typing import Any, cast
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.losses import goal_mask, neg_neg_goal_loss, pos_neg_loss, pos_pos_loss
 from furl_wrappers.validation import check_int, check_number
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 from furl_wrappers.vlm_reward import VLMReward
 from furl_wrappers.wrappers import vlm_reward_of
 
@@ -101,7 +101,7 @@ class RewardAlignmentCallback(BaseCallback):
         self.stage1_frames = stage1_frames
         self.vlm_reward = vlm_reward
         self.optimizer: torch.optim.Optimizer | None = None
-        self._pending_optimizer_state: dict | None = None  # from load_state(), applied in bind()
+        self._pending_optimizer_state: dict | None = None  # from load_state_dict(), applied in bind()
         self.stage = 0
         self.alignment_steps = 0
         self.buffer: VLMReplayBuffer | None = None
@@ -112,7 +112,7 @@ class RewardAlignmentCallback(BaseCallback):
         if not isinstance(buffer, VLMReplayBuffer):
             raise TypeError(
                 f"RewardAlignmentCallback needs the model's replay buffer to be VLMReplayBuffer, got "
-                f"{type(buffer).__name__}: pass replay_buffer_class=furl_wrappers.buffers.VLMReplayBuffer"
+                f"{type(buffer).__name__}: pass replay_buffer_class=furl_wrappers.vlm_buffer.VLMReplayBuffer"
             )
         vlm_reward = self.vlm_reward or buffer.vlm_reward
         if vlm_reward is None:
@@ -145,15 +145,16 @@ class RewardAlignmentCallback(BaseCallback):
             self.optimizer.load_state_dict(self._pending_optimizer_state)
             self._pending_optimizer_state = None
 
-    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(JSON-able state, tensors)`` to checkpoint: stage, step count, the heads' optimiser."""
-        tensors = {} if self.optimizer is None else {"reward_optimizer": self.optimizer.state_dict()}
-        return {"stage": self.stage, "alignment_steps": self.alignment_steps}, tensors
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: ``stage`` and ``alignment_steps`` (ints) and ``optimizer``, the heads'
+        optimiser state (torch's ``state_dict``, tensors; ``None`` before :meth:`bind`)."""
+        return {"stage": self.stage, "alignment_steps": self.alignment_steps,
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
 
-    def load_state(self, state: dict[str, Any], tensors: dict[str, Any]) -> None:
-        """Undo :meth:`state` (the optimiser state is applied when the optimiser exists, at :meth:`bind`)."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Undo :meth:`state_dict` (the optimiser state is applied when the optimiser exists, at :meth:`bind`)."""
         self.stage, self.alignment_steps = int(state["stage"]), int(state["alignment_steps"])
-        self._pending_optimizer_state = tensors.get("reward_optimizer")
+        self._pending_optimizer_state = state.get("optimizer")
         self._apply_pending_optimizer_state()
 
     # -------------------------------------------------------------------- step

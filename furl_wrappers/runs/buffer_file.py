@@ -1,9 +1,13 @@
 """Replay buffers without pickle: one ``.npz`` of arrays plus JSON, read with ``np.load(allow_pickle=False)``.
 
-:func:`save_buffer` writes an SB3 ``ReplayBuffer`` (or furl's ``VLMReplayBuffer``: embeddings, task rewards, goal
-distances, the alignment store, the unfinished episodes and every RNG state) with the model step it was saved at,
-only the rows in use until the buffer wraps around; :func:`load_buffer` fills the buffer a model built from the
-same settings, checks that it fits, and returns that step (a checkpoint set checks it against the model's).
+:func:`save_buffer` writes any SB3 ``ReplayBuffer``: its per-row arrays (every array attribute shaped
+``(buffer_size, n_envs, ...)``: SB3's observations, actions, rewards, ..., and a subclass's own, such as furl's
+embeddings), only the rows in use until the buffer wraps around, ``pos``/``full``, the model step it was saved at,
+and — for buffers with a ``state_dict()`` (furl's ``VLMReplayBuffer``, ``PixelReplayBuffer``) — that state, arrays
+as members and the rest as JSON. :func:`load_buffer` fills a buffer the model built from the same settings: class
+and sizes first, then the buffer's ``load_state_dict`` (which reads its JSON before any array, so that it can lay
+out its storage), then the rows; every member is size-checked before it is read. It returns the step (a
+checkpoint set checks it against the model's).
 
 Example:
     >>> import tempfile
@@ -22,35 +26,52 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from furl_wrappers._safe_files import MAX_JSON_BYTES, CorruptFileError, loads_json
-from furl_wrappers.buffers import VLMReplayBuffer
-from furl_wrappers.pixel_buffer import PixelReplayBuffer
-from furl_wrappers.relay_checkpoint import CheckpointMismatchError
-from furl_wrappers.serialization import _CUT, _FORMAT, _check_zip, _resolve, _write
+from furl_wrappers._atomic import find_with_suffix, write_to
+from furl_wrappers._safe_files import (
+    MAX_JSON_BYTES,
+    TRUNCATED_ERRORS,
+    CheckpointMismatchError,
+    CorruptFileError,
+    check_zip,
+    loads_json,
+)
 
-__all__ = ["save_buffer", "load_buffer"]
+__all__ = ["save_buffer", "load_buffer", "FORMAT"]
+
+#: version of the buffer file (2: per-row arrays + the buffer's own state_dict)
+FORMAT = 2
+_ROWS, _STATE = "rows/", "state/"
+#: slack over the buffer's own bytes for the unfinished episodes, first frames and npy headers
+_SLACK = 64 * 2**20
 
 
-def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+def _row_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+    """Every per-row array attribute ``(buffer_size, n_envs, ...)``, by name (a dict of them, as
+    DictReplayBuffer's observations: ``name/key``)."""
     out = {}
     for key, value in vars(buffer).items():
-        if isinstance(value, np.ndarray):
-            out[f"buffer/{key}"] = value
+        if isinstance(value, np.ndarray) and _per_row(value, buffer):
+            out[key] = value
         elif (isinstance(value, dict) and value and all(isinstance(k, str) for k in value)
-              and all(isinstance(v, np.ndarray) for v in value.values())):
-            out.update({f"buffer/{key}/{k}": v for k, v in value.items()})  # DictReplayBuffer's observations
+              and all(isinstance(v, np.ndarray) and _per_row(v, buffer) for v in value.values())):
+            out.update({f"{key}/{k}": v for k, v in value.items()})
     return out
 
 
 def _per_row(array: np.ndarray, buffer: ReplayBuffer) -> bool:
-    """Whether an array holds one entry per (row, env) — ``(buffer_size, n_envs, ...)`` — rather than per env."""
     return array.shape[:2] == (buffer.buffer_size, buffer.n_envs)
+
+
+def _state(buffer: ReplayBuffer) -> dict[str, Any]:
+    state_dict = getattr(buffer, "state_dict", None)
+    return {} if state_dict is None else state_dict()
 
 
 def _rows(buffer: ReplayBuffer) -> int:
@@ -61,96 +82,112 @@ def _rows(buffer: ReplayBuffer) -> int:
     return int(buffer.pos)
 
 
+def _class_name(buffer: ReplayBuffer) -> str:
+    return f"{type(buffer).__module__}:{type(buffer).__qualname__}"
+
+
 def save_buffer(buffer: ReplayBuffer, path: str | os.PathLike, *, step: int) -> Path:
-    """Write ``buffer`` (a ``ReplayBuffer`` or ``VLMReplayBuffer``) to one ``.npz`` (suffix added), atomically.
+    """Write ``buffer`` (any SB3 ``ReplayBuffer``) to one ``.npz`` (suffix added), atomically.
 
     Args:
         step: the model's ``num_timesteps``, returned by :func:`load_buffer` to check a checkpoint set.
     """
     rows = _rows(buffer)
-    arrays: dict[str, Any] = {k: (v[:rows] if _per_row(v, buffer) else v)
-              for k, v in _buffer_arrays(buffer).items()}
-    meta: dict[str, Any] = {"rows": rows, "format": _FORMAT,
-                            "class": f"{type(buffer).__module__}:{type(buffer).__qualname__}", "step": int(step),
-                            "buffer_size": buffer.buffer_size, "n_envs": buffer.n_envs, "pos": int(buffer.pos),
-                            "full": bool(buffer.full)}
-    if isinstance(buffer, VLMReplayBuffer):
-        vlm = meta["vlm"] = {"embedding_dim": buffer.embedding_dim, "embedding_dtype": buffer.embedding_dtype.str,
-                             "batches_sampled": buffer.batches_sampled}
-        if buffer.embedding_dim is not None:
-            store = buffer.alignment.state_dict()
-            arrays.update({f"alignment/{k}": v for k, v in store.items() if isinstance(v, np.ndarray)})
-            vlm["alignment"] = {k: v for k, v in store.items() if not isinstance(v, np.ndarray)}
-            vlm["frame_rng"] = buffer._frame_rng.bit_generator.state
-            vlm["episode_lengths"] = [len(episode) for episode in buffer._episodes]
-            frames = [f for episode in buffer._episodes for f in episode]  # (embedding, success, distance)
-            arrays["episodes/embeddings"] = (np.stack([e for e, _, _ in frames]) if frames else
-                                             np.zeros((0, buffer.embedding_dim), np.float32))
-            arrays["episodes/success"] = np.array([s for _, s, _ in frames], dtype=bool)
-            arrays["episodes/distance"] = np.array([d for _, _, d in frames], dtype=np.float64)
-    if isinstance(buffer, PixelReplayBuffer):  # episodes' first frames, keyed by (row, env)
-        keys = sorted(buffer.first_frames)
-        arrays["pixels/first_keys"] = np.array(keys, dtype=np.int64).reshape(-1, 2)
-        arrays["pixels/first_frames"] = (np.stack([buffer.first_frames[k] for k in keys]) if keys else
-                                         np.zeros((0, *buffer.frames.shape[2:]), np.uint8))
+    arrays: dict[str, Any] = {_ROWS + k: v[:rows] for k, v in _row_arrays(buffer).items()}
+    state = _state(buffer)
+    arrays.update({_STATE + k: v for k, v in state.items() if isinstance(v, np.ndarray)})
+    meta = {"format": FORMAT, "class": _class_name(buffer), "step": int(step), "rows": rows,
+            "buffer_size": buffer.buffer_size, "n_envs": buffer.n_envs, "pos": int(buffer.pos),
+            "full": bool(buffer.full), "state": {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    written = _write(path, ".npz", lambda handle: np.savez(handle, **arrays))
+    written = write_to(path, ".npz", lambda handle: np.savez(handle, **arrays))
     assert written is not None  # a path, not a handle, was given
     return written
 
 
-#: the largest embedding a buffer file may declare (CLIP ViT-L/14: 768, LIV: 1024)
-MAX_EMBEDDING_DIM = 8192
-_EXTRA_PREFIXES = ("alignment/", "episodes/", "pixels/")
+class _FileState(Mapping):
+    """The file's buffer state as the buffer's ``load_state_dict`` reads it: JSON values at once, each array
+    member only when asked for, after its unpacked size is checked against the bytes the buffer holds by then."""
+
+    def __init__(self, npz: Any, json_state: dict[str, Any], buffer: ReplayBuffer, label: str) -> None:
+        self.npz, self.json, self.buffer, self.label = npz, json_state, buffer, label
+        self.arrays = {name[len(_STATE):] for name in npz.files if name.startswith(_STATE)}
+        self.budget: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.json:
+            return self.json[key]
+        if key not in self.arrays:
+            raise KeyError(key)
+        if self.budget is None:  # the buffer has laid out its storage from the JSON values by now
+            own = [*_row_arrays(self.buffer).values(), *(v for v in _state(self.buffer).values()
+                                                        if isinstance(v, np.ndarray))]
+            self.budget = 2 * sum(a.nbytes for a in own) + _SLACK
+        self.budget -= _member_size(self.npz, _STATE + key)
+        if self.budget < 0:
+            raise CorruptFileError(f"{self.label!r}: its buffer state unpacks to more bytes than this buffer holds "
+                                   "(not read)")
+        return self.npz[_STATE + key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.json, *sorted(self.arrays)])
+
+    def __len__(self) -> int:
+        return len(self.json) + len(self.arrays)
+
+
+def _member_size(npz: Any, name: str) -> int:
+    return int(npz.zip.getinfo(f"{name}.npy").file_size)
+
+
+def _read_meta(npz: Any, label: str) -> dict[str, Any]:
+    if _member_size(npz, "meta") > MAX_JSON_BYTES:
+        raise CorruptFileError(f"{label!r}: its meta entry is larger than {MAX_JSON_BYTES} bytes")
+    meta = loads_json(npz["meta"].tobytes(), f"{label}:meta")
+    if not isinstance(meta, dict) or not isinstance(meta.get("state"), dict):
+        raise CorruptFileError(f"{label!r}: its meta entry is not a buffer description")
+    if meta.get("format") != FORMAT:
+        raise CorruptFileError(f"{label!r} is a replay buffer file of format {meta.get('format')!r}; this version "
+                               f"reads format {FORMAT} only (files from before furl_wrappers 0.x's state change are "
+                               "not read)")
+    return meta
 
 
 def _check_fit(meta: dict[str, Any], buffer: ReplayBuffer, label: str) -> None:
-    """The file is for this buffer (class, size, envs) and its embeddings are of a sane size; allocates the
-    buffer's embeddings when the model has not yet (they are allocated at its first add)."""
-    for key, have in (("class", f"{type(buffer).__module__}:{type(buffer).__qualname__}"),
-                      ("buffer_size", buffer.buffer_size), ("n_envs", buffer.n_envs)):
-        if meta.get(key) != have:
-            raise CheckpointMismatchError(f"{label!r} does not fit this buffer: {key} is {meta.get(key)!r} in the "
-                                          f"file, {have!r} here; load it into the model it was saved from")
-    vlm = meta.get("vlm")
-    if not isinstance(buffer, VLMReplayBuffer) or not isinstance(vlm, dict) or vlm.get("embedding_dim") is None:
-        return
-    dim = vlm["embedding_dim"]
-    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_EMBEDDING_DIM:
-        raise CorruptFileError(f"{label!r}: embedding_dim {dim!r} is not an integer in [1, {MAX_EMBEDDING_DIM}]")
-    if (buffer.embedding_dtype, np.dtype(vlm["embedding_dtype"])) == (np.float16, np.float32):
-        buffer.embedding_dtype = np.dtype(np.float32)  # float16 storage switched to float32 at run time
-        if buffer.embedding_dim is not None:
-            buffer.embeddings = buffer.embeddings.astype(np.float32)
-    if buffer.embedding_dim is None:
-        saved = (vlm["embedding_dtype"], vlm["alignment"]["capacity"], vlm["alignment"]["lag"])
-        current = (buffer.embedding_dtype.str, buffer.alignment_buffer_size, buffer.lag)
-        if saved != current:
-            raise CheckpointMismatchError(f"{label!r} does not fit this buffer: (embedding dtype, "
-                                          f"alignment_buffer_size, lag) is {saved!r} in the file, {current!r} here; "
-                                          "load it into the model it was saved from")
-        buffer._allocate(dim)
+    rows = meta.get("rows")
+    for key, have in (("class", _class_name(buffer)), ("buffer_size", buffer.buffer_size), ("n_envs", buffer.n_envs),
+                      ("rows in use", buffer.buffer_size if meta.get("full") or buffer.optimize_memory_usage
+                       else meta.get("pos"))):
+        saved = rows if key == "rows in use" else meta.get(key)
+        if saved != have:
+            raise CheckpointMismatchError(f"{label!r} does not fit this buffer: {key} is {saved!r} in the file, "
+                                          f"{have!r} here; load it into the model it was saved from")
 
 
-def _check_members(npz: Any, buffer: ReplayBuffer, label: str) -> None:
-    """Every member is one this buffer has, and no bigger than the buffer's own array (a planted member or a
-    zip bomb is refused before it is read)."""
-    own = {k: v.nbytes for k, v in _buffer_arrays(buffer).items()}
-    if isinstance(buffer, VLMReplayBuffer) and buffer.embedding_dim is not None:
-        own.update({f"alignment/{k}": v.nbytes for k, v in buffer.alignment.state_dict().items()
-                    if isinstance(v, np.ndarray)})
-    budget = 2 * sum(own.values()) + 64 * 2**20  # + unfinished episodes and first frames, bounded by the buffer
+def _read_rows(npz: Any, buffer: ReplayBuffer, rows: int, label: str) -> dict[str, np.ndarray]:
+    """The file's per-row members, each checked against the buffer's own array (name, size, then shape and dtype)
+    before the next is read; every member of the file is the buffer's own."""
+    own = _row_arrays(buffer)
     for name in npz.files:
-        size = npz.zip.getinfo(f"{name}.npy").file_size
-        if name != "meta" and name not in own and not name.startswith(_EXTRA_PREFIXES):
+        if name != "meta" and not name.startswith(_STATE) and name[len(_ROWS):] not in own:
             raise CorruptFileError(f"{label!r} has a member {name!r} that this {type(buffer).__name__} does not "
                                    "have (not read)")
-        if name in own and size > own[name] + 2**16:
-            raise CorruptFileError(f"{label!r}: member {name!r} unpacks to {size} bytes, more than this buffer's "
-                                   f"{own[name]} (not read)")
-        budget -= size
-        if budget < 0:
-            raise CorruptFileError(f"{label!r} unpacks to more bytes than this buffer holds (not read)")
+    missing = sorted(set(own) - {name[len(_ROWS):] for name in npz.files})
+    if missing:
+        raise CheckpointMismatchError(f"{label!r} does not fit this buffer: it has no {missing[0]!r} rows")
+    out = {}
+    for key, target in own.items():
+        size = _member_size(npz, _ROWS + key)
+        if size > target[:rows].nbytes + 2**16:
+            raise CorruptFileError(f"{label!r}: member {_ROWS + key!r} unpacks to {size} bytes, more than this "
+                                   f"buffer's {target[:rows].nbytes} (not read)")
+        value = npz[_ROWS + key]
+        if (value.shape, value.dtype) != (target[:rows].shape, target.dtype):
+            raise CheckpointMismatchError(f"{label!r} does not fit this buffer: array {key!r} (shape, dtype) is "
+                                          f"{(value.shape[1:], value.dtype)} in the file, "
+                                          f"{(target.shape[1:], target.dtype)} here")
+        out[key] = value
+    return out
 
 
 def load_buffer(path: str | os.PathLike, buffer: ReplayBuffer) -> int:
@@ -160,76 +197,33 @@ def load_buffer(path: str | os.PathLike, buffer: ReplayBuffer) -> int:
         The step recorded by :func:`save_buffer`.
 
     Raises:
-        CorruptFileError: the file is truncated or corrupt; CheckpointMismatchError: it is for another buffer.
+        CorruptFileError: the file is truncated, corrupt or of another format; CheckpointMismatchError: it is for
+            another buffer.
     """
-    path = _resolve(path, ".npz")
+    path = find_with_suffix(path, ".npz")
     label = str(path)
-    vlm: Any  # the "vlm" JSON object (None for a plain ReplayBuffer)
     try:
         with open(path, "rb") as handle:  # read once, then copied into the model's own arrays
-            _check_zip(handle, label, "replay buffer file", "meta.npy")
+            check_zip(handle, label, "replay buffer file", "meta.npy")
             handle.seek(0)
             with np.load(handle, allow_pickle=False) as npz:
-                if npz.zip.getinfo("meta.npy").file_size > MAX_JSON_BYTES:
-                    raise CorruptFileError(f"{label!r}: its meta entry is larger than {MAX_JSON_BYTES} bytes")
-                meta = loads_json(npz["meta"].tobytes(), f"{label}:meta")
-                if not isinstance(meta, dict):
-                    raise CorruptFileError(f"{label!r}: its meta entry is not a JSON object")
-                step, pos, full, vlm = int(meta["step"]), int(meta["pos"]), bool(meta["full"]), meta.get("vlm")
+                meta = _read_meta(npz, label)
                 _check_fit(meta, buffer, label)  # before any array is read or allocated
-                _check_members(npz, buffer, label)
-                arrays = {k: npz[k] for k in npz.files if k != "meta"}
-    except (CorruptFileError, CheckpointMismatchError):
-        raise
-    except (*_CUT, TypeError, AttributeError) as err:
+                load_state = getattr(buffer, "load_state_dict", None)
+                if load_state is not None:
+                    load_state(_FileState(npz, meta["state"], buffer, label))
+                rows = _read_rows(npz, buffer, int(meta["rows"]), label)
+    except CheckpointMismatchError as err:
+        raise CheckpointMismatchError(f"{label!r} does not fit this buffer: {err}"
+                                      if not str(err).startswith(repr(label)) else str(err)) from None
+    except CorruptFileError as err:
+        raise CorruptFileError(str(err) if str(err).startswith(repr(label)) else f"{label!r}: {err}") from None
+    except (*TRUNCATED_ERRORS, TypeError, AttributeError, IndexError) as err:
         raise CorruptFileError(f"{label!r} is not a complete replay buffer file (truncated or corrupt): "
-                               f"{type(err).__name__}: {err}") from None
-
-    def check(what: str, saved: Any, have: Any) -> None:
-        if saved != have:
-            raise CheckpointMismatchError(f"{label!r} does not fit this buffer: {what} is {saved!r} in the file, "
-                                          f"{have!r} here; load it into the model it was saved from")
-
-    rows = int(meta.get("rows", buffer.buffer_size))
-    check("rows in use", rows, buffer.buffer_size if full else pos)
-    have = {k: (v.shape[1:] if _per_row(v, buffer) else v.shape, v.dtype)
-            for k, v in _buffer_arrays(buffer).items()}
-    saved = {k: (v.shape[1:] if v.shape[0] == rows and k in have and have[k][0] != v.shape else v.shape, v.dtype)
-             for k, v in arrays.items() if k.startswith("buffer/")}
-    for key in sorted(k for k in set(have) | set(saved) if have.get(k) != saved.get(k))[:1]:
-        check(f"array {key[len('buffer/'):]!r} (shape, dtype)", saved.get(key), have.get(key))
-    if isinstance(buffer, VLMReplayBuffer) and buffer.embedding_dim is not None:  # the file has embeddings too
-        store = {k[len("alignment/"):]: v for k, v in arrays.items() if k.startswith("alignment/")}
-        check("alignment store (dim, capacity, lag)", [vlm["alignment"][k] for k in ("dim", "capacity", "lag")],
-              [buffer.alignment.dim, buffer.alignment.capacity, buffer.alignment.lag])
-        buffer.alignment.load_state_dict({**vlm["alignment"], **store})
-        buffer._frame_rng.bit_generator.state = vlm["frame_rng"]
-        ends = np.cumsum([0, *vlm["episode_lengths"]])
-        emb, ok, dist = arrays["episodes/embeddings"], arrays["episodes/success"], arrays["episodes/distance"]
-        buffer._episodes = [[(emb[i], bool(ok[i]), float(dist[i])) for i in range(a, b)]
-                            for a, b in zip(ends[:-1], ends[1:])]
-    _copy_buffer_arrays(buffer, arrays, rows)
-    if isinstance(buffer, PixelReplayBuffer):
-        if "pixels/first_frames" not in arrays:
-            raise CorruptFileError(f"{label!r} has no episode first frames, which a pixel replay buffer needs")
-        buffer.first_frames = {(int(r), int(e)): frame for (r, e), frame in
-                               zip(arrays["pixels/first_keys"], arrays["pixels/first_frames"])}
-    buffer.pos, buffer.full = pos, full
-    if vlm is not None:
-        assert isinstance(buffer, VLMReplayBuffer)  # the file's class matched (_check_fit), and only those have vlm
-        buffer.batches_sampled, buffer.last_batch = int(vlm["batches_sampled"]), None
-    return step
-
-
-def _copy_buffer_arrays(buffer: ReplayBuffer, arrays: dict[str, np.ndarray], rows: int) -> None:
-    """The file's ``buffer/...`` arrays into ``buffer`` (its first ``rows`` rows, or the whole attribute)."""
-    for key, value in arrays.items():
-        parts = key.split("/")
-        if parts[0] == "buffer":
-            target = getattr(buffer, parts[1]) if len(parts) == 2 else getattr(buffer, parts[1])[parts[2]]
-            if _per_row(target, buffer) and value.shape[0] == rows:
-                target[:rows] = value  # into the model's own full-size arrays
-            elif len(parts) == 2:
-                setattr(buffer, parts[1], value)
-            else:
-                getattr(buffer, parts[1])[parts[2]] = value
+                               f"{type(err).__name__}: {str(err)[:80]}") from None
+    for key, value in rows.items():
+        name, _, field = key.partition("/")
+        target = getattr(buffer, name)[field] if field else getattr(buffer, name)
+        target[:len(value)] = value  # into the model's own full-size arrays
+    buffer.pos, buffer.full = int(meta["pos"]), bool(meta["full"])
+    return int(meta["step"])

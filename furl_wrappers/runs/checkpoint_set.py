@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from furl_wrappers import rng_state
 from furl_wrappers._atomic import atomic_write_text
-from furl_wrappers._safe_files import CorruptFileError, loads_json
-from furl_wrappers.relay_checkpoint import global_rng_state, restore_global_rng_state
+from furl_wrappers._safe_files import loads_json
 from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
 from furl_wrappers.serialization import load_model, safe_entry, save_model
 
@@ -49,29 +48,16 @@ class CheckpointError(ValueError):
 
 
 def capture_rng(model: Any) -> dict[str, Any]:
-    """Python's, numpy's and torch's global RNG states and the model's action-space RNG state, as JSON."""
-    py_state = random.getstate()
-    np_state, tensors = global_rng_state()
-    space_rng = getattr(getattr(model, "action_space", None), "np_random", None)
-    return {**np_state, "python": [py_state[0], list(py_state[1]), py_state[2]],
-            "torch": tensors["torch_rng"].tolist(),
-            "action_space": None if space_rng is None else space_rng.bit_generator.state}
+    """The global generators' and the model's action-space generator's states, as JSON (see rng_state)."""
+    return rng_state.capture(getattr(model, "action_space", None))
 
 
 def restore_rng(model: Any, state: dict[str, Any]) -> None:
     """Undo :func:`capture_rng` (SB3's load re-seeds every generator with the run's seed)."""
-    import torch
-
     try:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-        restore_global_rng_state(state, {"torch_rng": torch.tensor(state["torch"], dtype=torch.uint8)})
-        if state.get("action_space") is not None:
-            model.action_space.np_random.bit_generator.state = state["action_space"]
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        why = f"{type(err).__name__}: {str(err)[:80]}" if not isinstance(err, CorruptFileError) else str(err)
-        raise CheckpointError(f"the RNG states in {CheckpointSet.META} are malformed ({why}); the checkpoint cannot "
-                              "be resumed") from None
+        rng_state.restore(state, getattr(model, "action_space", None))
+    except ValueError as err:
+        raise CheckpointError(f"{CheckpointSet.META}: {err}; the checkpoint cannot be resumed") from None
 
 
 class CheckpointSet:
@@ -198,9 +184,7 @@ class CheckpointSet:
                                   "unreadable): restore it, or delete that folder to start the run over")
         step = int(meta["num_timesteps"])
         model = load_model(cls, self.model, env=env, device=device, trusted=trusted, **kwargs)
-        buffer_step = load_buffer(self.buffer, model.replay_buffer)
-        if hasattr(model, "_connect_buffer"):
-            model._connect_buffer()  # a RelayPolicy re-attaches its VLM reward and the SAC agent's view
+        buffer_step = load_buffer(self.buffer, model.replay_buffer)  # into the model's own buffer, in place
         if not step == int(model.num_timesteps) == buffer_step:
             raise CheckpointError(f"{str(self.path)!r} is inconsistent: meta.json at step {step}, model at "
                                   f"{model.num_timesteps}, replay buffer at {buffer_step}; it cannot be resumed")

@@ -10,7 +10,7 @@ parsed (``ast.parse(text, mode="eval")``) and only this grammar is evaluated:
 
 ``replay_buffer_class`` is ``None`` or one class name: ``ReplayBuffer``, ``DictReplayBuffer``, ``HerReplayBuffer``
 (rl-zoo's spelling), ``VLMReplayBuffer``, or one of their dotted module paths (``stable_baselines3.HerReplayBuffer``,
-``furl_wrappers.buffers.VLMReplayBuffer``, ...).
+``furl_wrappers.vlm_buffer.VLMReplayBuffer``, ...).
 
 Anything else (other names or attributes, other calls, lambdas, subscripts, operators, comprehensions, ``1e999``,
 expressions over :data:`MAX_LENGTH` characters, ...) is refused with one line naming the key, the offending piece
@@ -40,7 +40,7 @@ ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid")
 OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
 #: replay buffer class name → its module
 BUFFERS = {"ReplayBuffer": "stable_baselines3.common.buffers", "DictReplayBuffer": "stable_baselines3.common.buffers",
-           "HerReplayBuffer": "stable_baselines3", "VLMReplayBuffer": "furl_wrappers.buffers"}
+           "HerReplayBuffer": "stable_baselines3", "VLMReplayBuffer": "furl_wrappers.vlm_buffer"}
 
 
 def _table(key: str) -> dict[str, tuple[str, str]]:
@@ -49,7 +49,7 @@ def _table(key: str) -> dict[str, tuple[str, str]]:
         table = {name: (module, name) for name, module in BUFFERS.items()}
         table.update({f"{module}.{name}": (module, name) for name, module in BUFFERS.items()})
         table.update({"stable_baselines3.her.HerReplayBuffer": ("stable_baselines3", "HerReplayBuffer"),
-                      "furl_wrappers.VLMReplayBuffer": ("furl_wrappers.buffers", "VLMReplayBuffer")})
+                      "furl_wrappers.VLMReplayBuffer": ("furl_wrappers.vlm_buffer", "VLMReplayBuffer")})
         return table
     table = {f"{prefix}.{name}": ("torch.nn", name) for prefix in ("nn", "th.nn", "torch.nn") for name in ACTIVATIONS}
     table.update({f"{prefix}.{name}": ("torch.optim", name) for prefix in ("th.optim", "torch.optim")

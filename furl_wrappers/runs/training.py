@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from furl_wrappers._atomic import atomic_write, atomic_write_text
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.encoders import describe
 from furl_wrappers.envs import GoalSetting, check_goal
 from furl_wrappers.presets import get_preset
 from furl_wrappers.registration import env_id
 from furl_wrappers.relay import is_relay
 from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
-from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, choose_encoder, wrapper_kwargs
+from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, choose_encoder, with_render_size, wrapper_kwargs
 from furl_wrappers.runs.evaluation import PaperEvalCallback, make_eval_env
 from furl_wrappers.runs.progress import FuRLProgressCallback
 from furl_wrappers.runs.protocol import eval_episodes, eval_seed
@@ -47,6 +46,7 @@ from furl_wrappers.runs.zoo_config import (
 from furl_wrappers.serialization import save_model
 from furl_wrappers.tasks import canonical_task, short_task
 from furl_wrappers.validation import check_hyperparams, check_int
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
 __all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run"]
 
@@ -295,6 +295,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
                                                                       preset, say)
         fell_back = fell_back or fell_back_now
         env_kwargs["image_preset"] = preset
+        env_kwargs = with_render_size(env_kwargs, encoder, preset)
         vec_wrapper = _vlm_wrapper(zoo["vec_env_wrapper"], encoder, encoder_spec, spec.seed, say)
     own_lock = lock is None
     if lock is None:  # every input checked, the encoder loaded: the run starts here

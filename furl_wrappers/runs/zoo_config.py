@@ -33,10 +33,10 @@ from typing import Any, Callable
 import yaml
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.callbacks import RewardAlignmentCallback
 from furl_wrappers.runs.safe_eval import safe_eval
 from furl_wrappers.validation import init_keywords
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
 __all__ = [
     "METHODS",

@@ -38,6 +38,7 @@ from typing import IO, Any
 import yaml
 
 from furl_wrappers import serialization
+from furl_wrappers._atomic import write_to
 from furl_wrappers._safe_files import UnsafeFileError
 from furl_wrappers.json_codec import resolve_class
 from furl_wrappers.runs.safe_eval import safe_eval
@@ -197,7 +198,7 @@ def _save_with_entry(base: type[Any]) -> Any:
         raw = io.BytesIO()
         base.save(self, raw, exclude, include)
         data = serialization.with_safe_entry(raw.getvalue(), self)
-        serialization._write(path, ".zip", lambda handle: handle.write(data))
+        write_to(path, ".zip", lambda handle: handle.write(data))
 
     save.__doc__ = f"``{base.__name__}.save`` plus the pickle-free entry (rl-zoo's model, best model, checkpoints)."
     return save

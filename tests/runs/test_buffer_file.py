@@ -10,13 +10,13 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.relay_checkpoint import CheckpointMismatchError
 from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
 from furl_wrappers.serialization import (
     CorruptFileError,
 )
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 from furl_wrappers.vlm_reward import VLMReward
 
 OBS, ACT, D = spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32), 8
@@ -122,7 +122,7 @@ def test_cut_or_pickled_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     hostile[0] = _Marker(marker)
     with np.load(tmp_path / "b.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
-    np.savez(tmp_path / "evil.npz", **{**arrays, "buffer/observations": hostile})
+    np.savez(tmp_path / "evil.npz", **{**arrays, "rows/observations": hostile})
     calls = []
     real_load = np.load
     monkeypatch.setattr(np, "load", lambda *a, **k: calls.append(k.get("allow_pickle")) or real_load(*a, **k))
@@ -146,14 +146,14 @@ def test_a_planted_member_is_refused_before_it_is_read(tmp_path: Path, monkeypat
     read = []
     original = np.lib.npyio.NpzFile.__getitem__
     monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: read.append(key) or original(self, key))
-    bad = _npz_with(path, tmp_path / "extra.npz", **{"buffer/planted": np.zeros(1000, np.uint8)})
-    with pytest.raises(CorruptFileError, match=r"extra.npz' has a member 'buffer/planted' that this VLMReplayBuffer "
+    bad = _npz_with(path, tmp_path / "extra.npz", **{"rows/planted": np.zeros(1000, np.uint8)})
+    with pytest.raises(CorruptFileError, match=r"extra.npz' has a member 'rows/planted' that this VLMReplayBuffer "
                                                r"does not have \(not read\)"):
         load_buffer(bad, _vlm_buffer())
-    assert "buffer/planted" not in read
-    big = _npz_with(path, tmp_path / "big.npz", **{"buffer/rewards": np.zeros((40, 2, 4096), np.float32)})
-    with pytest.raises(CorruptFileError, match=r"member 'buffer/rewards' unpacks to \d+ bytes, more than this "
-                                               r"buffer's 160 \(not read\)"):
+    assert "rows/planted" not in read
+    big = _npz_with(path, tmp_path / "big.npz", **{"rows/rewards": np.zeros((40, 2, 4096), np.float32)})
+    with pytest.raises(CorruptFileError, match=r"member 'rows/rewards' unpacks to \d+ bytes, more than this "
+                                               r"buffer's 80 \(not read\)"):
         load_buffer(big, _vlm_buffer())
 
 
@@ -166,7 +166,7 @@ def test_an_absurd_embedding_dim_is_refused_before_allocating(tmp_path: Path, di
     path = save_buffer(buffer, tmp_path / "b", step=10)
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(npz["meta"].tobytes())
-    meta["vlm"]["embedding_dim"] = dim
+    meta["state"]["embedding_dim"] = dim
     bad = _npz_with(path, tmp_path / "dim.npz", meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     fresh = _vlm_buffer()
     with pytest.raises(CorruptFileError, match=rf"embedding_dim {dim!r} is not an integer in \[1, 8192\]"):
@@ -182,3 +182,33 @@ def test_a_deeply_nested_meta_is_one_line(tmp_path: Path) -> None:
     bad = _npz_with(path, tmp_path / "deep.npz", meta=np.frombuffer(deep, np.uint8))
     with pytest.raises(CorruptFileError, match=r"deep.npz:meta' is not valid: JSON nested deeper than 64 levels"):
         load_buffer(bad, _vlm_buffer())
+
+
+def test_an_older_format_is_refused_in_one_line(tmp_path: Path) -> None:
+    import json
+
+    buffer = _vlm_buffer()
+    _fill(buffer, 4)
+    path = save_buffer(buffer, tmp_path / "b", step=4)
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(npz["meta"].tobytes())
+    old = _npz_with(path, tmp_path / "old.npz", meta=np.frombuffer(json.dumps({**meta, "format": 1}).encode(),
+                                                                      np.uint8))
+    fresh = _vlm_buffer()
+    with pytest.raises(CorruptFileError, match=r"old.npz' is a replay buffer file of format 1; this version reads "
+                                               r"format 2 only"):
+        load_buffer(old, fresh)
+    assert fresh.embedding_dim is None and fresh.pos == 0  # nothing touched
+
+
+def test_pixel_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    from furl_wrappers.pixel_buffer import PixelReplayBuffer
+
+    obs = spaces.Box(0, 255, (6, 8, 8), np.uint8)
+    buffer = PixelReplayBuffer(20, obs, ACT, device="cpu")
+    frames = np.random.default_rng(0).integers(0, 255, (1, 6, 8, 8), dtype=np.uint8)
+    buffer.add(frames, frames, np.zeros((1, 2)), np.zeros(1), np.zeros(1), [{}])
+    path = save_buffer(buffer, tmp_path / "p", step=1)
+    bad = _npz_with(path, tmp_path / "bad.npz", **{"state/first_keys": np.array([[500, 0]], np.int64)})
+    with pytest.raises(CorruptFileError, match=r"bad.npz': the episode first frames or steps do not fit"):
+        load_buffer(bad, PixelReplayBuffer(20, obs, ACT, device="cpu"))

@@ -98,7 +98,7 @@ def test_a_damaged_set_is_kept_and_refused_not_dropped(tmp_path: Path) -> None:
         ckpt.load(SAC, None, device="cpu")
 
 
-@pytest.mark.parametrize("bad", [{"python": [3, [1, 2], None]}, {"numpy_rng": ["MT19937", [1, 2, 3], 0, 0, 0.0]},
+@pytest.mark.parametrize("bad", [{"python": [3, [1, 2], None]}, {"numpy": ["MT19937", [1, 2, 3], 0, 0, 0.0]},
                                  {"torch": [1, 2, 3]}, {"action_space": {"bit_generator": "PCG64", "state": 5}},
                                  {"python": "not a state"}])
 def test_a_malformed_rng_state_is_one_line(tmp_path: Path, bad: dict) -> None:
@@ -106,7 +106,8 @@ def test_a_malformed_rng_state_is_one_line(tmp_path: Path, bad: dict) -> None:
     ckpt.write(_model())
     meta = json.loads(ckpt.meta.read_text())
     ckpt.meta.write_text(json.dumps({**meta, "rng": {**meta["rng"], **bad}}))
-    with pytest.raises(CheckpointError, match=r"RNG states in meta.json are malformed .*cannot be resumed") as info:
+    with pytest.raises(CheckpointError,
+                       match=r"meta.json: the saved random generator states are malformed .*cannot be resumed") as info:
         ckpt.load(SAC, None, device="cpu")
     assert "\n" not in str(info.value)
 

@@ -34,7 +34,7 @@ def test_default_error_is_value_error() -> None:
     ("policy_kwargs", "dict(**{'a': 1})", "**{'a': 1}"),
     ("policy_kwargs", "np.float32", "np.float32"),
     ("replay_buffer_kwargs", "dict(lag=importlib.import_module('os'))", "importlib.import_module"),
-    ("replay_buffer_class", "importlib.import_module('furl_wrappers.buffers').VLMReplayBuffer",
+    ("replay_buffer_class", "importlib.import_module('furl_wrappers.vlm_buffer').VLMReplayBuffer",
      "importlib.import_module"),
     ("replay_buffer_class", "nn.ReLU", "nn.ReLU"),
     ("replay_buffer_class", "'HerReplayBuffer'", "'HerReplayBuffer'"),

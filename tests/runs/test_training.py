@@ -84,7 +84,7 @@ def _weights(run: Path) -> dict:
 
     model = load_model(RelayPolicy, run / "model.zip", device="cpu", buffer_size=1)
     tensors = {f"vlm.{k}": v for k, v in model.policy.state_dict().items()}
-    tensors.update({f"sac.{k}": v for k, v in model.sac_agent.policy.state_dict().items()})
+    tensors.update({f"sac.{k}": v for k, v in model.task_agent.policy.state_dict().items()})
     import torch
 
     tensors.update({f"heads.{k}": v for k, v in torch.load(run / "reward_model_final.pt").items()})

@@ -246,7 +246,7 @@ def test_launcher_with_a_relay_config(tmp_path: Path, algo: str, config: str) ->
     for path in run.glob("*.zip"):
         assert SAFE_ENTRY in zipfile.ZipFile(path).namelist(), path.name
     if relay:
-        assert "relay_sac.zip" in zipfile.ZipFile(saved).namelist()  # RelayPolicy's own save ran
+        assert "task_agent.zip" in zipfile.ZipFile(saved).namelist()  # RelayPolicy's own save ran
     enjoy = _run(["-m", "furl_wrappers.zoo", "enjoy", "--algo", algo, "--env", "furl/reach-v3", "--gym-packages",
                   "furl_wrappers", "-f", str(tmp_path), "-n", "60", "--no-render", "--env-kwargs", "image_size:32",
                   "max_episode_steps:50", *(["observation:'pixels'", *pixels] if pixels else [])], tmp_path)
@@ -265,8 +265,8 @@ def test_zoo_yaml_loader_reads_what_rl_zoo_writes_and_nothing_else() -> None:
 
     from torch import nn, optim
 
-    from furl_wrappers.buffers import VLMReplayBuffer
     from furl_wrappers.runs.zoo_launcher import UnsafeYAMLError, ZooYAMLLoader
+    from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
     written = OrderedDict([("policy_kwargs", {"activation_fn": nn.ReLU, "optimizer_class": optim.AdamW,
                                               "net_arch": [32]}),
@@ -511,7 +511,7 @@ def test_relay_zip_with_lin_schedule_loads_without_trusted_and_enjoys(tmp_path: 
         assert type(model.learning_rate) is LinearSchedule and type(model.lr_schedule) is FloatSchedule
         lr = model.learning_rate
         assert (lr.start, lr.end, lr.end_fraction) == (1e-4, 0.0, 1.0)
-        for agent in (model, model.sac_agent):
+        for agent in (model, model.task_agent):
             for progress in (1.0, 0.5, 0.2, 0.0):  # rl-zoo's: progress_remaining * 1e-4
                 assert agent.lr_schedule(progress) == pytest.approx(1e-4 * progress, rel=1e-12, abs=1e-20)
         assert model.policy_kwargs["activation_fn"] is nn.ReLU
@@ -612,7 +612,7 @@ def test_config_strings_in_the_grammar_give_the_exact_objects() -> None:
     from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
     from torch import nn, optim
 
-    from furl_wrappers.buffers import VLMReplayBuffer
+    from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
     assert _split("policy_kwargs", "dict(net_arch=[256, 256], activation_fn=nn.ReLU)") == {
         "net_arch": [256, 256], "activation_fn": nn.ReLU}
@@ -637,7 +637,7 @@ def test_config_strings_in_the_grammar_give_the_exact_objects() -> None:
     for text, cls in [("HerReplayBuffer", HerReplayBuffer), ("ReplayBuffer", ReplayBuffer),
                       ("DictReplayBuffer", DictReplayBuffer), ("VLMReplayBuffer", VLMReplayBuffer),
                       ("stable_baselines3.HerReplayBuffer", HerReplayBuffer),
-                      ("furl_wrappers.buffers.VLMReplayBuffer", VLMReplayBuffer), ("None", None)]:
+                      ("furl_wrappers.vlm_buffer.VLMReplayBuffer", VLMReplayBuffer), ("None", None)]:
         assert _split("replay_buffer_class", text) is cls
     classes = split_config({"replay_buffer_class": VLMReplayBuffer, "_algo": "relay"})[0]  # a class stays a class
     assert classes["replay_buffer_class"] is VLMReplayBuffer

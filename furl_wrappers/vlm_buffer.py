@@ -11,7 +11,7 @@ own samples with
 ρ and ``include_task_reward`` belong to the attached :class:`~furl_wrappers.VLMReward` (pass
 ``replay_buffer_kwargs={"vlm_reward": reward}`` or call :meth:`attach`; ``RelayPolicy`` and
 ``RewardAlignmentCallback`` attach it for you). :meth:`task_reward_view` is a second view of the same storage
-whose ``sample()`` returns the task reward only (for the relay's plain SAC agent); with ``share_batch=True`` it
+whose ``sample()`` returns the task reward only (for the relay's task agent); with ``share_batch=True`` it
 returns the very batch the main view sampled last, as the reference code trains both agents on one batch.
 
 Embeddings are stored as float16 by default (half the memory of float32); the relabelled reward differs from the
@@ -27,7 +27,7 @@ never pickled: ``save_replay_buffer`` / ``load_replay_buffer`` round-trip, then 
 Example:
     >>> from stable_baselines3 import SAC
     >>> import furl_wrappers
-    >>> from furl_wrappers.buffers import VLMReplayBuffer
+    >>> from furl_wrappers.vlm_buffer import VLMReplayBuffer
     >>> venv = furl_wrappers.make_vlm_vec_env("reach", vlm="random-clip:tiny", env_kwargs={"image_size": 32})
     >>> model = SAC("MlpPolicy", venv, replay_buffer_class=VLMReplayBuffer,
     ...             replay_buffer_kwargs={"vlm_reward": venv.vlm_reward}, learning_starts=10, buffer_size=1000)
@@ -36,25 +36,31 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
+from furl_wrappers._safe_files import CheckpointMismatchError, CorruptFileError
 from furl_wrappers.alignment_store import AlignmentStore
+from furl_wrappers.indexed_buffer import IndexedReplayBuffer
 from furl_wrappers.validation import check_int
 from furl_wrappers.vlm_reward import EmbeddingReward, nonfinite_kind
 
-__all__ = ["VLMReplayBuffer", "TaskRewardView"]
+__all__ = ["VLMReplayBuffer", "TaskRewardView", "MAX_EMBEDDING_DIM"]
+
+#: the widest embedding a saved buffer state may declare (CLIP ViT-L/14: 768, LIV: 1024)
+MAX_EMBEDDING_DIM = 8192
 
 _HINT = "wrap the env in furl_wrappers.FuzzyVLMRewardWrapper (or use furl_wrappers.make_vlm_vec_env)"
 
 
-class VLMReplayBuffer(ReplayBuffer):
+class VLMReplayBuffer(IndexedReplayBuffer):
     """SB3 ``ReplayBuffer`` with FuRL's reward relabelling and episode labelling.
 
     Args:
@@ -112,6 +118,11 @@ class VLMReplayBuffer(ReplayBuffer):
         self.alignment = AlignmentStore(dim, self.alignment_buffer_size, self.lag, store_seed)
         self._frame_rng = np.random.default_rng(frame_seed)  # draws stage-1 frames from the whole buffer
         self._episodes: list[list[tuple[np.ndarray, bool, float]]] = [[] for _ in range(self.n_envs)]
+
+    def _widen_embeddings(self) -> None:
+        self.embedding_dtype = np.dtype(np.float32)
+        if self.embedding_dim is not None:
+            self.embeddings = self.embeddings.astype(np.float32)
 
     def attach(self, vlm_reward: EmbeddingReward) -> VLMReplayBuffer:
         """Attach the VLM reward to relabel with (it is not pickled with the buffer: re-attach after loading)."""
@@ -174,13 +185,10 @@ class VLMReplayBuffer(ReplayBuffer):
         if self.embedding_dtype == np.float16:
             peak = float(np.abs(embeddings).max())
             if peak > np.finfo(np.float16).max:  # float16 would store inf, and every relabelled reward be NaN
-                import warnings
-
                 warnings.warn(f"VLMReplayBuffer: embedding storage switched from float16 to float32 because "
                               f"embedding values reached {peak:.4g} (float16 holds at most 65504); pass "
                               f"embedding_dtype='float32' to start with it", RuntimeWarning, stacklevel=2)
-                self.embeddings = self.embeddings.astype(np.float32)
-                self.embedding_dtype = np.dtype(np.float32)
+                self._widen_embeddings()
         goal = None if self.vlm_reward is None else self.vlm_reward.goal_embedding
         if goal is not None:  # float64: huge finite embeddings must not overflow the norm
             with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
@@ -232,26 +240,10 @@ class VLMReplayBuffer(ReplayBuffer):
         return embeddings, task, np.asarray(successes, bool)
 
     # ----------------------------------------------------------------- sampling
-    def _next_env_indices(self, n: int) -> np.ndarray:
-        """The env indices SB3's ``_get_samples`` is about to draw (its first draw from numpy's global generator),
-        drawn on a copy of the generator's state so that SB3's own draw is left as it was."""
-        state = np.random.get_state()
-        env_indices = np.random.randint(0, high=self.n_envs, size=(n,))
-        np.random.set_state(state)
-        return env_indices
-
-    def sb3_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None
-                    ) -> tuple[ReplayBufferSamples, np.ndarray]:
-        """SB3's own samples for ``batch_inds`` (rewards as collected) and the env indices they were taken from."""
-        env_indices = self._next_env_indices(len(batch_inds))
-        return super()._get_samples(batch_inds, env), env_indices  # the storage's (SB3's, or pixel frames')
-
-    def batch_indices(self, batch_size: int) -> np.ndarray:
-        """Rows to sample, as SB3 draws them (the storage's own rule when it has one, e.g. pixel frame stacks)."""
-        draw = getattr(super(), "batch_indices", None)
-        if draw is not None:
-            return draw(batch_size)
-        return np.random.randint(0, self.buffer_size if self.full else self.pos, size=batch_size)
+    def stored_samples(self, batch_inds: np.ndarray, env_indices: np.ndarray, env: VecNormalize | None = None
+                       ) -> ReplayBufferSamples:
+        """The storage's samples at ``(batch_inds, env_indices)`` with the rewards as collected (not relabelled)."""
+        return super().samples_at(batch_inds, env_indices, env)  # SB3's layout, or the pixel frames'
 
     def with_rewards(self, samples: ReplayBufferSamples, rewards: np.ndarray,
                      env: VecNormalize | None = None) -> ReplayBufferSamples:
@@ -259,14 +251,17 @@ class VLMReplayBuffer(ReplayBuffer):
         return samples._replace(rewards=self.to_torch(self._normalize_reward(
             np.asarray(rewards, np.float32).reshape(-1, 1), env)))
 
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+    def samples_at(self, batch_inds: np.ndarray, env_indices: np.ndarray, env: VecNormalize | None = None
+                   ) -> ReplayBufferSamples:
+        """The transitions at ``(batch_inds, env_indices)`` with rewards relabelled by the current heads; noted as
+        :attr:`last_batch` for the task-reward view."""
         if self.vlm_reward is None:
             raise RuntimeError(
                 "VLMReplayBuffer has no VLM reward: pass replay_buffer_kwargs={'vlm_reward': ...} or call "
                 "buffer.attach(vlm_reward) (RelayPolicy and RewardAlignmentCallback do it; needed again after "
                 "load_replay_buffer)"
             )
-        samples, env_indices = self.sb3_samples(batch_inds, env)
+        samples = self.stored_samples(batch_inds, env_indices, env)
         self.last_batch = (batch_inds, env_indices, samples)
         self.batches_sampled += 1
         rewards = self.vlm_reward.relabel(self.embeddings[batch_inds, env_indices],
@@ -281,6 +276,74 @@ class VLMReplayBuffer(ReplayBuffer):
         """A view of this storage whose ``sample()`` returns task rewards only (see :class:`TaskRewardView`)."""
         return TaskRewardView(self, share_batch)
 
+    # -------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """FuRL's state beside the per-row arrays (embeddings, task rewards and goal distances are per row, written
+        with SB3's by a buffer file): the embedding layout, the batch count and, once embeddings exist, the
+        stage-1 frame generator, each env's unfinished episode (``episodes/...``) and the alignment store
+        (``alignment/...``). Values: numpy arrays or JSON-able values."""
+        state = super().state_dict()
+        state.update(embedding_dim=self.embedding_dim, embedding_dtype=self.embedding_dtype.str,
+                     batches_sampled=self.batches_sampled)
+        if self.embedding_dim is None:
+            return state
+        frames = [f for episode in self._episodes for f in episode]  # (embedding, success, distance)
+        state.update({
+            "frame_rng": self._frame_rng.bit_generator.state,
+            "episode_lengths": [len(episode) for episode in self._episodes],
+            "episodes/embeddings": (np.stack([e for e, _, _ in frames]) if frames else
+                                    np.zeros((0, self.embedding_dim), np.float32)),
+            "episodes/success": np.array([s for _, s, _ in frames], dtype=bool),
+            "episodes/distance": np.array([d for _, _, d in frames], dtype=np.float64),
+        })
+        state.update({f"alignment/{k}": v for k, v in self.alignment.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Undo :meth:`state_dict` on a buffer built with the same settings, allocating the embeddings when this
+        buffer has stored none yet (JSON values are read before any array).
+
+        Raises:
+            CheckpointMismatchError: the state is of a buffer with another embedding width, dtype, alignment
+                capacity or window.
+            CorruptFileError: a malformed value.
+        """
+        super().load_state_dict(state)
+        dim, dtype = state["embedding_dim"], state["embedding_dtype"]
+        if dtype not in ("<f2", "<f4"):
+            raise CorruptFileError(f"embedding_dtype {dtype!r} is not float16 ('<f2') or float32 ('<f4')")
+        if (self.embedding_dtype.str, dtype) == ("<f2", "<f4"):
+            self._widen_embeddings()  # float16 storage switched to float32 during the run
+        elif self.embedding_dtype.str != dtype:
+            raise CheckpointMismatchError(f"embedding dtype is {dtype!r} in the saved state, "
+                                          f"{self.embedding_dtype.str!r} here")
+        self.batches_sampled, self.last_batch = int(state["batches_sampled"]), None
+        if dim is None:
+            return
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_EMBEDDING_DIM:
+            raise CorruptFileError(f"embedding_dim {dim!r} is not an integer in [1, {MAX_EMBEDDING_DIM}]")
+        for name, saved, have in (("embedding width", dim, self.embedding_dim or dim),
+                                  ("alignment_buffer_size", state["alignment/capacity"], self.alignment_buffer_size),
+                                  ("lag", state["alignment/lag"], self.lag)):
+            if saved != have:
+                raise CheckpointMismatchError(f"{name} is {saved!r} in the saved state, {have!r} here")
+        if self.embedding_dim is None:
+            self._allocate(dim)
+        self.alignment.load_state_dict({k[len("alignment/"):]: state[k] for k in state if k.startswith("alignment/")})
+        self._frame_rng.bit_generator.state = state["frame_rng"]
+        self._episodes = self._unfinished_episodes(state)
+
+    def _unfinished_episodes(self, state: Mapping[str, Any]) -> list[list[tuple[np.ndarray, bool, float]]]:
+        lengths = state["episode_lengths"]
+        emb, ok, dist = state["episodes/embeddings"], state["episodes/success"], state["episodes/distance"]
+        if (not isinstance(lengths, list) or len(lengths) != self.n_envs
+                or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in lengths)
+                or not len(emb) == len(ok) == len(dist) == sum(lengths) or emb.shape[1:] != (self.embedding_dim,)):
+            raise CorruptFileError(f"the unfinished episodes do not fit {self.n_envs} envs of {self.embedding_dim}-d "
+                                   f"embeddings (lengths {str(lengths)[:60]})")
+        ends = np.cumsum([0, *lengths])
+        return [[(emb[i], bool(ok[i]), float(dist[i])) for i in range(a, b)] for a, b in zip(ends[:-1], ends[1:])]
+
     # ------------------------------------------------------------------- pickle
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -290,7 +353,7 @@ class VLMReplayBuffer(ReplayBuffer):
 
 
 class TaskRewardView:
-    """Samples of a :class:`VLMReplayBuffer` with the task reward only (for the relay's plain SAC agent).
+    """Samples of a :class:`VLMReplayBuffer` with the task reward only (for the relay's task agent).
 
     Assign it as that agent's ``replay_buffer``: SB3's ``SAC.train`` only calls ``sample``. With
     ``share_batch=True`` each ``sample`` returns the transitions of the main buffer's most recent batch (once),
@@ -299,7 +362,7 @@ class TaskRewardView:
 
     Example:
         >>> view = buffer.task_reward_view()  # doctest: +SKIP
-        >>> sac_agent.replay_buffer = view    # doctest: +SKIP
+        >>> task_agent.replay_buffer = view   # doctest: +SKIP
     """
 
     def __init__(self, buffer: VLMReplayBuffer, share_batch: bool = True) -> None:
@@ -318,6 +381,6 @@ class TaskRewardView:
             self._consumed = buffer.batches_sampled
             batch_inds, env_indices, samples = last
         else:
-            batch_inds = buffer.batch_indices(batch_size)
-            samples, env_indices = buffer.sb3_samples(batch_inds, env)
+            batch_inds, env_indices = buffer.sample_indices(batch_size)
+            samples = buffer.stored_samples(batch_inds, env_indices, env)
         return buffer.with_rewards(samples, buffer.task_rewards[batch_inds, env_indices], env)

@@ -8,9 +8,8 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 
-from furl_wrappers.buffers import VLMReplayBuffer
 from furl_wrappers.reward_model import RewardModel
-from furl_wrappers.vlm_reward import VLMReward
+from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
 D = 8
 OBS = spaces.Box(-1, 1, (3,), np.float32)
@@ -19,15 +18,6 @@ ACT = spaces.Box(-1, 1, (2,), np.float32)
 
 def _buffer(n_envs: int = 1, size: int = 100, **kwargs) -> VLMReplayBuffer:
     return VLMReplayBuffer(size, OBS, ACT, device="cpu", n_envs=n_envs, **kwargs)
-
-
-def _model(seed: int = 0) -> RewardModel:
-    return RewardModel(torch.ones(D), mode="learned", hidden_dim=16, output_dim=4, device="cpu", seed=seed)
-
-
-def _reward(model: RewardModel, rho: float = 0.05, **kwargs) -> VLMReward:
-    """A relabel-only VLM reward (no encoder) around ``model``."""
-    return VLMReward(None, model, text="open the drawer", rho=rho, **kwargs)
 
 
 def _info(emb: np.ndarray, success: bool = False, truncated: bool = False) -> dict:
@@ -51,9 +41,9 @@ def _fill(buf: VLMReplayBuffer, steps: int, rng: np.random.Generator) -> None:
         _add(buf, [rng.normal(size=D) for _ in range(buf.n_envs)], successes=[t % 7 == 3] * buf.n_envs)
 
 
-def test_relabel_uses_current_heads_and_task_view_does_not() -> None:
-    model = _model()
-    buf = _buffer(vlm_reward=_reward(model, rho=0.5), embedding_dtype="float32")
+def test_relabel_uses_current_heads_and_task_view_does_not(reward_model, relabel_reward) -> None:
+    model = reward_model()
+    buf = _buffer(vlm_reward=relabel_reward(model, rho=0.5), embedding_dtype="float32")
     _fill(buf, 50, np.random.default_rng(0))
     np.random.seed(1)
     before = buf.sample(32).rewards.squeeze(1)
@@ -74,9 +64,9 @@ def test_relabel_uses_current_heads_and_task_view_does_not() -> None:
     np.testing.assert_array_equal(view.sample(32).rewards.squeeze(1).numpy(), task.numpy())  # unchanged
 
 
-def test_shared_batch_is_used_once() -> None:
+def test_shared_batch_is_used_once(reward_model, relabel_reward) -> None:
     buf = _buffer()
-    buf.attach(_reward(_model()))
+    buf.attach(relabel_reward(reward_model()))
     _fill(buf, 60, np.random.default_rng(0))
     view = buf.task_reward_view()
     main = buf.sample(16)
@@ -87,21 +77,21 @@ def test_shared_batch_is_used_once() -> None:
     assert fresh.rewards.shape == (16, 1)
 
 
-def test_vlm_only_rewards() -> None:
-    model = _model()
-    buf = _buffer(vlm_reward=_reward(model, rho=1.0, include_task_reward=False), embedding_dtype="float32")
+def test_vlm_only_rewards(reward_model, relabel_reward) -> None:
+    model = reward_model()
+    buf = _buffer(vlm_reward=relabel_reward(model, rho=1.0, include_task_reward=False), embedding_dtype="float32")
     _fill(buf, 20, np.random.default_rng(0))
     rewards = buf.sample(8).rewards.squeeze(1).numpy()
     inds, envs, _ = buf.last_batch
     np.testing.assert_allclose(rewards, model.reward(torch.as_tensor(buf.embeddings[inds, envs])).numpy(), atol=1e-6)
 
 
-def test_float16_storage_changes_rewards_negligibly() -> None:
+def test_float16_storage_changes_rewards_negligibly(relabel_reward) -> None:
     rng = np.random.default_rng(0)
     model = RewardModel(torch.as_tensor(rng.normal(size=512), dtype=torch.float32), device="cpu", seed=0)
     half, full = _buffer(embedding_dtype="float16"), _buffer(embedding_dtype="float32")
     for buf in (half, full):
-        buf.attach(_reward(model))
+        buf.attach(relabel_reward(model))
     for _ in range(64):  # CLIP-like embeddings: norm ~10
         emb = (rng.normal(size=512) * 0.45).astype(np.float32)
         for buf in (half, full):
@@ -130,18 +120,18 @@ def test_episode_labelling_with_interleaved_ends() -> None:
     assert [x[0][0] for x in buf._episodes[0]] == [10, 11]
 
 
-def test_timeouts_are_not_terminal() -> None:
+def test_timeouts_are_not_terminal(reward_model, relabel_reward) -> None:
     buf = _buffer(size=10)
-    buf.attach(_reward(_model()))
+    buf.attach(relabel_reward(reward_model()))
     _add(buf, [np.ones(D)], dones=[True], truncs=[True])  # time limit
     _add(buf, [np.ones(D)], dones=[True])  # true termination
     samples = buf._get_samples(np.array([0, 1]))
     assert samples.dones.squeeze(1).tolist() == [0.0, 1.0]
 
 
-def test_alignment_store_survives_rl_buffer_wrap() -> None:
+def test_alignment_store_survives_rl_buffer_wrap(reward_model, relabel_reward) -> None:
     buf = _buffer(size=6, lag=1)
-    buf.attach(_reward(_model()))
+    buf.attach(relabel_reward(reward_model()))
     for episode in range(4):
         for t in range(5):
             _add(buf, [np.full(D, 10.0 * episode + t)], successes=[episode % 2 == 0 and t == 4], dones=[t == 4])
@@ -150,15 +140,15 @@ def test_alignment_store_survives_rl_buffer_wrap() -> None:
     assert buf.alignment.can_sample_triples()
 
 
-def test_goal_distances() -> None:
-    buf = _buffer(embedding_dtype="float32", vlm_reward=_reward(_model(), goal_embedding=np.zeros(D)))
+def test_goal_distances(reward_model, relabel_reward) -> None:
+    buf = _buffer(embedding_dtype="float32", vlm_reward=relabel_reward(reward_model(), goal_embedding=np.zeros(D)))
     _add(buf, [np.full(D, 1.0)], dones=[True])
     assert buf.goal_distances[0, 0] == pytest.approx(np.sqrt(D))
     emb, dist = buf.alignment.sample_negatives(2)
     assert dist.tolist() == pytest.approx([np.sqrt(D)] * 2)
 
 
-def test_vec_normalize_reward_consistency() -> None:
+def test_vec_normalize_reward_consistency(reward_model, relabel_reward) -> None:
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     import furl_wrappers
@@ -167,7 +157,7 @@ def test_vec_normalize_reward_consistency() -> None:
                         norm_obs=False, norm_reward=True)
     venv.ret_rms.var = np.array(4.0)  # so normalisation visibly divides by ~2
     buf = _buffer(embedding_dtype="float32")
-    buf.attach(_reward(_model()))
+    buf.attach(relabel_reward(reward_model()))
     _fill(buf, 30, np.random.default_rng(0))
     np.random.seed(3)
     raw = buf.sample(16).rewards
@@ -177,10 +167,10 @@ def test_vec_normalize_reward_consistency() -> None:
     assert not torch.allclose(raw, normed)
 
 
-def test_save_load_round_trip_without_the_model(tmp_path) -> None:
+def test_save_load_round_trip_without_the_model(tmp_path, reward_model, relabel_reward) -> None:
     buf = _buffer(lag=1)
-    model = _model()
-    reward = _reward(model, rho=0.2)
+    model = reward_model()
+    reward = relabel_reward(model, rho=0.2)
     buf.attach(reward)
     _fill(buf, 40, np.random.default_rng(0))
     path = tmp_path / "buffer.pkl"
@@ -217,7 +207,7 @@ def test_sb3_save_load_replay_buffer(tmp_path) -> None:
     assert model.replay_buffer.alignment.failed_episodes == 4
 
 
-def test_bad_inputs() -> None:
+def test_bad_inputs(reward_model, relabel_reward) -> None:
     buf = _buffer()
     with pytest.raises(KeyError, match="FuzzyVLMRewardWrapper"):
         buf.add(np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 2)), np.zeros(1), np.zeros(1), [{}])
@@ -227,13 +217,13 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="NaN"):
         _add(buf, [np.full(D, np.nan)])
     with pytest.raises(ValueError, match="VLM reward dim 4"):
-        buf.attach(_reward(RewardModel(torch.ones(4), device="cpu")))
+        buf.attach(relabel_reward(RewardModel(torch.ones(4), device="cpu")))
     with pytest.raises(TypeError, match="attach takes the VLM reward"):
-        buf.attach(_model())  # a bare reward model has no rho: refused
+        buf.attach(reward_model())  # a bare reward model has no rho: refused
     with pytest.raises(ValueError, match="goal embedding has size 3"):
-        _reward(_model(), goal_embedding=np.zeros(3))
+        relabel_reward(reward_model(), goal_embedding=np.zeros(3))
     with pytest.raises(ValueError, match="rho must be a finite number >= 0"):
-        _reward(_model(), rho=-0.1)
+        relabel_reward(reward_model(), rho=-0.1)
     with pytest.raises(TypeError, match="rho"):
         _buffer(rho=0.05)  # rho belongs to the VLM reward
     with pytest.raises(ValueError, match="embedding_dtype"):
@@ -244,12 +234,12 @@ def test_bad_inputs() -> None:
         _buffer(lag=0)
 
 
-def test_samples_are_sb3s_own_with_relabelled_rewards() -> None:
+def test_samples_are_sb3s_own_with_relabelled_rewards(reward_model, relabel_reward) -> None:
     """The batch is SB3's ``_get_samples`` (same indices, obs, dones) with only the rewards replaced."""
     from stable_baselines3.common.buffers import ReplayBuffer
 
     buf = _buffer(n_envs=3, embedding_dtype="float32")
-    buf.attach(_reward(_model(), rho=0.5))
+    buf.attach(relabel_reward(reward_model(), rho=0.5))
     rng = np.random.default_rng(0)
     for t in range(20):
         embs = [rng.normal(size=D) for _ in range(3)]
@@ -270,8 +260,8 @@ def test_samples_are_sb3s_own_with_relabelled_rewards() -> None:
     np.testing.assert_array_equal(ours.rewards.squeeze(1).numpy(), expected)
 
 
-def test_float16_overflow_switches_to_float32_once() -> None:
-    buf = _buffer(vlm_reward=_reward(_model()))
+def test_float16_overflow_switches_to_float32_once(reward_model, relabel_reward) -> None:
+    buf = _buffer(vlm_reward=relabel_reward(reward_model()))
     _add(buf, [np.full(D, 0.5)])
     import warnings
 
@@ -320,7 +310,7 @@ def test_huge_finite_embeddings_keep_training_finite() -> None:
     assert buf.embeddings.dtype == np.float32 and np.isfinite(buf.embeddings[: buf.pos]).all()
     assert np.abs(buf.embeddings[: buf.pos]).max() > 1e6
     assert torch.isfinite(buf.sample(64).rewards).all()
-    for agent in (model, model.sac_agent):
+    for agent in (model, model.task_agent):
         assert all(torch.isfinite(p).all() for p in agent.policy.parameters())
 
 
@@ -344,12 +334,12 @@ def test_non_finite_inputs_name_their_source() -> None:
     assert buf.pos == 0  # nothing was stored
 
 
-def test_non_finite_goal_distance_and_relabelled_rewards_are_refused() -> None:
-    buf = _buffer(embedding_dtype="float32", vlm_reward=_reward(_model(), goal_embedding=np.zeros(D)))
+def test_non_finite_goal_distance_and_relabelled_rewards_are_refused(reward_model, relabel_reward) -> None:
+    buf = _buffer(embedding_dtype="float32", vlm_reward=relabel_reward(reward_model(), goal_embedding=np.zeros(D)))
     with pytest.raises(ValueError, match=r"^VLMReplayBuffer.add: the goal distance of env 0's embedding is inf"):
         _add(buf, [np.full(D, 3e38)])  # finite in float32, its distance is not
-    model = _model()
-    buf = _buffer(vlm_reward=_reward(model))
+    model = reward_model()
+    buf = _buffer(vlm_reward=relabel_reward(model))
     _fill(buf, 10, np.random.default_rng(0))
     with torch.no_grad():
         next(model.parameters())[0, 0] = float("nan")
