@@ -35,9 +35,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
-from furl_wrappers.encoders import OFFLINE_VLM, make_encoder
 from furl_wrappers.envs import GoalSetting, TaskInstance, check_furl_env, instance_of, make_metaworld_env, task_of
-from furl_wrappers.presets import get_preset
 from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.validation import check_int
 from furl_wrappers.vlm_reward import VLMReward, nonfinite_kind
@@ -284,21 +282,6 @@ def vlm_reward_of(venv: VecEnv) -> VLMReward:
     )
 
 
-def _render_size(build: dict[str, Any], preset_name: str) -> tuple[Any, int | None]:
-    """``(the encoder, built once, or the name as given; the frame side it asks for, or None)``: only on the fast
-    path (the reference preset keeps its 256² pipeline) and for encoders that say (``render_size``)."""
-    preset = get_preset(preset_name)
-    vlm = build["vlm"]
-    if preset.name != "fast" or not (isinstance(vlm, str) and vlm.startswith(OFFLINE_VLM) or
-                                     getattr(vlm, "render_size", None)):
-        return vlm, None
-    device = build.get("device", "auto")
-    kwargs = {**preset.encoder_kwargs(device),
-              **{k: build[k] for k in ("half", "pre_crop") if build.get(k) is not None}}
-    encoder = make_encoder(vlm, device=device, **kwargs)
-    return encoder, getattr(encoder, "render_size", None)
-
-
 def make_vlm_vec_env(
     task: str,
     n_envs: int = 1,
@@ -334,10 +317,6 @@ def make_vlm_vec_env(
     if vec_env_cls not in (DummyVecEnv, SubprocVecEnv) and not issubclass(vec_env_cls, VecEnv):
         raise ValueError(f"vec_env_cls must be DummyVecEnv or SubprocVecEnv, got {vec_env_cls!r}")
     kwargs = dict(env_kwargs or {})
-    if vlm_reward is None and "vlm" in build and "image_size" not in kwargs:
-        build["vlm"], size = _render_size(build, kwargs.get("image_preset", "fast"))
-        if size is not None:  # render at the size the encoder reads (the offline VLM: 128², not 224²)
-            kwargs["image_size"] = size
 
     def factory() -> Callable[[], gym.Env]:
         def make() -> gym.Env:

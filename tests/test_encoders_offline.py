@@ -143,20 +143,3 @@ def test_offline_vlm_inside_the_reward_wrapper_on_an_mt10_task(shipped) -> None:
         assert reward == pytest.approx(info["task_reward"] + 0.05 * info["vlm_reward"], abs=1e-5)
     env.close()
 
-
-def test_the_fast_path_renders_at_the_size_the_offline_vlm_reads(shipped) -> None:
-    from furl_wrappers.runs.encoder_choice import with_render_size
-
-    assert (shipped.input_size, shipped.render_size) == (64, 128)
-    venv = furl_wrappers.make_vlm_vec_env("reach", vlm=shipped, device="cpu", mode="raw")
-    frame = venv.env_method("render", indices=[0])[0]
-    assert frame.shape == (128, 128, 3) and venv.vlm_reward.encoder is shipped
-    venv.close()
-    asked = furl_wrappers.make_vlm_vec_env("reach", vlm=shipped, device="cpu", mode="raw",
-                                           env_kwargs={"image_size": 224})  # the user's size wins
-    assert asked.env_method("render", indices=[0])[0].shape == (224, 224, 3)
-    asked.close()
-    assert with_render_size({}, shipped, "fast") == {"image_size": 128}
-    assert with_render_size({"image_size": 96}, shipped, "fast") == {"image_size": 96}
-    assert with_render_size({}, shipped, "reference") == {}  # the reference pipeline keeps its 256²
-    assert with_render_size({}, make_encoder("random-clip:tiny", device="cpu"), "fast") == {}

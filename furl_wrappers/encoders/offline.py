@@ -49,8 +49,6 @@ __all__ = [
 
 #: the encoder's name in make_encoder
 OFFLINE_VLM = "furl-mw-vlm"
-#: render side / input side for the offline VLM on the fast path (see ``OfflineVLMEncoder.render_size``)
-RENDER_SCALE = 2
 #: the weights shipped in the package
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "furl-mw-vlm.pt"
 CHECKPOINT_FORMAT = "furl-mw-vlm/2"
@@ -221,10 +219,6 @@ class OfflineVLMEncoder(VLMEncoder):
         if self.text_adapter is not None:
             self.text_adapter.to(self.device)
         self.input_size = int(self.net.config["input_size"])
-        #: the frame side to render for this encoder: it reads ``input_size``² (resized with antialiasing), so
-        #: rendering 224² is wasted work; at twice the input side the embeddings stay within cosine 0.99 of the
-        #: 224² ones it was trained on (``benchmarks/render_size.py``)
-        self.render_size = RENDER_SCALE * self.input_size
         self.dim = int(self.net.config["out_dim"])
         self.text_encoder = text_encoder if text_encoder is not None else MiniLMTextEncoder(device=self.device)
         if self.text_encoder.dim != self.dim:

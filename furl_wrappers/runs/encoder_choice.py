@@ -14,7 +14,7 @@ from furl_wrappers.encoders import OFFLINE_VLM, CorruptCheckpointError, ModelUna
 from furl_wrappers.presets import get_preset
 from furl_wrappers.runs.zoo_config import ConfigError
 
-__all__ = ["OFFLINE_VLM_NOTICE", "NOT_PRETRAINED_NOTICE", "wrapper_kwargs", "choose_encoder", "with_render_size"]
+__all__ = ["OFFLINE_VLM_NOTICE", "NOT_PRETRAINED_NOTICE", "wrapper_kwargs", "choose_encoder"]
 
 OFFLINE_VLM_NOTICE = (
     "NOTE: using furl-mw-vlm, the toolkit's offline VLM (a small Meta-World frame encoder trained on the 40 tasks "
@@ -72,13 +72,3 @@ def choose_encoder(vlm: str | None, device: str, vec_spec: Any, preset: str, say
         say(f"[furl] the offline VLM {OFFLINE_VLM!r} cannot be loaded either ({exc}).")
     say("[furl] Falling back to random-clip.")
     return make_encoder("random-clip", device=device, **fast), "random-clip", True, "fast"
-
-
-def with_render_size(env_kwargs: dict[str, Any], encoder: Any, preset: str) -> dict[str, Any]:
-    """``env_kwargs`` with ``image_size`` set to the frame side the encoder asks for (its ``render_size``: the
-    offline VLM reads 64² and is rendered 128², not 224²) on the fast path, unless the run sets one; the reference
-    preset keeps its own pipeline."""
-    size = getattr(encoder, "render_size", None)
-    if preset != "fast" or "image_size" in env_kwargs or not size:
-        return env_kwargs
-    return {**env_kwargs, "image_size": int(size)}

@@ -29,7 +29,7 @@ from furl_wrappers.presets import get_preset
 from furl_wrappers.registration import env_id
 from furl_wrappers.relay import is_relay
 from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
-from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, choose_encoder, with_render_size, wrapper_kwargs
+from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, choose_encoder, wrapper_kwargs
 from furl_wrappers.runs.evaluation import PaperEvalCallback, make_eval_env
 from furl_wrappers.runs.progress import FuRLProgressCallback
 from furl_wrappers.runs.protocol import eval_episodes, eval_seed
@@ -295,7 +295,6 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
                                                                       preset, say)
         fell_back = fell_back or fell_back_now
         env_kwargs["image_preset"] = preset
-        env_kwargs = with_render_size(env_kwargs, encoder, preset)
         vec_wrapper = _vlm_wrapper(zoo["vec_env_wrapper"], encoder, encoder_spec, spec.seed, say)
     own_lock = lock is None
     if lock is None:  # every input checked, the encoder loaded: the run starts here
