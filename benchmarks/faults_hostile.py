@@ -149,7 +149,7 @@ def hostile_rows(root: Path, interrupted: Path, finished: Path, run: Callable[..
 
     def bad_rng(folder: Path) -> None:
         meta = json.loads(RunDir(folder).checkpoint_meta.read_text())
-        meta["rng"]["numpy_rng"] = ["MT19937", [1, 2, 3], 0, 0, 0.0]
+        meta["rng"]["numpy"] = ["MT19937", [1, 2, 3], 0, 0, 0.0]
         RunDir(folder).checkpoint_meta.write_text(json.dumps(meta))
 
     attack("malformed RNG state in meta.json, --resume", bad_rng, resume)
