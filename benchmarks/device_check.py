@@ -171,7 +171,8 @@ def throughput(device: str, steps: int) -> None:
         for config in ("sac+vlm", "furl during relay", "furl after relay"):
             table[f"{config}, {label} ({device})"] = steps_per_s(vlm(config, size), 300, steps)
     for name, rate in table.items():
-        print(f"  {name}: {rate if isinstance(rate, str) else f'{rate:.1f} steps/s'}", flush=True)
+        if "encoder" not in name:  # (encoder_rates printed its frames/s already)
+            print(f"  {name}: {rate if isinstance(rate, str) else f'{rate:.1f} steps/s'}", flush=True)
 
 
 def encoder_rates(device: str) -> None:
@@ -190,7 +191,8 @@ def encoder_rates(device: str) -> None:
             if device == "cuda":
                 torch.cuda.synchronize()
             rate = n * batch / (time.perf_counter() - start)
-            RESULTS["throughput"][f"ViT-B/32-sized encoder, {'float16' if half else 'float32'}, batch {batch}"] = rate
+            dtype = "float16" if half else "float32"
+            RESULTS["throughput"][f"ViT-B/32-sized encoder, {dtype}, batch {batch} (frames/s)"] = rate
             print(f"  encoder {'float16' if half else 'float32'} batch {batch}: {rate:.0f} frames/s", flush=True)
 
 
@@ -212,7 +214,7 @@ def main() -> None:
     if not args.skip_throughput:
         check("throughput", lambda: (encoder_rates(args.device), throughput(args.device, args.steps), "see table")[2])
     (args.out / "device_check.json").write_text(json.dumps(RESULTS, indent=1))
-    lines = ["| measurement | value |", "|---|---|"]
+    lines = ["| measurement | value (env steps/s unless it says frames/s) |", "|---|---|"]
     lines += [f"| {k} | {v if isinstance(v, str) else f'{v:.1f}'} |" for k, v in RESULTS["throughput"].items()]
     lines += [f"| check: {k} | {'PASS' if v['ok'] else 'FAIL'}: {v['detail']} |" for k, v in RESULTS["checks"].items()]
     (args.out / "device_check.md").write_text("\n".join(lines) + "\n")
