@@ -39,8 +39,10 @@ from furl_wrappers._safe_files import (
     TRUNCATED_ERRORS,
     CheckpointMismatchError,
     CorruptFileError,
+    UnsafeFileError,
     check_zip,
     loads_json,
+    open_regular,
 )
 
 __all__ = ["save_buffer", "load_buffer", "FORMAT"]
@@ -198,12 +200,12 @@ def load_buffer(path: str | os.PathLike, buffer: ReplayBuffer) -> int:
 
     Raises:
         CorruptFileError: the file is truncated, corrupt or of another format; CheckpointMismatchError: it is for
-            another buffer.
+            another buffer; UnsafeFileError: it is a symlink, FIFO or other non-regular file (never followed).
     """
     path = find_with_suffix(path, ".npz")
     label = str(path)
     try:
-        with open(path, "rb") as handle:  # read once, then copied into the model's own arrays
+        with open_regular(path, "rb") as handle:  # no symlink, no FIFO; read once, then copied into the buffer
             check_zip(handle, label, "replay buffer file", "meta.npy")
             handle.seek(0)
             with np.load(handle, allow_pickle=False) as npz:
@@ -213,6 +215,8 @@ def load_buffer(path: str | os.PathLike, buffer: ReplayBuffer) -> int:
                 if load_state is not None:
                     load_state(_FileState(npz, meta["state"], buffer, label))
                 rows = _read_rows(npz, buffer, int(meta["rows"]), label)
+    except UnsafeFileError:
+        raise
     except CheckpointMismatchError as err:
         raise CheckpointMismatchError(f"{label!r} does not fit this buffer: {err}"
                                       if not str(err).startswith(repr(label)) else str(err)) from None

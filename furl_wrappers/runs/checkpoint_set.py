@@ -36,7 +36,7 @@ from typing import Any
 
 from furl_wrappers import rng_state
 from furl_wrappers._atomic import atomic_write_text
-from furl_wrappers._safe_files import loads_json
+from furl_wrappers._safe_files import MAX_JSON_BYTES, loads_json, open_regular
 from furl_wrappers.runs.buffer_file import load_buffer, save_buffer
 from furl_wrappers.serialization import load_model, safe_entry, save_model
 
@@ -96,7 +96,8 @@ class CheckpointSet:
     @staticmethod
     def _read_meta(directory: Path) -> dict[str, Any] | None:
         try:
-            meta = loads_json((directory / CheckpointSet.META).read_bytes(), str(directory / CheckpointSet.META))
+            with open_regular(directory / CheckpointSet.META, "rb") as handle:  # no link, no FIFO that would hang
+                meta = loads_json(handle.read(MAX_JSON_BYTES + 1), str(directory / CheckpointSet.META))
         except (OSError, ValueError):
             return None
         return meta if isinstance(meta, dict) and isinstance(meta.get("num_timesteps"), int) else None
@@ -183,6 +184,7 @@ class CheckpointSet:
             raise CheckpointError(f"{str(self.path)!r} holds no complete checkpoint ({self.META} is missing or "
                                   "unreadable): restore it, or delete that folder to start the run over")
         step = int(meta["num_timesteps"])
+        open_regular(self.model, "rb").close()  # a symlink or a FIFO is refused here, not followed or waited on
         model = load_model(cls, self.model, env=env, device=device, trusted=trusted, **kwargs)
         buffer_step = load_buffer(self.buffer, model.replay_buffer)  # into the model's own buffer, in place
         if not step == int(model.num_timesteps) == buffer_step:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from stable_baselines3 import SAC
 
+from furl_wrappers._safe_files import UnsafeFileError
 from furl_wrappers.runs.checkpoint_set import CheckpointError, CheckpointSet, capture_rng, restore_rng
 from tests._scripted_env import ScriptedSuccessEnv
 
@@ -119,3 +120,33 @@ def test_a_deeply_nested_meta_json_is_refused_not_a_recursion_error(tmp_path: Pa
     assert ckpt.exists() and ckpt.step() is None
     with pytest.raises(CheckpointError, match=r"meta.json is missing or unreadable"):
         ckpt.load(SAC, None, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["model.zip", "replay_buffer.npz", "meta.json"])
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_fifo_or_symlink_in_the_set_is_refused_not_waited_on(tmp_path: Path, name: str, kind: str) -> None:
+    import os
+    import signal
+
+    ckpt = CheckpointSet(tmp_path / "checkpoint")
+    ckpt.write(_model())
+    target = ckpt.path / name
+    os.replace(target, tmp_path / name)  # the real file, now outside the set
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to(tmp_path / name)
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail(f"loading waited on a {kind}"))
+    signal.alarm(20)
+    try:
+        if name == "meta.json":
+            with pytest.raises(CheckpointError, match=r"holds no complete checkpoint \(meta.json is missing"):
+                ckpt.load(SAC, None, device="cpu")
+        else:
+            with pytest.raises(UnsafeFileError, match=rf"{name}' is a {'FIFO' if kind == 'fifo' else 'symlink'}: "
+                                                     "furl reads and writes run files only as regular files"):
+                ckpt.load(SAC, None, device="cpu")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (tmp_path / name).is_file()  # the link's target untouched
