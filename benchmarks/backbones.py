@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from typing import Any
 
 import numpy as np
 import torch
 from sb3_contrib import TQC, CrossQ
 from stable_baselines3 import SAC
+from timing import steps_per_s  # benchmarks/timing.py, beside this script
 
 import furl_wrappers
 from furl_wrappers.backbones import RelayCrossQ, RelayTQC
@@ -51,14 +51,7 @@ def build(algo: str, config: str, size: str, seed: int = 0) -> Any:
 
 
 def measure(algo: str, config: str, size: str, steps: int, warmup: int) -> float:
-    model = build(algo, config, size)
-    model.learning_starts = warmup
-    model.learn(warmup + 100)  # warm-up, and one episode for stage-1 alignment data
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    wall = time.perf_counter() - start
-    model.env.close()
-    return steps / wall
+    return steps_per_s(build(algo, config, size), steps, warmup)  # (+ one episode for stage-1 alignment data)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from timing import steps_per_s  # benchmarks/timing.py, beside this script
 
 import furl_wrappers
 
@@ -118,17 +119,6 @@ def backbones(device: str) -> str:
     return "learn 300 steps, finite, save/load same actions: " + ", ".join(out)
 
 
-def steps_per_s(build: Callable[[], Any], warmup: int, steps: int) -> float:
-    model = build()
-    model.learning_starts = warmup
-    model.learn(warmup + 100)
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    rate = steps / (time.perf_counter() - start)
-    model.env.close()
-    return rate
-
-
 def throughput(device: str, steps: int) -> None:
     from stable_baselines3 import SAC
     from stable_baselines3.common.env_util import make_vec_env
@@ -155,21 +145,21 @@ def throughput(device: str, steps: int) -> None:
             return RelayPolicy("MlpPolicy", venv, relay_threshold=threshold, device=device, **common)
         return build
 
-    table[f"SB3 SAC ({device})"] = steps_per_s(sac(device), 300, steps)
+    table[f"SB3 SAC ({device})"] = steps_per_s(sac(device)(), steps, 300)
     if device != "cpu":
-        table["SB3 SAC (cpu)"] = steps_per_s(sac("cpu"), 300, steps)
+        table["SB3 SAC (cpu)"] = steps_per_s(sac("cpu")(), steps, 300)
     try:
         import sbx
 
         def sbx_sac() -> Any:
             return sbx.SAC("MlpPolicy", make_vec_env("furl/drawer-open-v3", seed=0, env_kwargs=env_kwargs),
                            learning_rate=1e-4, batch_size=256, tau=0.01, gamma=0.99, seed=0, buffer_size=100_000)
-        table["sbx SAC"] = steps_per_s(sbx_sac, 300, steps)
+        table["sbx SAC"] = steps_per_s(sbx_sac(), steps, 300)
     except ImportError:
         table["sbx SAC"] = "sbx not installed"
     for size, label in (("", "ViT-B/32 size"), (":tiny", "tiny")):
         for config in ("sac+vlm", "furl during relay", "furl after relay"):
-            table[f"{config}, {label} ({device})"] = steps_per_s(vlm(config, size), 300, steps)
+            table[f"{config}, {label} ({device})"] = steps_per_s(vlm(config, size)(), steps, 300)
     for name, rate in table.items():
         if "encoder" not in name:  # (encoder_rates printed its frames/s already)
             print(f"  {name}: {rate if isinstance(rate, str) else f'{rate:.1f} steps/s'}", flush=True)

@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from timing import steps_per_s  # benchmarks/timing.py, beside this script
 
 import furl_wrappers
 from furl_wrappers.backbones import RelayDrQ
@@ -56,14 +56,8 @@ def build(config: str, size: str, batch_size: int, seed: int = 0) -> Any:
 
 
 def measure(config: str, size: str, steps: int, warmup: int, batch_size: int) -> float:
-    model = build(config, size, batch_size)
-    model.learning_starts = warmup
-    model.learn(warmup + 10)  # warm-up (and a first episode's frames for stage-1 alignment), 10 updates
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    wall = time.perf_counter() - start
-    model.env.close()
-    return steps / wall
+    # warm-up (and a first episode's frames for stage-1 alignment), 10 updates
+    return steps_per_s(build(config, size, batch_size), steps, warmup, prime=10)
 
 
 def _rss() -> int:

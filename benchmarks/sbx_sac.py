@@ -19,24 +19,13 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse  # noqa: E402 - XLA's flags must be set before JAX is imported
 import platform  # noqa: E402
-import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from timing import steps_per_s  # noqa: E402 - benchmarks/timing.py, beside this script
 
 import furl_wrappers  # noqa: E402
-
-
-def rate(build: Callable[[], Any], steps: int, warmup: int = 200) -> float:
-    model = build()
-    model.learning_starts = warmup
-    model.learn(warmup + 100)  # warm-up and the first updates (JAX compiles here)
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    wall = time.perf_counter() - start
-    model.env.close()
-    return steps / wall
 
 
 def main() -> None:
@@ -70,7 +59,7 @@ def main() -> None:
     results: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.rounds):
         for name, build in configs.items():
-            results[name].append(rate(build, args.steps))
+            results[name].append(steps_per_s(build(), args.steps, warmup=200))  # JAX compiles in the warm-up
             print(f"{name}: {results[name][-1]:.1f} steps/s", flush=True)
     print(f"\n{platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread), sbx {sbx.__version__}, "
           f"XLA one thread; {args.steps} steps x {args.rounds} rounds; VLM {args.vlm}")
