@@ -33,7 +33,7 @@ __all__ = ["MAX_ELEMENTS", "CLASS_BASES", "ANY_BASE", "encode", "decode", "resol
 #: most elements one decoded array or space may have (a 224x224 RGB frame stack is ~1.5e5)
 MAX_ELEMENTS = 2**24
 _TAG = "__type__"
-_ROOTS = ("stable_baselines3", "sb3_contrib", "furl_wrappers", "torch.nn", "torch.optim")
+_ROOTS = ("stable_baselines3", "sb3_contrib", "sbx", "furl_wrappers", "torch.nn", "torch.optim")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # no leading underscore: no __main__, no private modules
 #: what each SB3 attribute holding a class must subclass (others: ANY_BASE)
 CLASS_BASES: dict[str, tuple[type, ...]] = {

@@ -79,6 +79,8 @@ class _Relay(_RelayBase):
     backbone: ClassVar[type[OffPolicyAlgorithm]]
     #: the shared buffer's class when none is given (pixel observations: the frame-once VLMPixelReplayBuffer)
     default_buffer_class: ClassVar[type] = VLMReplayBuffer
+    #: constructor arguments the algorithm keeps under another attribute (sbx: ``ent_coef`` → ``ent_coef_init``)
+    setting_attributes: ClassVar[dict[str, str]] = {}
     if TYPE_CHECKING:
         # SAC's, TQC's, CrossQ's (the off-policy base has none); "paper" until _setup_model resolves it
         target_entropy: str | float
@@ -160,7 +162,8 @@ class _Relay(_RelayBase):
             return
 
         accepted = (init_keywords(self.backbone) or set()) - _NOT_SHARED  # follows **kwargs (DrQ passes SAC's on)
-        shared = {name: getattr(self, name) for name in accepted if hasattr(self, name)}
+        attrs = {name: self.setting_attributes.get(name, name) for name in accepted}
+        shared = {name: getattr(self, attr) for name, attr in attrs.items() if hasattr(self, attr)}
         if isinstance(shared.get("policy_kwargs"), dict):
             shared["policy_kwargs"] = dict(shared["policy_kwargs"])  # the backbone adds keys: not to ours
         # each backbone takes _init_setup_model (OffPolicyAlgorithm does not), and SB3 builds without an env

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import importlib.util
 import inspect
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +43,8 @@ __all__ = [
     "METHODS",
     "ALGOS",
     "RELAY_ALGOS",
+    "JAX_ALGOS",
+    "missing_extra",
     "CONFIG_DIR",
     "ConfigError",
     "config_path",
@@ -72,6 +75,11 @@ METHODS: dict[str, dict[str, str]] = {
     # paper §5.4: pixel observations, DrQ as the backbone
     "drq": {"algo": "drq", "row": "DrQ (pixels)"},
     "furl_pixels": {"algo": "relay_drq", "row": "FuRL (pixels, DrQ)"},
+    # the JAX backbones (sbx; the jax extra): the same methods, far cheaper updates
+    "sac_sbx": {"algo": "sac_sbx", "row": "SAC (sbx)"},
+    "furl_sbx": {"algo": "relay_sbx", "row": "FuRL (sbx)"},
+    "crossq_sbx": {"algo": "crossq_sbx", "row": "CrossQ (sbx)"},
+    "furl_crossq_sbx": {"algo": "relay_crossq_sbx", "row": "FuRL (CrossQ, sbx)"},
 }
 
 #: ``_algo`` names → (module, class); the ``relay*`` ones are FuRL's relay agents (rl-zoo does not know them)
@@ -84,8 +92,18 @@ ALGOS: dict[str, tuple[str, str]] = {
     "relay_crossq": ("furl_wrappers.backbones", "RelayCrossQ"),
     "drq": ("furl_wrappers.drq", "DrQ"),
     "relay_drq": ("furl_wrappers.backbones", "RelayDrQ"),
+    "sac_sbx": ("furl_wrappers.jax_backbones", "SbxSAC"),
+    "crossq_sbx": ("furl_wrappers.jax_backbones", "SbxCrossQ"),
+    "tqc_sbx": ("furl_wrappers.jax_backbones", "SbxTQC"),
+    "relay_sbx": ("furl_wrappers.jax_backbones", "RelaySbxSAC"),
+    "relay_crossq_sbx": ("furl_wrappers.jax_backbones", "RelaySbxCrossQ"),
+    "relay_tqc_sbx": ("furl_wrappers.jax_backbones", "RelaySbxTQC"),
 }
 RELAY_ALGOS = tuple(name for name in ALGOS if name.startswith("relay"))
+#: the algorithms of the optional ``jax`` extra (sbx)
+JAX_ALGOS = tuple(name for name, (module, _) in ALGOS.items() if module == "furl_wrappers.jax_backbones")
+_JAX_INSTALL = 'pip install "furl_wrappers[jax]"'
+
 
 def _config_dir() -> Path:
     """The zoo configs: inside the package in an installed wheel, at the top of the repository in a checkout."""
@@ -106,6 +124,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "relay_threshold": (int,), "relay_lengths": (list,), "relay_noise": (int, float), "align": (bool,),
     "alignment_kwargs": (dict,), "n_envs": (int,), "env_kwargs": (dict,), "ent_coef": (str, int, float),
     "policy_delay": (int,), "top_quantiles_to_drop_per_net": (int,), "image_pad": (int,),
+    "qf_learning_rate": (int, float),
 }
 
 
@@ -127,12 +146,31 @@ def config_path(method: str) -> Path:
     return CONFIG_DIR / f"{method}.yml"
 
 
+def missing_extra(name: str) -> str | None:
+    """What to install for algorithm ``name`` (``None``: nothing is missing): the JAX ones need the jax extra."""
+    if name not in JAX_ALGOS or importlib.util.find_spec("sbx") is not None:
+        return None
+    return f"algorithm {name!r} runs on JAX (sbx), which is not installed: {_JAX_INSTALL}"
+
+
 def algo_class(name: str) -> type:
     """``"sac"`` → SB3 ``SAC``; ``"relay"`` → :class:`~furl_wrappers.relay.RelayPolicy`; ``"tqc"``, ``"crossq"``
     → sb3-contrib's; ``"drq"`` → :class:`~furl_wrappers.drq.DrQ`; ``"relay_tqc"``, ``"relay_crossq"``,
-    ``"relay_drq"`` → :mod:`furl_wrappers.backbones`' relay agents."""
+    ``"relay_drq"`` → :mod:`furl_wrappers.backbones`' relay agents; ``"sac_sbx"``, ``"crossq_sbx"``, ``"tqc_sbx"``,
+    ``"relay_sbx"``, ``"relay_crossq_sbx"``, ``"relay_tqc_sbx"`` → :mod:`furl_wrappers.jax_backbones`' (the jax
+    extra).
+
+    Raises:
+        ConfigError: an unknown name (listing the valid ones), or a JAX one without the extra (saying what to
+            install).
+    """
     if name not in ALGOS:
-        raise ConfigError(f"unknown algorithm {name!r}; valid: {', '.join(ALGOS)}")
+        close = difflib.get_close_matches(name, list(ALGOS), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown algorithm {name!r}.{hint} Valid: {', '.join(ALGOS)}")
+    missing = missing_extra(name)
+    if missing:
+        raise ConfigError(missing)
     module, attr = ALGOS[name]
     return getattr(importlib.import_module(module), attr)
 

@@ -2,7 +2,9 @@
 ``train``/``enjoy``, with what it lacks for FuRL added and what is unsafe in it replaced, for the duration of the
 hand-over only.
 
-- ``relay`` (``relay_tqc``, ``relay_crossq``, ``relay_drq``) and ``drq`` join ``rl_zoo3.utils.ALGOS``.
+- ``relay`` (``relay_tqc``, ``relay_crossq``, ``relay_drq``) and ``drq`` join ``rl_zoo3.utils.ALGOS``, and with the
+  jax extra the sbx algorithms (``sac_sbx``, ``crossq_sbx``, ``tqc_sbx``, ``relay_sbx``, ``relay_crossq_sbx``,
+  ``relay_tqc_sbx``; without it, naming one exits 2 saying what to install).
 - ``-optimize`` gets samplers for them (and ``crossq``): rl-zoo's SAC (TQC) sampler plus, for the relay agents,
   FuRL's own knobs (:func:`sample_params`); ``--trial-id`` converts a trial back (:func:`convert_params`).
 - ``lin_<v>`` schedules become SB3's ``LinearSchedule`` (same values), which a model zip's pickle-free entry
@@ -37,7 +39,7 @@ import yaml
 
 from furl_wrappers.registration import RANDOM_GOAL_SUFFIX
 from furl_wrappers.runs.protocol import eval_seed
-from furl_wrappers.runs.zoo_config import ALGOS, RELAY_ALGOS, ConfigError, algo_class
+from furl_wrappers.runs.zoo_config import ALGOS, RELAY_ALGOS, ConfigError, algo_class, missing_extra
 from furl_wrappers.runs.zoo_safety import (
     TRUSTED_FLAG,
     UnsafeYAMLError,
@@ -66,7 +68,8 @@ def linear_schedule(initial_value: float | str) -> Any:
 # ---------------------------------------------------------------------------------------------------- samplers
 #: algorithm → the rl-zoo sampler its backbone shares ("tqc": SAC's plus quantiles; "crossq": SAC's without tau)
 BACKBONES = {"relay": "sac", "relay_tqc": "tqc", "relay_crossq": "crossq", "relay_drq": "sac", "drq": "sac",
-             "crossq": "crossq"}
+             "crossq": "crossq", "sac_sbx": "sac", "relay_sbx": "sac", "crossq_sbx": "crossq",
+             "relay_crossq_sbx": "crossq", "tqc_sbx": "tqc", "relay_tqc_sbx": "tqc"}
 _FURL_PARAMS = ("relay_threshold", "relay_length", "relay_noise", "rho", "alignment_lr", "alignment_margin",
                 "alignment_goal_margin")
 
@@ -167,7 +170,8 @@ def handover(command: str, trusted: bool = False) -> Iterator[None]:
     import rl_zoo3.train
     import rl_zoo3.utils
 
-    algos = {**rl_zoo3.utils.ALGOS, **{name: algo_class(name) for name in ALGOS if name not in rl_zoo3.utils.ALGOS}}
+    ours = [name for name in ALGOS if name not in rl_zoo3.utils.ALGOS and not missing_extra(name)]  # JAX: if installed
+    algos = {**rl_zoo3.utils.ALGOS, **{name: algo_class(name) for name in ours}}
     if command == "train":  # optimize and --trial-id pass furl_tuning
         algos = {name: tunable(cls) if name in RELAY_ALGOS else cls for name, cls in algos.items()}
     algos = {name: guarded(cls, trusted) for name, cls in algos.items()}  # every algorithm, rl-zoo's own included
@@ -283,6 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError as exc:
         raise SystemExit("rl-zoo3 is not installed: pip install 'furl_wrappers[zoo]'") from exc
     command = argv.pop(0)
+    algo = _values(argv, "--algo")
+    missing = missing_extra(argv[algo[0]]) if algo and algo[1] > algo[0] else None
+    if missing:  # rl-zoo would only call the name an invalid choice
+        print(f"error: {missing}", file=sys.stderr)
+        raise SystemExit(2)
     sys.argv = [f"rl_zoo3.{command}", *(launcher_args(argv) if command == "train" else argv)]
     try:
         with handover(command, trusted):

@@ -117,6 +117,8 @@ def _run_locked(payload: dict[str, Any], run: RunDir, attempt: int, lock: Any) -
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
+        if int(threads) <= 1 and "jax" not in sys.modules:  # XLA reads its threads once, when JAX is imported
+            os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
     spec = RunSpec(method=payload["method"], task=payload["task"], seed=int(payload["seed"]), out=str(run.path),
                    device=payload.get("device", "auto"), resume=resume, quiet=True, **payload["spec"])
