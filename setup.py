@@ -1,4 +1,4 @@
-"""Packaging for furl_wrappers (``pip install .``, extras: zoo, ray, plots, docs, dev)."""
+"""Packaging for furl_wrappers (``pip install .``, extras: zoo, ray, plots, jax, docs, dev)."""
 
 from pathlib import Path
 
@@ -7,6 +7,8 @@ from setuptools import find_packages, setup
 version: dict = {}
 exec((Path(__file__).parent / "furl_wrappers" / "_version.py").read_text(), version)
 
+# sbx is 0.x and its internals (attribute names) are what furl_wrappers.jax_backbones builds on: one minor series
+_SBX = "sbx-rl>=0.28,<0.29; python_version >= '3.10'"
 EXTRAS = {
     # rl-zoo3's `enjoy` imports requests without declaring it; its `-optimize` writes the study's report with pandas
     # (optuna's trials_dataframe) without declaring it either (optuna itself is an rl-zoo3 dependency).
@@ -14,15 +16,19 @@ EXTRAS = {
     # Ray Core is enough for `furl sweep --ray-address` (ray[default] adds the dashboard)
     "ray": ["ray>=2.9"],
     "plots": ["matplotlib>=3.7"],
+    # the JAX backbones (furl_wrappers.jax_backbones: sbx's SAC, CrossQ, TQC; Python 3.10+). GPU users add
+    # jax[cuda12] and set XLA_PYTHON_CLIENT_PREALLOCATE=false (README)
+    "jax": [_SBX],
     # the documentation site (docs/, built warning-free by the test command)
     "docs": ["sphinx>=7.2", "myst-parser>=2.0", "furo>=2023.9"],
     # what the tests need: rl-zoo3 (its train/enjoy are exercised), matplotlib (furl report's plots), Ray (the
-    # sweep's cluster backend runs on a local Ray instance), sentence-transformers (MiniLM pooling parity), ruff
+    # sweep's cluster backend runs on a local Ray instance), sentence-transformers (MiniLM pooling parity), sbx (the
+    # JAX backbones' tests; they are skipped where it cannot install, Python 3.9), ruff
     # (the lint that runs before the tests; settings in pyproject.toml), mypy (type checks, same file) and the docs
     # extra (the documentation build the test command runs)
     "dev": ["pytest>=7.4", "matplotlib>=3.7", "rl-zoo3>=2.4", "requests>=2.28", "pandas>=2.0", "ray>=2.9",
             "sentence-transformers>=2.2", "ruff>=0.4", "mypy>=2.4", "sphinx>=7.2", "myst-parser>=2.0",
-            "furo>=2023.9"],
+            "furo>=2023.9", _SBX],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

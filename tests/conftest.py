@@ -74,6 +74,8 @@ def relay_model() -> Callable[..., Any]:
     def make(venv: Any, cls: type = RelayPolicy, **kwargs: Any) -> Any:
         settings: dict[str, Any] = {"learning_starts": 0, "buffer_size": 2000, "batch_size": 8, "seed": 0,
                                     "device": "cpu", "alignment_kwargs": {"batch_size": 8}, **kwargs}
+        if isinstance(settings.get("policy_kwargs"), dict):  # sbx's TQC writes into the dict it is given
+            settings["policy_kwargs"] = dict(settings["policy_kwargs"])
         return cls("CnnPolicy" if issubclass(cls, DrQ) else "MlpPolicy", venv, **settings)
 
     return make

@@ -146,9 +146,13 @@ def config_path(method: str) -> Path:
     return CONFIG_DIR / f"{method}.yml"
 
 
+def _have_sbx() -> bool:
+    return importlib.util.find_spec("sbx") is not None
+
+
 def missing_extra(name: str) -> str | None:
     """What to install for algorithm ``name`` (``None``: nothing is missing): the JAX ones need the jax extra."""
-    if name not in JAX_ALGOS or importlib.util.find_spec("sbx") is not None:
+    if name not in JAX_ALGOS or _have_sbx():
         return None
     return f"algorithm {name!r} runs on JAX (sbx), which is not installed: {_JAX_INSTALL}"
 
