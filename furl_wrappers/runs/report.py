@@ -1,7 +1,9 @@
 """``furl report``: results of many runs in the paper's Table 1 layout, learning curves, and r_VLM curves.
 
 - ``results.md``: methods × tasks, final success rate (%) as mean ± std over seeds; where the runs used the paper's
-  budget (1e6 steps, fixed goal) the paper's number is shown beside ours, otherwise the budget is stated.
+  budget (1e6 steps, fixed goal) the paper's number is shown beside ours, otherwise the budget is stated. Then one
+  row per run: its first successful evaluation, positive frames collected, when relay ended and the alignment stage
+  reached (:func:`milestones`, from ``evaluations.csv`` and ``progress.csv``).
 - ``learning_curves_<task>.png``: success rate vs steps, mean ± std band per method (from ``evaluations.csv``).
 - ``rvlm_<method>_<task>_seed<seed>.png``: r_VLM along a scripted-expert episode with the run's heads before and
   after training (runs with learned heads).
@@ -27,7 +29,7 @@ from furl_wrappers.reward_model import RewardModel
 from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.tasks import instruction
 
-__all__ = ["PAPER_TABLE_1", "load_run", "results_table", "report"]
+__all__ = ["PAPER_TABLE_1", "load_run", "results_table", "milestones", "milestones_table", "report"]
 
 _TASK_ORDER = ["button-press-topdown", "door-open", "drawer-close", "drawer-open", "peg-insert-side", "pick-place",
                "push", "reach", "window-close", "window-open"]
@@ -42,6 +44,12 @@ PAPER_TABLE_1: dict[str, list[int]] = {
     "furl": [100, 100, 100, 80, 0, 0, 80, 100, 100, 100],
 }
 _PAPER_BUDGET = 1_000_000
+
+
+def _paper_method(method: str) -> str:
+    """The paper's row of a method: itself, or the method a ``*_sbx`` one runs on the JAX backbone."""
+    base = method.split(" (")[0]
+    return base if base in PAPER_TABLE_1 else base.removesuffix("_sbx")
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -80,14 +88,15 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
         budgets[method].add((run["steps"], run.get("goal", "fixed")))
     tasks = sorted({t for _, t in cells}, key=lambda t: (_TASK_ORDER.index(t) if t in _TASK_ORDER else 99, t))
     def order(m: str) -> tuple[int, str]:
-        base = m.split(" (")[0]
+        base = _paper_method(m)
         return (list(PAPER_TABLE_1).index(base) if base in PAPER_TABLE_1 else 99, m)
 
     methods = sorted({m for m, _ in cells}, key=order)
     lines = ["| method | steps | " + " | ".join(tasks) + " | average |", "|" + "---|" * (len(tasks) + 3)]
     for method in methods:
         row, means = [], []
-        paper_ok = budgets[method] == {(_PAPER_BUDGET, "fixed")} and method in PAPER_TABLE_1
+        paper = _paper_method(method)
+        paper_ok = budgets[method] == {(_PAPER_BUDGET, "fixed")} and paper in PAPER_TABLE_1
         for task in tasks:
             values = cells.get((method, task))
             if not values:
@@ -97,7 +106,7 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
             means.append(mean)
             text = f"{mean:.0f} ± {std:.0f} (n={len(values)})"
             if paper_ok and task in _TASK_ORDER:
-                text += f" [paper {PAPER_TABLE_1[method][_TASK_ORDER.index(task)]}]"
+                text += f" [paper {PAPER_TABLE_1[paper][_TASK_ORDER.index(task)]}]"
             row.append(text)
         steps = ", ".join(f"{s:,}" for s, _ in sorted(budgets[method]))
         lines.append(f"| {method} | {steps} | " + " | ".join(row) + f" | {np.mean(means):.0f} |")
@@ -112,6 +121,49 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
                          if _encoder_label(run) != "-" else "no VLM")
     vlms = "; ".join(f"{m}: {' / '.join(sorted(used[m]))}" for m in methods)
     return note + "\n\n" + "\n".join(lines) + "\n\nVLM per row: " + vlms + "\n"
+
+
+def milestones(run: dict[str, Any]) -> dict[str, Any]:
+    """What a run reached and when (``None`` where it never did, or the run logged no such thing):
+
+    ``first_success_step`` (the first evaluation with a success), ``positive_frames`` (positives collected),
+    ``relay_off_step`` (the first logged step with relay off; logging is every few episodes, so an upper bound) and
+    ``alignment_stage`` (the highest stage logged: 1 goal image, 2 ranking; relay methods only).
+    """
+    steps, success = run["curve_steps"], run["curve_success"]
+    hits = [int(step) for step, value in zip(steps, success) if value > 0]
+    out: dict[str, Any] = {"first_success_step": hits[0] if hits else None,
+                           "positive_frames": run.get("positive_count"), "relay_off_step": None,
+                           "alignment_stage": None}
+    progress = RunDir(run["dir"]).progress
+    if not progress.is_file():
+        return out
+    import csv
+
+    with open(progress, newline="") as handle:
+        for row in csv.DictReader(handle):
+            step, relay, stage = row.get("time/total_timesteps"), row.get("furl/relay_on"), row.get("furl/stage")
+            if relay not in (None, "") and float(relay) == 0 and out["relay_off_step"] is None and step:
+                out["relay_off_step"] = int(float(step))
+            if stage not in (None, ""):
+                out["alignment_stage"] = max(int(float(stage)), out["alignment_stage"] or 0)
+    return out
+
+
+def milestones_table(runs: Sequence[dict[str, Any]]) -> str:
+    """Markdown: one row per run with its :func:`milestones` (``–``: never, or not logged)."""
+    lines = ["| method | task | seed | steps | final success | first successful evaluation | positive frames | "
+             "relay off by | alignment stage |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(value: Any) -> str:
+        return "–" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+    for run in sorted(runs, key=lambda r: (r["method"], r["task"], r["seed"])):
+        m = milestones(run)
+        lines.append(f"| {run['method']} | {run['task']} | {run['seed']} | {run.get('timesteps_done', run['steps']):,} "
+                     f"| {100 * float(run['final_success'] or 0):.0f} % | {cell(m['first_success_step'])} | "
+                     f"{cell(m['positive_frames'])} | {cell(m['relay_off_step'])} | {cell(m['alignment_stage'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def _plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
@@ -202,7 +254,10 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, plots: bool = True) 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = results_table(runs)
-    (out / "results.md").write_text("# Results\n\n" + table)
+    per_run = ("\n## Per run\n\nFirst successful evaluation, positive frames collected (relay ends at its "
+               "threshold), the first logged step with relay off, the highest alignment stage logged.\n\n"
+               + milestones_table(runs))
+    (out / "results.md").write_text("# Results\n\n" + table + per_run)
     written: dict[str, Any] = {"table": out / "results.md", "markdown": table, "curves": [], "rvlm": []}
     if plots:
         try:

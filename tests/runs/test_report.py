@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from furl_wrappers.runs.report import PAPER_TABLE_1, load_run, report, results_table
+from furl_wrappers.runs.report import PAPER_TABLE_1, load_run, milestones, milestones_table, report, results_table
 
 
 def _fake_run(root: Path, method: str, task: str, seed: int, curve: list[tuple[int, float]], steps: int) -> Path:
@@ -44,7 +44,8 @@ def test_report_writes_table_and_curves(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     runs = [_fake_run(tmp_path / "r", "furl", "reach", s, [(100, 0.0), (200, float(s))], 200) for s in (0, 1)]
     written = report(runs, tmp_path / "out")
-    assert (tmp_path / "out" / "results.md").read_text().count("| furl |") == 1
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert text.count("| furl |") == 1 + 2  # the table's row, then one row per run
     assert [p.name for p in written["curves"]] == ["learning_curves_reach-v3.png"]
     from PIL import Image
 
@@ -87,3 +88,29 @@ def test_one_method_with_two_encoders_gets_two_rows(tmp_path: Path) -> None:
     assert "100 ± 0 (n=1)" in rows["| furl (furl-mw-vlm)"] and "0 ± 0 (n=1)" in rows["| furl (random-clip:tiny)"]
     # a single encoder keeps the plain method name
     assert "| furl | " in results_table([load_run(a)])
+
+
+def test_sbx_methods_take_the_paper_row_of_their_method(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, "furl_sbx", "drawer-open", 0, [(1_000_000, 1.0)], 1_000_000)
+    row = next(line for line in results_table([load_run(run)]).splitlines() if line.startswith("| furl_sbx "))
+    assert f"[paper {PAPER_TABLE_1['furl'][3]}]" in row
+
+
+def test_milestones_from_evaluations_and_progress(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, "furl", "drawer-open", 2, [(10_000, 0.0), (20_000, 1.0), (30_000, 0.0)], 30_000)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "positive_count": 2600, "timesteps_done": 30_000}))
+    with open(run / "progress.csv", "w", newline="") as handle:  # SB3's logger: keys appear as they are first logged
+        writer = csv.writer(handle)
+        writer.writerow(["time/total_timesteps", "furl/relay_on", "furl/stage"])
+        for step, relay, stage in ((2000, 1, ""), (12_000, 1, 1), (24_000, 0, 2), (28_000, 0, 2)):
+            writer.writerow([step, relay, stage])
+    loaded = load_run(run)
+    assert milestones(loaded) == {"first_success_step": 20_000, "positive_frames": 2600, "relay_off_step": 24_000,
+                                  "alignment_stage": 2}
+    line = milestones_table([loaded]).splitlines()[-1]
+    assert line == "| furl | drawer-open-v3 | 2 | 30,000 | 0 % | 20,000 | 2,600 | 24,000 | 2 |"
+    sac = load_run(_fake_run(tmp_path, "sac", "drawer-open", 0, [(10_000, 0.0)], 10_000))  # no progress.csv
+    assert milestones(sac) == {"first_success_step": None, "positive_frames": None, "relay_off_step": None,
+                               "alignment_stage": None}
+    assert milestones_table([sac]).splitlines()[-1].endswith("| 0 % | – | – | – | – |")
