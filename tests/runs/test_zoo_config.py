@@ -228,8 +228,12 @@ def test_rl_zoo_picks_the_vlm_with_one_env_kwarg(tmp_path: Path) -> None:
     assert list((tmp_path / "sac").glob("furl-reach-v3_1/furl-reach-v3.zip"))
 
 
+_SBX = pytest.mark.skipif(missing_extra("relay_sbx") is not None, reason="the jax extra (sbx) is not installed")
+
+
 @pytest.mark.parametrize("algo, config", [("relay", "furl.yml"), ("relay_crossq", "furl_crossq.yml"),
-                                          ("relay_drq", "furl_pixels.yml"), ("sac", "vlm.yml")])
+                                          ("relay_drq", "furl_pixels.yml"), ("sac", "vlm.yml"),
+                                          pytest.param("relay_sbx", "furl_sbx.yml", marks=_SBX)])
 def test_launcher_with_a_relay_config(tmp_path: Path, algo: str, config: str) -> None:
     """Launcher-trained runs enjoy without --trusted; every zip rl-zoo writes (final, and for sac the best model and
     a checkpoint) carries the pickle-free entry."""
@@ -531,7 +535,9 @@ def test_relay_zip_with_lin_schedule_loads_without_trusted_and_enjoys(tmp_path: 
     assert "Success rate" in enjoy.stdout
 
 
-@pytest.mark.parametrize("algo", ["relay", "relay_tqc", "relay_crossq", "relay_drq", "drq", "crossq"])
+@pytest.mark.parametrize("algo", ["relay", "relay_tqc", "relay_crossq", "relay_drq", "drq", "crossq",
+                                  *(pytest.param(a, marks=_SBX) for a in ("sac_sbx", "relay_sbx", "relay_crossq_sbx",
+                                                                          "relay_tqc_sbx"))])
 def test_samplers_give_what_the_converter_rebuilds(algo: str) -> None:
     """-optimize samples with rl-zoo's SAC (TQC) sampler plus FuRL's knobs; --trial-id converts a trial back."""
     optuna = pytest.importorskip("optuna")
@@ -545,7 +551,7 @@ def test_samplers_give_what_the_converter_rebuilds(algo: str) -> None:
               "alignment_goal_margin": 0.3}
     sampled = sample_params(algo, optuna.trial.FixedTrial(params), 4, 1, {"using_her_replay_buffer": False})
     assert sampled == convert_params(algo, {k: v for k, v in params.items()
-                                            if algo.endswith("tqc") or "quantiles" not in k})
+                                            if "tqc" in algo or "quantiles" not in k})
     assert (sampled["batch_size"], sampled["gamma"], sampled["gradient_steps"]) == (32, 0.99, 2)
     assert sampled["policy_kwargs"]["net_arch"] == [64, 64] and ("tau" in sampled) == ("crossq" not in algo)
     assert set(sampled) - {"furl_tuning"} <= _valid_keys(algo)  # nothing the algorithm does not take
