@@ -1,7 +1,8 @@
 """``python -m furl_wrappers.zoo {train,enjoy} [--trusted] ...``: the rl-zoo launcher's entry point.
 
 rl-zoo cannot import FuRL's algorithms by name, so this hands over to :func:`furl_wrappers.runs.zoo_launcher.main`:
-rl-zoo with ``relay`` (``relay_tqc``, ``relay_crossq``, ``relay_drq``) and ``drq`` added, samplers for
+rl-zoo with ``relay`` (``relay_tqc``, ``relay_crossq``, ``relay_drq``) and ``drq`` added (and, with the jax
+extra, ``sac_sbx``, ``relay_sbx``, ``crossq_sbx``, ``relay_crossq_sbx``, ``tqc_sbx``, ``relay_tqc_sbx``), samplers for
 ``-optimize``, ``--seed`` selecting the task instance, and run files and model zips read without running code
 from them (``--trusted`` opts in, for runs you made). The YAML configs are read by
 :mod:`furl_wrappers.runs.zoo_config`.

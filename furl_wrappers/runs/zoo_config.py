@@ -6,8 +6,10 @@ the launcher below their zips carry the pickle-free entry its ``enjoy`` loads wi
 methods need ``RelayPolicy`` (or ``RelayTQC``, ``RelayCrossQ``, ``RelayDrQ``) and the pixel baseline needs ``DrQ``,
 which rl-zoo cannot import by name, so ``python -m furl_wrappers.zoo`` is a launcher
 (:mod:`furl_wrappers.runs.zoo_launcher`) that adds them to ``rl_zoo3.utils.ALGOS`` as ``"relay"`` (``"relay_tqc"``,
-``"relay_crossq"``, ``"relay_drq"``, ``"drq"``), with samplers for ``-optimize``, and hands over to rl-zoo's own
-``train``/``enjoy`` (loading every algorithm's model zips without unpickling; ``--trusted`` opts in)::
+``"relay_crossq"``, ``"relay_drq"``, ``"drq"``; the JAX backbones of the jax extra as ``"sac_sbx"``, ``"relay_sbx"``,
+``"crossq_sbx"``, ``"relay_crossq_sbx"``, ``"tqc_sbx"``, ``"relay_tqc_sbx"``), with samplers for ``-optimize``, and
+hands over to rl-zoo's own ``train``/``enjoy`` (loading every algorithm's model zips without unpickling;
+``--trusted`` opts in)::
 
     python -m furl_wrappers.zoo train --algo relay --env furl/drawer-open-v3 --gym-packages furl_wrappers \\
         --conf-file zoo_configs/furl.yml
