@@ -25,12 +25,15 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["CorruptFileError", "UnsafeFileError", "CheckpointMismatchError", "MAX_JSON_BYTES", "MAX_JSON_DEPTH",
-           "TRUNCATED_ERRORS", "loads_json", "json_depth", "check_zip", "open_regular", "check_not_link"]
+           "MAX_ZIP_UNPACKED", "TRUNCATED_ERRORS", "loads_json", "json_depth", "check_zip", "open_regular",
+           "check_not_link"]
 
 #: deepest nesting a JSON file of the package may have (its own files nest < 10 levels)
 MAX_JSON_DEPTH = 64
 #: largest JSON document read (a model zip's ``data`` of a big policy is well under 1 MiB)
 MAX_JSON_BYTES = 64 * 2**20
+#: most bytes all entries of a zip read may unpack to together (a zip bomb repeats entries, each under its own cap)
+MAX_ZIP_UNPACKED = 2**32
 
 
 class UnsafeFileError(ValueError):
@@ -50,9 +53,25 @@ class CheckpointMismatchError(ValueError):
 TRUNCATED_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, KeyError, ValueError)
 
 
+def _layout_problem(infos: list[zipfile.ZipInfo]) -> str | None:
+    """Why a zip's directory is not one a writer makes (a name twice, two records of one stored entry, more than
+    :data:`MAX_ZIP_UNPACKED` in all), or ``None``."""
+    names = [info.filename for info in infos]
+    if len(set(names)) != len(names):
+        return f"entry {next(n for n in names if names.count(n) > 1)!r} is listed twice"
+    if len({info.header_offset for info in infos}) != len(infos):
+        return "two directory records point at one stored entry"
+    total = sum(info.file_size for info in infos)
+    if total > MAX_ZIP_UNPACKED:
+        return f"its entries unpack to {total} bytes, more than the {MAX_ZIP_UNPACKED} read"
+    return None
+
+
 def check_zip(handle: IO[bytes], label: str, what: str, required: str) -> None:
     """A cut zip can still open, as a zip stored inside it (SB3's ``.pth`` entries are zips): so the end record must
-    end the file, every entry's CRC must match and ``required`` must be there.
+    end the file, every entry's CRC must match and ``required`` must be there. A directory no writer makes (a name
+    twice, records sharing an entry, more than :data:`MAX_ZIP_UNPACKED` unpacked: a zip bomb) is refused before
+    anything is unpacked.
 
     Raises:
         CorruptFileError: naming ``label`` as a ``what`` and why it is not complete.
@@ -66,8 +85,11 @@ def check_zip(handle: IO[bytes], label: str, what: str, required: str) -> None:
     else:
         try:
             with zipfile.ZipFile(handle) as archive:
-                bad, names = archive.testzip(), archive.namelist()
-            why = f"entry {bad!r} is damaged" if bad else None if required in names else f"no {required!r} entry"
+                why = _layout_problem(archive.infolist())  # before testzip, which unpacks every entry
+                if why is None:
+                    bad, names = archive.testzip(), archive.namelist()
+                    why = (f"entry {bad!r} is damaged" if bad else None if required in names
+                           else f"no {required!r} entry")
         except TRUNCATED_ERRORS as err:
             why = f"{type(err).__name__}: {err}"
     if why:

@@ -19,6 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import io
+import math
+import pickle
+import re
+import zipfile
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -28,14 +33,18 @@ from flax import linen
 from flax.training.train_state import TrainState
 from stable_baselines3.common.save_util import load_from_zip_file
 
-from furl_wrappers._safe_files import CorruptFileError
+from furl_wrappers._safe_files import MAX_JSON_BYTES, CorruptFileError, UnsafeFileError, loads_json
 
-__all__ = ["JAX_PARAMS", "JaxParameters", "JaxStateError", "state_attributes", "state_tensors", "restore_state"]
+__all__ = ["JAX_PARAMS", "JaxParameters", "JaxStateError", "state_attributes", "state_tensors", "restore_state",
+           "check_zip_settings"]
 
 #: the parameter dict (``jax.pth`` in a model zip) holding the JAX state
 JAX_PARAMS = "jax"
 #: the holders of JAX state: the model itself and its policy
 _OWNERS = ("model", "policy")
+#: the parameter files an sbx zip holds (SB3 writes pytorch_variables.pth, empty for sbx)
+_PARAM_FILES = {f"{JAX_PARAMS}.pth", "pytorch_variables.pth"}
+_AUTO = re.compile(r"auto(_[0-9.eE+-]+)?")
 #: sbx attributes never saved as such (networks' definitions, JAX state): rebuilt on load, refused if planted
 _REBUILT = ("policy", "actor", "qf", "qf1", "qf2", "ent_coef", "ent_coef_state", "key")
 
@@ -76,30 +85,37 @@ def state_tensors(model: Any) -> dict[str, torch.Tensor]:
 def restore_state(model: Any, tensors: dict[str, Any], label: str = "the file") -> None:
     """Put :func:`state_tensors` back into ``model`` (built with the same settings), leaf by leaf.
 
+    Each value is checked as it is in the file before anything is converted: a dense CPU tensor of the leaf's shape
+    and dtype, and finite (a NaN weight would only show as NaN actions later).
+
     Raises:
-        JaxStateError: a leaf is missing, unexpected, not a tensor, or of another shape or dtype than the model's.
+        JaxStateError: a leaf is missing, unexpected, not such a tensor, of another shape or dtype than the
+            model's, or not finite.
     """
     named, treedef = _flat(model)
     expected = {name for name, _ in named}
-    if not isinstance(tensors, dict) or set(tensors) != expected:
-        given = set(tensors) if isinstance(tensors, dict) else set()
-        odd = sorted(given - expected)[:1] or sorted(expected - given)[:1]
+    given = set(tensors) if isinstance(tensors, dict) else set()
+    if given != expected:
+        odd = sorted(map(repr, given - expected))[:1] or sorted(map(repr, expected - given))[:1]
+        kind = "unexpected" if given - expected else "missing"
         raise JaxStateError(f"{label}: its JAX parameters do not fit a {type(model).__name__} built with its settings "
-                         f"({'unexpected' if odd and odd[0] in given else 'missing'} {odd[0] if odd else '?'!r})")
+                            f"({kind} {odd[0] if odd else type(tensors).__name__})")
     leaves = []
     for name, template in named:
-        value = tensors[name]
-        if not isinstance(value, torch.Tensor):
-            raise JaxStateError(f"{label}: JAX parameter {name!r} is a {type(value).__name__}, not a tensor")
-        array = value.detach().cpu().numpy()
         want = np.asarray(template)
+        value = tensors[name]
+        if not (isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type == "cpu"
+                and not value.is_quantized):
+            raise JaxStateError(f"{label}: JAX parameter {name!r} is not a dense CPU tensor")
+        got = str(value.dtype).removeprefix("torch.")
         # a fresh TrainState counts steps in a Python int (int64 here), a trained one in an int32 array
-        loose = not isinstance(template, jax.Array)
-        same = array.dtype == want.dtype or (loose and array.dtype.kind == want.dtype.kind)
-        if array.shape != want.shape or not same:
-            raise JaxStateError(f"{label}: JAX parameter {name!r} is {array.dtype}{list(array.shape)}, the model's "
-                             f"{want.dtype}{list(want.shape)}")
-        leaves.append(jax.device_put(array))
+        loose = not isinstance(template, jax.Array) and want.dtype.kind == "i" and got in ("int32", "int64")
+        if tuple(value.shape) != want.shape or (got != str(want.dtype) and not loose):
+            raise JaxStateError(f"{label}: JAX parameter {name!r} is {got}{list(value.shape)}, the model's "
+                                f"{want.dtype}{list(want.shape)}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise JaxStateError(f"{label}: JAX parameter {name!r} holds NaN or inf (a diverged or damaged model)")
+        leaves.append(jax.device_put(value.numpy()))
     tree = jax.tree_util.tree_unflatten(treedef, leaves)
     for owner, obj in _holders(model).items():
         for name, value in tree[owner].items():
@@ -142,3 +158,105 @@ class JaxParameters(_Base):
                                  "zips)")
             return
         restore_state(self, state, f"{type(self).__name__} parameters")
+
+    @classmethod
+    def load(cls, path: Any, env: Any = None, device: Any = "auto", custom_objects: dict[str, Any] | None = None,
+             print_system_info: bool = False, force_reset: bool = True, **kwargs: Any) -> Any:
+        """SB3's ``load``, after checking what SB3 would act on unchecked (:func:`check_zip_settings`); a setting
+        that still fails to build the model is refused in one line (:class:`CorruptFileError`)."""
+        from furl_wrappers.serialization import read_model_zip
+
+        raw, label = read_model_zip(path)
+        check_zip_settings(raw, label, custom_objects or {})
+        try:
+            return super().load(io.BytesIO(raw), env=env, device=device, custom_objects=custom_objects,
+                                print_system_info=print_system_info, force_reset=force_reset, **kwargs)
+        except JaxStateError:
+            raise
+        except (AssertionError, TypeError, ZeroDivisionError, KeyError, AttributeError, IndexError, OverflowError,
+                MemoryError, RuntimeError) as err:  # sbx/JAX building from the file's settings (RuntimeError: XLA's)
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise CorruptFileError(f"{label!r}: its settings do not build a {cls.__name__} ({type(err).__name__}: "
+                                   f"{first})") from None
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_zip_settings(raw: bytes, label: str, custom: dict[str, Any]) -> None:
+    """Refuse an sbx zip whose parameter files or settings SB3 and sbx would act on unchecked: a ``.pth`` entry
+    besides ``jax.pth`` and an empty ``pytorch_variables.pth`` (SB3 sets any attribute named there), or an entropy
+    coefficient, target entropy, learning rate, policy delay or reset schedule that is not a valid value.
+
+    Raises:
+        UnsafeFileError: a parameter file holds pickled objects.
+        CorruptFileError: naming the entry or setting and what would be valid.
+    """
+    import torch as th
+
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        names = archive.namelist()
+        extra = sorted(n for n in names if n.endswith((".pth", ".pt")) and n not in _PARAM_FILES)
+        if extra:
+            raise CorruptFileError(f"{label!r}: entry {extra[0]!r} is not a parameter file of an sbx model (only "
+                                   f"{', '.join(sorted(_PARAM_FILES))})")
+        if "pytorch_variables.pth" in names:
+            try:
+                variables = th.load(io.BytesIO(archive.read("pytorch_variables.pth")), weights_only=True)
+            except pickle.UnpicklingError:
+                raise UnsafeFileError(f"{label!r}: pytorch_variables.pth holds pickled objects") from None
+            except Exception as err:  # torch's reading errors: a damaged entry
+                raise CorruptFileError(f"{label!r}: pytorch_variables.pth is not a tensor file "
+                                       f"({type(err).__name__})") from None
+            if variables not in ({}, None):
+                raise CorruptFileError(f"{label!r}: pytorch_variables.pth names variables, which an sbx model has "
+                                       "none of")
+        info = archive.getinfo("data")
+        if info.file_size > MAX_JSON_BYTES:
+            raise CorruptFileError(f"{label!r}: 'data' unpacks to {info.file_size} bytes")
+        data = loads_json(archive.read("data"), f"{label}:data")
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{label!r}: 'data' is not a mapping")
+    value = {key: custom.get(key, data.get(key)) for key in ("ent_coef_init", "target_entropy", "learning_rate",
+                                                              "initial_qf_learning_rate", "policy_delay",
+                                                              "param_resets")}
+    # a value still pickled (a trusted load without safe descriptions) is SB3's to unpickle: not checked here
+    pickled = {key for key, item in value.items() if isinstance(item, dict) and ":serialized:" in item}
+    ent = value["ent_coef_init"]
+    if isinstance(ent, str):
+        match = _AUTO.fullmatch(ent)
+        valid = match is not None and (match.group(1) is None or _positive(_float(match.group(1)[1:])))
+    else:
+        valid = isinstance(ent, float) and _positive(ent)
+    checks = {
+        "ent_coef_init": ("'auto', 'auto_<positive number>' or a positive float", valid),
+        "target_entropy": ("'auto' or a finite number", value["target_entropy"] == "auto"
+                           or _finite(value["target_entropy"])),
+        "learning_rate": ("a positive number or a schedule", _positive(value["learning_rate"])
+                          or callable(value["learning_rate"])),
+        "initial_qf_learning_rate": ("None or a positive number", value["initial_qf_learning_rate"] is None
+                                     or _positive(value["initial_qf_learning_rate"])),
+        "policy_delay": ("a positive integer", value["policy_delay"] is None
+                         or (type(value["policy_delay"]) is int and value["policy_delay"] >= 1)),
+        "param_resets": ("None or a list of step counts", value["param_resets"] is None
+                         or (isinstance(value["param_resets"], list)
+                             and all(type(v) is int and v >= 0 for v in value["param_resets"]))),
+    }
+    for key, (expected, ok) in checks.items():
+        if not ok and key not in pickled:
+            raise CorruptFileError(f"{label!r}: its {key} is {str(value[key])[:60]!r}, not {expected}")
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return not isinstance(value, (bool, str)) and value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

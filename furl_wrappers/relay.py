@@ -40,7 +40,7 @@ from stable_baselines3.common.type_aliases import MaybeCallback
 from furl_wrappers import relay_checkpoint, serialization
 from furl_wrappers._relay_train import PrefixLogger, shared_batches
 from furl_wrappers.callbacks.alignment import RewardAlignmentCallback
-from furl_wrappers.relay_checkpoint import CheckpointMismatchError
+from furl_wrappers.relay_checkpoint import CheckpointMismatchError, CorruptFileError
 from furl_wrappers.relay_schedule import RelaySchedule
 from furl_wrappers.validation import check_int, check_number, init_keywords
 from furl_wrappers.vlm_buffer import VLMReplayBuffer
@@ -338,6 +338,8 @@ class _Relay(_RelayBase):
             relay_checkpoint.check_identity(state["identity"], probe)
         model = super().load(io.BytesIO(raw), env=env, device=device, custom_objects={**safe, **(custom_objects or {})},
                              print_system_info=print_system_info, force_reset=force_reset, **kwargs)
+        if model.relay and task_bytes is None:  # saved with relay on: its task agent is in the file, or it is damaged
+            raise CorruptFileError(f"{name!r}: relay on but no {relay_checkpoint.TASK_AGENT_ENTRY} (damaged or edited)")
         if task_bytes is not None and model.task_agent is not None:
             model.task_agent = cls.backbone.load(io.BytesIO(task_bytes), env=env, device=device, buffer_size=1,
                                                  custom_objects=task_safe)

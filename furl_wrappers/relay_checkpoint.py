@@ -43,7 +43,13 @@ import torch
 
 from furl_wrappers import rng_state
 from furl_wrappers._atomic import find_with_suffix, write_to
-from furl_wrappers._safe_files import CheckpointMismatchError, CorruptFileError, UnsafeFileError, loads_json
+from furl_wrappers._safe_files import (
+    MAX_JSON_BYTES,
+    CheckpointMismatchError,
+    CorruptFileError,
+    UnsafeFileError,
+    loads_json,
+)
 
 __all__ = ["FORMAT", "TASK_AGENT_ENTRY", "CheckpointMismatchError", "identity", "env_identity", "check_identity",
            "write_checkpoint", "read_checkpoint", "relay_state", "restore_relay_state"]
@@ -53,6 +59,8 @@ FORMAT = 2
 #: the task agent's zip inside a relay checkpoint
 TASK_AGENT_ENTRY = "task_agent.zip"
 _STATE, _TENSORS = "furl_state.json", "furl_tensors.pt"
+#: largest tensor entry read (reward heads, their optimiser and RNG states: a few MiB for the paper's heads)
+MAX_TENSORS_BYTES = 2**30
 _IDENTITY_KEYS = ("task", "encoder", "reward_model", "observation_space", "action_space")
 
 
@@ -136,6 +144,10 @@ def read_checkpoint(source: str | os.PathLike | bytes,
         if _STATE not in names:
             raise ValueError(f"{str(path)!r} is not a RelayPolicy checkpoint (no {_STATE}); load plain SB3 models "
                              "with SAC.load")
+        for entry, limit in ((_STATE, MAX_JSON_BYTES), (_TENSORS, MAX_TENSORS_BYTES)):
+            size = archive.getinfo(entry).file_size if entry in names else 0
+            if size > limit:  # checked before the entry is unpacked
+                raise CorruptFileError(f"{str(path)!r}: {entry} unpacks to {size} bytes, more than the {limit} read")
         state = loads_json(archive.read(_STATE), f"{path}:{_STATE}")
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             version = state.get("format") if isinstance(state, dict) else None

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, Union
 
+import numpy as np
 import torch
 from stable_baselines3.common.save_util import is_json_serializable
 
@@ -64,6 +65,9 @@ _OBJECTS = frozenset({"observation_space", "action_space", "policy_class", "lr_s
                       "_last_episode_starts", "ep_info_buffer", "ep_success_buffer"})
 #: largest uncompressed entry of a model zip read (JSON entries: see furl_wrappers._safe_files.MAX_JSON_BYTES)
 MAX_ENTRY_BYTES = 2**31
+#: most weights the networks a zip's settings describe may hold (the paper's SAC: 0.2 M; CrossQ's: 2.2 M): a load
+#: builds the networks before reading their weights, so larger settings are refused before anything is allocated
+MAX_NETWORK_PARAMETERS = 10**8
 
 
 # ------------------------------------------------------------------------------------------------ model zips
@@ -177,6 +181,25 @@ def _check_plain_keys(data: dict[str, Any], label: str, cls: type[Any] | None) -
                                   f"stores an object, so it is not loaded; {_TRUST}")
 
 
+def _network_size(policy_kwargs: Any, observation_space: Any) -> int | None:
+    """Weights of the dense layers ``net_arch`` describes, times the number of critics (``None``: not a layout
+    this can count, left to the algorithm to check). Image observations count as 512 features (after the CNN)."""
+    if not isinstance(policy_kwargs, dict):
+        return None
+    arch = policy_kwargs.get("net_arch", [256, 256])
+    layers = list(arch.values()) if isinstance(arch, dict) else [arch]
+    shape = getattr(observation_space, "shape", None) or (1,)
+    features = int(np.prod(shape)) if len(shape) == 1 else 512
+    total = 0
+    for widths in layers:
+        if not (isinstance(widths, list) and all(type(w) is int for w in widths)):
+            return None
+        sizes = [features, *widths]
+        total += sum(abs(a) * abs(b) for a, b in zip(sizes, sizes[1:]))
+    critics = policy_kwargs.get("n_critics", 2)
+    return total * (abs(critics) if type(critics) is int and critics else 1)
+
+
 def safe_custom_objects(source: Source, name: str | None = None, cls: type[Any] | None = None) -> dict[str, Any]:
     """SB3 ``custom_objects`` rebuilding, without pickle, every attribute the zip's ``data`` pickled.
 
@@ -218,6 +241,10 @@ def safe_custom_objects(source: Source, name: str | None = None, cls: type[Any] 
         except Exception as err:  # whatever fails, nothing was unpickled: refuse the description, naming it
             raise UnsafeFileError(f"{label!r}: the safe description of {key!r} is refused ({type(err).__name__}: "
                                   f"{err}); {_TRUST}") from None
+    size = _network_size(custom.get("policy_kwargs", data.get("policy_kwargs")), custom.get("observation_space"))
+    if size is not None and size > MAX_NETWORK_PARAMETERS:
+        raise UnsafeFileError(f"{label!r}: its policy_kwargs describe networks of about {size:.3g} weights, more than "
+                              f"the {MAX_NETWORK_PARAMETERS:.0e} a load builds; {_TRUST}")
     return custom
 
 

@@ -62,13 +62,14 @@ def test_gradient_steps_share_one_drawn_batch(monkeypatch: pytest.MonkeyPatch, v
 
 @_NO_SBX
 def test_nan_weights_are_stopped_at_the_env_in_one_line(vlm_venv, relay_model) -> None:
+    """A policy whose weights went NaN in training (loading refuses NaN weights: tests/test_jax_state.py)."""
+    import jax
+
     from furl_wrappers.jax_backbones import RelaySbxSAC
-    from furl_wrappers.jax_state import restore_state, state_tensors
 
     model = relay_model(vlm_venv(), cls=RelaySbxSAC, policy_kwargs=NET, learning_starts=5)
-    poisoned = {k: torch.full_like(v, float("nan")) if "actor_state.params" in k else v
-                for k, v in state_tensors(model).items()}
-    restore_state(model, poisoned)
+    actor = model.policy.actor_state
+    model.policy.actor_state = actor.replace(params=jax.tree_util.tree_map(lambda x: x * float("nan"), actor.params))
     with pytest.raises(ValueError, match=r"VecFuzzyVLMReward: the action for env 0 contains NaN") as info:
         model.learn(20)
     assert "\n" not in str(info.value)

@@ -130,8 +130,57 @@ def test_bad_jax_parameters_are_refused_in_one_line(trained) -> None:
         assert "\n" not in str(info.value) and isinstance(info.value, (CorruptFileError, RuntimeError))
     with pytest.raises(JaxStateError, match="no 'jax' parameters"):
         load_model(SbxSAC, _rezip(raw, **{f"{JAX_PARAMS}.pth": None}), device="cpu")
-    with pytest.raises(JaxStateError, match="not a tensor"):
+    with pytest.raises(JaxStateError, match="not a dense CPU tensor"):
         restore_state(_model(), {**good, name: [1.0]})
+
+
+@pytest.mark.parametrize("case, match", [
+    ("bfloat16", r"is bfloat16\[16, 3\]"), ("sparse", "not a dense CPU tensor"), ("meta", "not a dense CPU tensor"),
+    ("huge", r"is float32\[1000000, 1000000\], the model's float32\[3, 16\]"), ("nan", "holds NaN or inf"),
+    ("mixed keys", r"unexpected (5|'zz')")])
+def test_odd_tensors_are_refused_before_conversion(trained, case: str, match: str) -> None:
+    """Each value is checked as stored (layout, device, dtype, shape, finite) before anything converts it: a
+    bfloat16, sparse or shape-only tensor, a declared 1e12-element one, NaN weights, keys of mixed types."""
+    good = state_tensors(trained)
+    name = "policy.actor_state.params['params']['Dense_0']['kernel']"
+    value = {"bfloat16": good[name].T.bfloat16(), "sparse": good[name].to_sparse(),
+             "meta": torch.empty(good[name].shape, device="meta"),
+             "nan": torch.full_like(good[name], float("nan"))}.get(case)
+    if case == "huge":  # a tensor whose declared shape is checked, never materialised
+        value = torch.zeros(1).expand(10**6, 10**6)
+    tensors = {5: good[name], "zz": good[name], **good} if case == "mixed keys" else {**good, name: value}
+    with pytest.raises(JaxStateError, match=match) as info:
+        restore_state(_model(), tensors)
+    assert "\n" not in str(info.value)
+
+
+def test_extra_parameter_files_and_variables_are_refused(trained) -> None:
+    raw = _zip(trained)
+    with pytest.raises(CorruptFileError, match=r"entry 'policy.pth' is not a parameter file of an sbx model"):
+        load_model(SbxSAC, _rezip(raw, **{"policy.pth": _tensor_file({"w": torch.zeros(1)})}), device="cpu")
+    planted = _rezip(raw, **{"pytorch_variables.pth": _tensor_file({"policy": torch.zeros(1)})})
+    with pytest.raises(CorruptFileError, match="pytorch_variables.pth names variables, which an sbx model has none"):
+        load_model(SbxSAC, planted, device="cpu")
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("ent_coef_init", "auto_x", "ent_coef_init is 'auto_x', not 'auto', 'auto_<positive number>'"),
+    ("ent_coef_init", "auto_-1", "ent_coef_init is 'auto_-1'"), ("ent_coef_init", 1, "ent_coef_init is '1'"),
+    ("ent_coef_init", float("nan"), "ent_coef_init is 'nan'"), ("ent_coef_init", -5.0, "ent_coef_init is '-5.0'"),
+    ("target_entropy", "abc", "target_entropy is 'abc', not 'auto' or a finite number"),
+    ("learning_rate", "x", "learning_rate is 'x', not a positive number or a schedule"),
+    ("initial_qf_learning_rate", -1e-3, "initial_qf_learning_rate is '-0.001'"),
+    ("policy_delay", 0, "policy_delay is '0', not a positive integer"),
+    ("param_resets", "abc", "param_resets is 'abc', not None or a list of step counts"),
+    ("policy_kwargs", {"net_arch": "abc"}, r"its settings do not build a SbxSAC \(")])
+def test_settings_sbx_would_act_on_are_checked(trained, key: str, value, match: str) -> None:
+    raw = _zip(trained)
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        data = json.loads(archive.read("data"))
+    edited = _rezip(raw, data=json.dumps({**data, key: value}).encode())
+    with pytest.raises(CorruptFileError, match=match) as info:
+        load_model(SbxSAC, edited, device="cpu")
+    assert "\n" not in str(info.value)
 
 
 def test_pickles_and_planted_keys_are_refused(trained) -> None:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import os
+import struct
+import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from furl_wrappers import _safe_files
-from furl_wrappers._safe_files import CorruptFileError, UnsafeFileError, json_depth, loads_json, open_regular
+from furl_wrappers._safe_files import (
+    CorruptFileError,
+    UnsafeFileError,
+    check_zip,
+    json_depth,
+    loads_json,
+    open_regular,
+)
 
 
 def test_loads_json_bounds_depth_and_size(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,3 +72,44 @@ def test_open_regular_refuses_links_fifos_and_folders(tmp_path: Path, kind: str,
                                               r"regular files \(nothing was changed\)"):
         open_regular(path, mode, create=True)
     assert victim.read_text() == "precious" if kind == "link" else not victim.exists()
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        warnings.simplefilter("ignore")  # zipfile warns about a name written twice: that is the point
+        for name, blob in entries.items() if isinstance(entries, dict) else entries:
+            archive.writestr(name, blob)
+    return out.getvalue()
+
+
+def _repeat_record(raw: bytes, copies: int) -> bytes:
+    """``raw`` (a one-entry zip) with its central-directory record repeated under new names of the same length: a
+    zip bomb that unpacks one stored entry many times."""
+    end = raw.rindex(b"PK\x05\x06")
+    size, offset = struct.unpack("<II", raw[end + 12:end + 20])
+    record = raw[offset:offset + size]
+    name_len = struct.unpack("<H", record[28:30])[0]
+    extra = [record[:46] + bytes(f"{i:0{name_len}d}", "ascii")[:name_len] + record[46 + name_len:]
+             for i in range(copies)]
+    directory = record + b"".join(extra)
+    tail = bytearray(raw[end:])
+    struct.pack_into("<HHII", tail, 8, copies + 1, copies + 1, len(directory), offset)
+    return raw[:offset] + directory + bytes(tail)
+
+
+def test_check_zip_refuses_bombs_before_unpacking(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = _zip({"data": b"{}", "a.pth": b"x" * 1000})
+    check_zip(io.BytesIO(good), "m.zip", "model zip", "data")
+    with pytest.raises(CorruptFileError, match=r"'m.zip' is not a complete model zip .*'data' is listed twice"):
+        check_zip(io.BytesIO(_zip([("data", b"{}"), ("data", b"{}")])), "m.zip", "model zip", "data")
+    bomb = _repeat_record(_zip({"data": b"0" * 10_000}), copies=8)
+    assert len(zipfile.ZipFile(io.BytesIO(bomb)).namelist()) == 9  # nine names, one stored entry
+    unpacked = []
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", lambda self: unpacked.append(1))
+    with pytest.raises(CorruptFileError, match="two directory records point at one stored entry"):
+        check_zip(io.BytesIO(bomb), "m.zip", "model zip", "data")
+    monkeypatch.setattr(_safe_files, "MAX_ZIP_UNPACKED", 1000)
+    with pytest.raises(CorruptFileError, match=r"its entries unpack to 1002 bytes, more than the 1000 read"):
+        check_zip(io.BytesIO(good), "m.zip", "model zip", "data")
+    assert unpacked == []  # each refused before testzip unpacked anything

@@ -393,3 +393,29 @@ def test_an_oversized_entry_is_refused_before_reading(tmp_path: Path, monkeypatc
     monkeypatch.setattr(serialization, "MAX_ENTRY_BYTES", size - 1)
     with pytest.raises(CorruptFileError, match=rf"'policy.pth' unpacks to {size} bytes, more than the {size - 1}"):
         load_model(SAC, tmp_path / "m.zip")
+
+
+def test_oversized_networks_are_refused_before_building(tmp_path: Path) -> None:
+    """A load builds the networks the zip's settings describe before reading their weights: 20,000-unit layers
+    (≈ 0.8 G weights for two nets) are refused first, in one line."""
+    save_model(_sac(), tmp_path / "m.zip")
+
+    def wide(safe: dict) -> None:
+        safe["data"]["policy_kwargs"]["items"] = [
+            ["net_arch", [20_000, 20_000]] if key == "net_arch" else [key, value]
+            for key, value in safe["data"]["policy_kwargs"]["items"]]
+
+    _rewrite(tmp_path / "m.zip", tmp_path / "wide.zip", lambda e: _edit_json(e, SAFE_ENTRY, wide))
+    with pytest.raises(UnsafeFileError, match=r"networks of about 8e\+08 weights, more than the 1e\+08") as info:
+        load_model(SAC, tmp_path / "wide.zip")
+    assert "\n" not in str(info.value)
+    assert serialization._network_size({"net_arch": [256, 256]}, gym.spaces.Box(-1, 1, (39,))) == 2 * (
+        39 * 256 + 256 * 256)
+    assert serialization._network_size({"net_arch": {"pi": [256], "qf": "abc"}}, None) is None  # the algorithm's
+
+
+def test_a_relay_checkpoint_without_its_task_agent_is_refused(tmp_path: Path, vlm_venv) -> None:
+    _relay(vlm_venv()).save(tmp_path / "r.zip")
+    _rewrite(tmp_path / "r.zip", tmp_path / "cut.zip", lambda e: e.pop("task_agent.zip"))
+    with pytest.raises(CorruptFileError, match=r"relay on but no task_agent\.zip \(damaged or edited\)"):
+        RelayPolicy.load(tmp_path / "cut.zip", env=vlm_venv())
