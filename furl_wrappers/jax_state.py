@@ -167,7 +167,7 @@ class JaxParameters(_Base):
         from furl_wrappers.serialization import read_model_zip
 
         raw, label = read_model_zip(path)
-        check_zip_settings(raw, label, custom_objects or {})
+        check_zip_settings(raw, label, custom_objects or {}, getattr(cls, "extra_param_files", ()))
         try:
             return super().load(io.BytesIO(raw), env=env, device=device, custom_objects=custom_objects,
                                 print_system_info=print_system_info, force_reset=force_reset, **kwargs)
@@ -184,10 +184,11 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def check_zip_settings(raw: bytes, label: str, custom: dict[str, Any]) -> None:
-    """Refuse an sbx zip whose parameter files or settings SB3 and sbx would act on unchecked: a ``.pth`` entry
-    besides ``jax.pth`` and an empty ``pytorch_variables.pth`` (SB3 sets any attribute named there), or an entropy
-    coefficient, target entropy, learning rate, policy delay or reset schedule that is not a valid value.
+def check_zip_settings(raw: bytes, label: str, custom: dict[str, Any], extra_files: tuple[str, ...] = ()) -> None:
+    """Refuse an sbx zip whose parameter files or settings SB3 and sbx would act on unchecked: a ``.pth``/``.pt``
+    entry besides ``jax.pth``, an empty ``pytorch_variables.pth`` (SB3 sets any attribute named there) and
+    ``extra_files`` (the relay's, checked by its own reader), or an entropy coefficient, target entropy, learning
+    rate, policy delay or reset schedule that is not a valid value.
 
     Raises:
         UnsafeFileError: a parameter file holds pickled objects.
@@ -197,10 +198,10 @@ def check_zip_settings(raw: bytes, label: str, custom: dict[str, Any]) -> None:
 
     with zipfile.ZipFile(io.BytesIO(raw)) as archive:
         names = archive.namelist()
-        extra = sorted(n for n in names if n.endswith((".pth", ".pt")) and n not in _PARAM_FILES)
+        extra = sorted(n for n in names if n.endswith((".pth", ".pt")) and n not in _PARAM_FILES | set(extra_files))
         if extra:
             raise CorruptFileError(f"{label!r}: entry {extra[0]!r} is not a parameter file of an sbx model (only "
-                                   f"{', '.join(sorted(_PARAM_FILES))})")
+                                   f"{', '.join(sorted(_PARAM_FILES | set(extra_files)))})")
         if "pytorch_variables.pth" in names:
             try:
                 variables = th.load(io.BytesIO(archive.read("pytorch_variables.pth")), weights_only=True)
@@ -233,7 +234,9 @@ def check_zip_settings(raw: bytes, label: str, custom: dict[str, Any]) -> None:
         "ent_coef_init": ("'auto', 'auto_<positive number>' or a positive float", valid),
         "target_entropy": ("'auto' or a finite number", value["target_entropy"] == "auto"
                            or _finite(value["target_entropy"])),
-        "learning_rate": ("a positive number or a schedule", _positive(value["learning_rate"])
+        # 0 is allowed: rl-zoo's enjoy loads with learning_rate 0.0 (no training)
+        "learning_rate": ("a non-negative number or a schedule", _positive(value["learning_rate"])
+                          or (type(value["learning_rate"]) in (int, float) and value["learning_rate"] == 0)
                           or callable(value["learning_rate"])),
         "initial_qf_learning_rate": ("None or a positive number", value["initial_qf_learning_rate"] is None
                                      or _positive(value["initial_qf_learning_rate"])),

@@ -81,6 +81,8 @@ class _Relay(_RelayBase):
     default_buffer_class: ClassVar[type] = VLMReplayBuffer
     #: constructor arguments the algorithm keeps under another attribute (sbx: ``ent_coef`` → ``ent_coef_init``)
     setting_attributes: ClassVar[dict[str, str]] = {}
+    #: tensor files the relay's zip holds besides the algorithm's (its reward heads, optimiser and RNG states)
+    extra_param_files: ClassVar[tuple[str, ...]] = (relay_checkpoint.TENSORS_ENTRY,)
     if TYPE_CHECKING:
         # SAC's, TQC's, CrossQ's (the off-policy base has none); "paper" until _setup_model resolves it
         target_entropy: str | float

@@ -58,7 +58,9 @@ __all__ = ["FORMAT", "TASK_AGENT_ENTRY", "CheckpointMismatchError", "identity", 
 FORMAT = 2
 #: the task agent's zip inside a relay checkpoint
 TASK_AGENT_ENTRY = "task_agent.zip"
-_STATE, _TENSORS = "furl_state.json", "furl_tensors.pt"
+#: the relay's tensors (reward heads, their optimiser, RNG states) beside the algorithm's own parameter files
+TENSORS_ENTRY = "furl_tensors.pt"
+_STATE, _TENSORS = "furl_state.json", TENSORS_ENTRY
 #: largest tensor entry read (reward heads, their optimiser and RNG states: a few MiB for the paper's heads)
 MAX_TENSORS_BYTES = 2**30
 _IDENTITY_KEYS = ("task", "encoder", "reward_model", "observation_space", "action_space")
