@@ -126,14 +126,16 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
 def milestones(run: dict[str, Any]) -> dict[str, Any]:
     """What a run reached and when (``None`` where it never did, or the run logged no such thing):
 
-    ``first_success_step`` (the first evaluation with a success), ``positive_frames`` (positives collected),
+    ``first_success_step`` (the first evaluation with a success), ``positive_frames`` (positives collected; runs
+    with a VLM only),
     ``relay_off_step`` (the first logged step with relay off; logging is every few episodes, so an upper bound) and
     ``alignment_stage`` (the highest stage logged: 1 goal image, 2 ranking; relay methods only).
     """
     steps, success = run["curve_steps"], run["curve_success"]
     hits = [int(step) for step, value in zip(steps, success) if value > 0]
+    vlm = _encoder_label(run) != "-"  # a run without a VLM keeps no alignment store: nothing was counted
     out: dict[str, Any] = {"first_success_step": hits[0] if hits else None,
-                           "positive_frames": run.get("positive_count"), "relay_off_step": None,
+                           "positive_frames": run.get("positive_count") if vlm else None, "relay_off_step": None,
                            "alignment_stage": None}
     progress = RunDir(run["dir"]).progress
     if not progress.is_file():

@@ -99,7 +99,8 @@ def test_sbx_methods_take_the_paper_row_of_their_method(tmp_path: Path) -> None:
 def test_milestones_from_evaluations_and_progress(tmp_path: Path) -> None:
     run = _fake_run(tmp_path, "furl", "drawer-open", 2, [(10_000, 0.0), (20_000, 1.0), (30_000, 0.0)], 30_000)
     summary = json.loads((run / "summary.json").read_text())
-    (run / "summary.json").write_text(json.dumps({**summary, "positive_count": 2600, "timesteps_done": 30_000}))
+    (run / "summary.json").write_text(json.dumps({**summary, "positive_count": 2600, "timesteps_done": 30_000,
+                                                  "encoder_spec": "furl-mw-vlm"}))
     with open(run / "progress.csv", "w", newline="") as handle:  # SB3's logger: keys appear as they are first logged
         writer = csv.writer(handle)
         writer.writerow(["time/total_timesteps", "furl/relay_on", "furl/stage"])
@@ -110,7 +111,10 @@ def test_milestones_from_evaluations_and_progress(tmp_path: Path) -> None:
                                   "alignment_stage": 2}
     line = milestones_table([loaded]).splitlines()[-1]
     assert line == "| furl | drawer-open-v3 | 2 | 30,000 | 0 % | 20,000 | 2,600 | 24,000 | 2 |"
-    sac = load_run(_fake_run(tmp_path, "sac", "drawer-open", 0, [(10_000, 0.0)], 10_000))  # no progress.csv
+    sac = _fake_run(tmp_path, "sac", "drawer-open", 0, [(10_000, 0.0)], 10_000)  # no VLM, no progress.csv
+    summary = json.loads((sac / "summary.json").read_text())
+    (sac / "summary.json").write_text(json.dumps({**summary, "positive_count": 0}))  # what furl train writes
+    sac = load_run(sac)
     assert milestones(sac) == {"first_success_step": None, "positive_frames": None, "relay_off_step": None,
                                "alignment_stage": None}
     assert milestones_table([sac]).splitlines()[-1].endswith("| 0 % | – | – | – | – |")
