@@ -10,8 +10,9 @@
 #   bash benchmarks/study.sh report    furl report over the committed runs -> benchmarks/results/study/report/
 #
 # The sweep runs outside the work tree ($STUDY_DIR, default /work/study) from a checkout of the commit it started
-# with ($STUDY_DIR/src, recorded in $STUDY_DIR/commit), so editing the work tree never changes a running study; a
-# machine that lost $STUDY_DIR starts over from that commit. Needs the jax extra in the repository's .venv.
+# with ($STUDY_DIR/src, recorded in $STUDY_DIR/commit and, by collect, in benchmarks/results/study/commit), so editing
+# the work tree never changes a running study; a machine that lost $STUDY_DIR reruns the unfinished runs from that
+# commit. Needs the jax extra in the repository's .venv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STUDY_DIR="${STUDY_DIR:-/work/study}"
@@ -24,7 +25,8 @@ SWEEP=(sweep --out "$STUDY_DIR/runs" --methods sac_sbx furl_sbx --tasks button-p
 start() {
   mkdir -p "$STUDY_DIR"
   if [ ! -d "$STUDY_DIR/src" ]; then
-    commit="$(cat "$STUDY_DIR/commit" 2>/dev/null || git -C "$ROOT" rev-parse HEAD)"
+    # the study's commit: this machine's record, else the one committed with the results, else (a new study) HEAD
+    commit="$(cat "$STUDY_DIR/commit" 2>/dev/null || cat "$RESULTS/commit" 2>/dev/null || git -C "$ROOT" rev-parse HEAD)"
     git -C "$ROOT" worktree add -f --detach "$STUDY_DIR/src" "$commit" >/dev/null
     echo "$commit" > "$STUDY_DIR/commit"
   fi
