@@ -11,8 +11,9 @@
 #
 # The sweep runs outside the work tree ($STUDY_DIR, default /work/study) from a checkout of the commit it started
 # with ($STUDY_DIR/src, recorded in $STUDY_DIR/commit and, by collect, in benchmarks/results/study/commit), so editing
-# the work tree never changes a running study; a machine that lost $STUDY_DIR reruns the unfinished runs from that
-# commit. Needs the jax extra in the repository's .venv.
+# the work tree never changes a running study; a machine that lost $STUDY_DIR starts the grid over from that commit
+# (the sweep reruns every cell; the committed files of finished runs stay until collect replaces them with the
+# identical rerun). Needs the jax extra in the repository's .venv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STUDY_DIR="${STUDY_DIR:-/work/study}"
