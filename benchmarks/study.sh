@@ -19,7 +19,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STUDY_DIR="${STUDY_DIR:-/work/study}"
 PY="$ROOT/.venv/bin/python"
 RESULTS="$ROOT/benchmarks/results/study"
-SWEEP=(sweep --out "$STUDY_DIR/runs" --methods sac_sbx furl_sbx --tasks button-press-topdown drawer-open
+# FuRL first: the sweep runs cells methods-outermost, and with the compute of a few sessions the FuRL runs are the ones
+# the study cannot do without (the order changes no run's settings)
+SWEEP=(sweep --out "$STUDY_DIR/runs" --methods furl_sbx sac_sbx --tasks button-press-topdown drawer-open
        --seeds 0 1 2 --vlm furl-mw-vlm --image-preset fast --steps 300000 --eval-freq 10000
        --checkpoint-freq 10000 --workers 2 --cpus-per-run 1 --quiet --no-plots)
 
