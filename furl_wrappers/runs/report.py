@@ -2,8 +2,9 @@
 
 - ``results.md``: methods × tasks, final success rate (%) as mean ± std over seeds; where the runs used the paper's
   budget (1e6 steps, fixed goal) the paper's number is shown beside ours, otherwise the budget is stated. Then one
-  row per run: its first successful evaluation, positive frames collected, when relay ended and the alignment stage
-  reached (:func:`milestones`, from ``evaluations.csv`` and ``progress.csv``).
+  row per run: its first successful evaluation (final step, and at any step), positive frames collected, when relay
+  ended and the alignment stage reached (:func:`milestones`, from ``evaluations.csv`` and ``progress.csv``); then
+  links to the PNGs below.
 - ``learning_curves_<task>.png``: success rate vs steps, mean ± std band per method (from ``evaluations.csv``).
 - ``rvlm_<method>_<task>_seed<seed>.png``: r_VLM along a scripted-expert episode with the run's heads before and
   after training (runs with learned heads).
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from furl_wrappers._atomic import atomic_write_text
 from furl_wrappers.encoders import make_encoder
 from furl_wrappers.goal_images import expert_rollout
 from furl_wrappers.presets import get_preset
@@ -53,13 +55,15 @@ def _paper_method(method: str) -> str:
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """A run's summary plus its evaluation curve (``steps``, ``success`` arrays) and directory."""
+    """A run's summary plus its evaluation curves (``curve_steps``, ``curve_success`` at the final step,
+    ``curve_success_any_step``: arrays) and directory."""
     directory = RunDir(run_dir)
     run = directory.read_summary()
     rows = directory.evaluation_rows()
     steps = [int(r["step"]) for r in rows]
-    success = [r["success"] for r in rows]
-    run.update(dir=str(directory.path), curve_steps=np.array(steps), curve_success=np.array(success))
+    run.update(dir=str(directory.path), curve_steps=np.array(steps),
+               curve_success=np.array([r["success"] for r in rows]),
+               curve_success_any_step=np.array([r["success_any_step"] for r in rows]))
     return run
 
 
@@ -126,15 +130,18 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
 def milestones(run: dict[str, Any]) -> dict[str, Any]:
     """What a run reached and when (``None`` where it never did, or the run logged no such thing):
 
-    ``first_success_step`` (the first evaluation with a success), ``positive_frames`` (positives collected; runs
-    with a VLM only),
+    ``first_success_step`` (the first evaluation with a success at the episode's final step, the paper's criterion),
+    ``first_any_step_success_step`` (the first evaluation whose episode succeeded at some step: an earlier, weaker
+    sign of progress), ``positive_frames`` (positives collected; runs with a VLM only),
     ``relay_off_step`` (the first logged step with relay off; logging is every few episodes, so an upper bound) and
     ``alignment_stage`` (the highest stage logged: 1 goal image, 2 ranking; relay methods only).
     """
-    steps, success = run["curve_steps"], run["curve_success"]
-    hits = [int(step) for step, value in zip(steps, success) if value > 0]
+    def first(success: np.ndarray) -> int | None:
+        return next((int(step) for step, value in zip(run["curve_steps"], success) if value > 0), None)
+
     vlm = _encoder_label(run) != "-"  # a run without a VLM keeps no alignment store: nothing was counted
-    out: dict[str, Any] = {"first_success_step": hits[0] if hits else None,
+    out: dict[str, Any] = {"first_success_step": first(run["curve_success"]),
+                           "first_any_step_success_step": first(run["curve_success_any_step"]),
                            "positive_frames": run.get("positive_count") if vlm else None, "relay_off_step": None,
                            "alignment_stage": None}
     progress = RunDir(run["dir"]).progress
@@ -154,8 +161,8 @@ def milestones(run: dict[str, Any]) -> dict[str, Any]:
 
 def milestones_table(runs: Sequence[dict[str, Any]]) -> str:
     """Markdown: one row per run with its :func:`milestones` (``–``: never, or not logged)."""
-    lines = ["| method | task | seed | steps | final success | first successful evaluation | positive frames | "
-             "relay off by | alignment stage |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | task | seed | steps | final success | first successful evaluation | first success at any "
+             "step | positive frames | relay off by | alignment stage |", "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(value: Any) -> str:
         return "–" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
@@ -164,6 +171,7 @@ def milestones_table(runs: Sequence[dict[str, Any]]) -> str:
         m = milestones(run)
         lines.append(f"| {run['method']} | {run['task']} | {run['seed']} | {run.get('timesteps_done', run['steps']):,} "
                      f"| {100 * float(run['final_success'] or 0):.0f} % | {cell(m['first_success_step'])} | "
+                     f"{cell(m['first_any_step_success_step'])} | "
                      f"{cell(m['positive_frames'])} | {cell(m['relay_off_step'])} | {cell(m['alignment_stage'])} |")
     return "\n".join(lines) + "\n"
 
@@ -256,20 +264,20 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, plots: bool = True) 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = results_table(runs)
-    per_run = ("\n## Per run\n\nFirst successful evaluation, positive frames collected (relay ends at its "
-               "threshold), the first logged step with relay off, the highest alignment stage logged.\n\n"
-               + milestones_table(runs))
-    (out / "results.md").write_text("# Results\n\n" + table + per_run)
+    per_run = ("\n## Per run\n\nFirst successful evaluation (success at the episode's final step; each evaluation's "
+               "episodes as in the run's config), first evaluation with success at any step of the episode, positive "
+               "frames collected (relay ends at its threshold), the first logged step with relay off, the highest "
+               "alignment stage logged.\n\n" + milestones_table(runs))
     written: dict[str, Any] = {"table": out / "results.md", "markdown": table, "curves": [], "rvlm": []}
     if plots:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             print("furl report: matplotlib is not installed, so no PNGs were drawn: pip install 'furl_wrappers[plots]'")
-            return written
-        written["curves"] = _plot_curves(runs, out)
-        for run in runs:
-            path = _plot_rvlm(run, out)
-            if path is not None:
-                written["rvlm"].append(path)
+        else:
+            written["curves"] = _plot_curves(runs, out)
+            written["rvlm"] = [p for p in (_plot_rvlm(run, out) for run in runs) if p is not None]
+    pngs = written["curves"] + written["rvlm"]
+    figures = ("\n## Curves\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n") if pngs else ""
+    atomic_write_text(out / "results.md", "# Results\n\n" + table + per_run + figures)
     return written

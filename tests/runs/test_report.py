@@ -11,7 +11,9 @@ import pytest
 from furl_wrappers.runs.report import PAPER_TABLE_1, load_run, milestones, milestones_table, report, results_table
 
 
-def _fake_run(root: Path, method: str, task: str, seed: int, curve: list[tuple[int, float]], steps: int) -> Path:
+def _fake_run(root: Path, method: str, task: str, seed: int, curve: list[tuple[int, float]], steps: int,
+              any_step: list[float] | None = None) -> Path:
+    """A finished run's files; ``any_step``: the evaluations' success-at-any-step (default: as ``curve``)."""
     run = root / method / task / f"seed{seed}"
     run.mkdir(parents=True)
     (run / "summary.json").write_text(json.dumps({
@@ -21,8 +23,8 @@ def _fake_run(root: Path, method: str, task: str, seed: int, curve: list[tuple[i
     with open(run / "evaluations.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "success", "success_any_step", "mean_task_return", "wall_time_s"])
-        for step, success in curve:
-            writer.writerow([step, success, success, -100.0, 1.0])
+        for (step, success), success_any in zip(curve, any_step or [s for _, s in curve]):
+            writer.writerow([step, success, success_any, -100.0, 1.0])
     return run
 
 
@@ -47,6 +49,7 @@ def test_report_writes_table_and_curves(tmp_path: Path) -> None:
     text = (tmp_path / "out" / "results.md").read_text()
     assert text.count("| furl |") == 1 + 2  # the table's row, then one row per run
     assert [p.name for p in written["curves"]] == ["learning_curves_reach-v3.png"]
+    assert text.endswith("## Curves\n\n![learning_curves_reach-v3](learning_curves_reach-v3.png)\n")
     from PIL import Image
 
     assert Image.open(written["curves"][0]).size[0] > 300
@@ -67,6 +70,7 @@ def test_report_on_a_real_run(tmp_path: Path) -> None:
     assert "recorded before final-step success" not in written["markdown"]  # a new run says final step
     assert f"{100 * summary['final_success']:.0f} ± 0 (n=1)" in written["markdown"]
     assert [p.name for p in written["rvlm"]] == ["rvlm_furl_reach-v3_seed0.png"]
+    assert "![rvlm_furl_reach-v3_seed0](rvlm_furl_reach-v3_seed0.png)" in (tmp_path / "out" / "results.md").read_text()
     assert "furl: random-clip:tiny (NOT pretrained), image preset fast" in written["markdown"]
 
 
@@ -97,7 +101,8 @@ def test_sbx_methods_take_the_paper_row_of_their_method(tmp_path: Path) -> None:
 
 
 def test_milestones_from_evaluations_and_progress(tmp_path: Path) -> None:
-    run = _fake_run(tmp_path, "furl", "drawer-open", 2, [(10_000, 0.0), (20_000, 1.0), (30_000, 0.0)], 30_000)
+    run = _fake_run(tmp_path, "furl", "drawer-open", 2, [(10_000, 0.0), (20_000, 1.0), (30_000, 0.0)], 30_000,
+                    any_step=[1.0, 1.0, 0.0])
     summary = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**summary, "positive_count": 2600, "timesteps_done": 30_000,
                                                   "encoder_spec": "furl-mw-vlm"}))
@@ -107,14 +112,14 @@ def test_milestones_from_evaluations_and_progress(tmp_path: Path) -> None:
         for step, relay, stage in ((2000, 1, ""), (12_000, 1, 1), (24_000, 0, 2), (28_000, 0, 2)):
             writer.writerow([step, relay, stage])
     loaded = load_run(run)
-    assert milestones(loaded) == {"first_success_step": 20_000, "positive_frames": 2600, "relay_off_step": 24_000,
-                                  "alignment_stage": 2}
+    assert milestones(loaded) == {"first_success_step": 20_000, "first_any_step_success_step": 10_000,
+                                  "positive_frames": 2600, "relay_off_step": 24_000, "alignment_stage": 2}
     line = milestones_table([loaded]).splitlines()[-1]
-    assert line == "| furl | drawer-open-v3 | 2 | 30,000 | 0 % | 20,000 | 2,600 | 24,000 | 2 |"
+    assert line == "| furl | drawer-open-v3 | 2 | 30,000 | 0 % | 20,000 | 10,000 | 2,600 | 24,000 | 2 |"
     sac = _fake_run(tmp_path, "sac", "drawer-open", 0, [(10_000, 0.0)], 10_000)  # no VLM, no progress.csv
     summary = json.loads((sac / "summary.json").read_text())
     (sac / "summary.json").write_text(json.dumps({**summary, "positive_count": 0}))  # what furl train writes
     sac = load_run(sac)
-    assert milestones(sac) == {"first_success_step": None, "positive_frames": None, "relay_off_step": None,
-                               "alignment_stage": None}
-    assert milestones_table([sac]).splitlines()[-1].endswith("| 0 % | – | – | – | – |")
+    assert milestones(sac) == {"first_success_step": None, "first_any_step_success_step": None,
+                               "positive_frames": None, "relay_off_step": None, "alignment_stage": None}
+    assert milestones_table([sac]).splitlines()[-1].endswith("| 0 % | – | – | – | – | – |")
