@@ -198,10 +198,11 @@ def check_zip_settings(raw: bytes, label: str, custom: dict[str, Any], extra_fil
 
     with zipfile.ZipFile(io.BytesIO(raw)) as archive:
         names = archive.namelist()
-        extra = sorted(n for n in names if n.endswith((".pth", ".pt")) and n not in _PARAM_FILES | set(extra_files))
+        allowed = _PARAM_FILES | set(extra_files)
+        extra = sorted(n for n in names if n.endswith((".pth", ".pt")) and n not in allowed)
         if extra:
             raise CorruptFileError(f"{label!r}: entry {extra[0]!r} is not a parameter file of an sbx model (only "
-                                   f"{', '.join(sorted(_PARAM_FILES | set(extra_files)))})")
+                                   f"{', '.join(sorted(allowed))})")
         if "pytorch_variables.pth" in names:
             try:
                 variables = th.load(io.BytesIO(archive.read("pytorch_variables.pth")), weights_only=True)

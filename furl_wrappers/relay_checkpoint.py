@@ -60,7 +60,7 @@ FORMAT = 2
 TASK_AGENT_ENTRY = "task_agent.zip"
 #: the relay's tensors (reward heads, their optimiser, RNG states) beside the algorithm's own parameter files
 TENSORS_ENTRY = "furl_tensors.pt"
-_STATE, _TENSORS = "furl_state.json", TENSORS_ENTRY
+_STATE = "furl_state.json"
 #: largest tensor entry read (reward heads, their optimiser and RNG states: a few MiB for the paper's heads)
 MAX_TENSORS_BYTES = 2**30
 _IDENTITY_KEYS = ("task", "encoder", "reward_model", "observation_space", "action_space")
@@ -121,7 +121,7 @@ def write_checkpoint(path: str | os.PathLike | IO[bytes], save_sb3: Callable[[IO
         archive.writestr(_STATE, json.dumps({"format": FORMAT, **state}))
         blob = io.BytesIO()
         torch.save(tensors, blob)
-        archive.writestr(_TENSORS, blob.getvalue())
+        archive.writestr(TENSORS_ENTRY, blob.getvalue())
     data = archive_bytes.getvalue()
     return write_to(path, ".zip", lambda handle: handle.write(data))
 
@@ -146,7 +146,7 @@ def read_checkpoint(source: str | os.PathLike | bytes,
         if _STATE not in names:
             raise ValueError(f"{str(path)!r} is not a RelayPolicy checkpoint (no {_STATE}); load plain SB3 models "
                              "with SAC.load")
-        for entry, limit in ((_STATE, MAX_JSON_BYTES), (_TENSORS, MAX_TENSORS_BYTES)):
+        for entry, limit in ((_STATE, MAX_JSON_BYTES), (TENSORS_ENTRY, MAX_TENSORS_BYTES)):
             size = archive.getinfo(entry).file_size if entry in names else 0
             if size > limit:  # checked before the entry is unpacked
                 raise CorruptFileError(f"{str(path)!r}: {entry} unpacks to {size} bytes, more than the {limit} read")
@@ -157,15 +157,15 @@ def read_checkpoint(source: str | os.PathLike | bytes,
                                    f"format {FORMAT} only (checkpoints from before the relay state change are not "
                                    "read)")
         try:
-            tensors = torch.load(io.BytesIO(archive.read(_TENSORS)), map_location="cpu", weights_only=True)
+            tensors = torch.load(io.BytesIO(archive.read(TENSORS_ENTRY)), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            raise UnsafeFileError(f"{str(path)!r}: {_TENSORS} holds pickled objects besides tensors, which are not "
-                                  "loaded") from None
+            raise UnsafeFileError(f"{str(path)!r}: {TENSORS_ENTRY} holds pickled objects besides tensors, which are "
+                                  "not loaded") from None
         except Exception as err:  # torch's own reading errors: a damaged entry
-            raise CorruptFileError(f"{str(path)!r}: {_TENSORS} is not a torch tensor file ({type(err).__name__})"
+            raise CorruptFileError(f"{str(path)!r}: {TENSORS_ENTRY} is not a torch tensor file ({type(err).__name__})"
                                    ) from None
         if not (isinstance(state, dict) and isinstance(tensors, dict)):
-            raise CorruptFileError(f"{str(path)!r}: {_STATE} or {_TENSORS} is not a mapping")
+            raise CorruptFileError(f"{str(path)!r}: {_STATE} or {TENSORS_ENTRY} is not a mapping")
         task_bytes = archive.read(TASK_AGENT_ENTRY) if TASK_AGENT_ENTRY in names else None
     return state, tensors, task_bytes
 
