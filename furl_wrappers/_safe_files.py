@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import zipfile
@@ -26,7 +27,7 @@ from typing import IO, Any
 
 __all__ = ["CorruptFileError", "UnsafeFileError", "CheckpointMismatchError", "MAX_JSON_BYTES", "MAX_JSON_DEPTH",
            "MAX_ZIP_UNPACKED", "TRUNCATED_ERRORS", "loads_json", "json_depth", "check_zip", "open_regular",
-           "check_not_link"]
+           "check_not_link", "first_nonfinite"]
 
 #: deepest nesting a JSON file of the package may have (its own files nest < 10 levels)
 MAX_JSON_DEPTH = 64
@@ -130,6 +131,37 @@ def loads_json(data: bytes | str, label: str, error: type = CorruptFileError) ->
     if json_depth(value) > MAX_JSON_DEPTH:
         raise error(f"{label!r} is not valid: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def first_nonfinite(value: Any) -> str | None:
+    """Where a loaded torch file (a state dict, an optimiser's, nested dicts, lists and tuples) holds NaN or inf:
+    ``'actor.mu.weight'``, ``'state[0].exp_avg'``, ``'<top level>'``, or ``None`` when every float is finite.
+
+    Walked without recursion (a planted file may nest deeply). Example:
+        >>> import torch
+        >>> first_nonfinite({"mu": {"weight": torch.ones(2)}, "lr": 3e-4}) is None
+        True
+        >>> first_nonfinite({"mu": {"weight": torch.tensor([1.0, float("nan")])}})
+        'mu.weight'
+    """
+    import torch  # this module stays importable without torch (the CLI's JSON checks)
+
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, torch.Tensor):
+            bad = (node.is_floating_point() or node.is_complex()) and not bool(torch.isfinite(node).all())
+        elif isinstance(node, float):
+            bad = not math.isfinite(node)
+        else:
+            bad = False
+            if isinstance(node, dict):
+                stack.extend((f"{where}.{key}" if where else str(key), child) for key, child in node.items())
+            elif isinstance(node, (list, tuple)):
+                stack.extend((f"{where}[{i}]", child) for i, child in enumerate(node))
+        if bad:
+            return where or "<top level>"
+    return None
 
 
 def _kind(mode: int) -> str:

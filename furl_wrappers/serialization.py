@@ -42,6 +42,7 @@ from furl_wrappers._safe_files import (
     CorruptFileError,
     UnsafeFileError,
     check_zip,
+    first_nonfinite,
     loads_json,
 )
 from furl_wrappers.json_codec import ANY_BASE, CLASS_BASES, decode, encode
@@ -150,16 +151,32 @@ def _read_checked(raw: bytes, label: str) -> tuple[dict[str, Any], Any]:
         entry = loads_json(archive.read(SAFE_ENTRY), f"{label}:{SAFE_ENTRY}") if SAFE_ENTRY in infos else None
         for name in (n for n in infos if n.endswith((".pth", ".pt"))):
             try:
-                torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+                tensors = torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
             except pickle.UnpicklingError:
                 raise UnsafeFileError(f"{label!r}: {name!r} holds pickled objects besides tensors, which are not "
                                       f"loaded; {_TRUST}") from None
             except Exception as err:  # torch's own reading errors: a damaged entry
                 raise CorruptFileError(f"{label!r}: {name!r} is not a torch tensor file ({type(err).__name__})"
                                        ) from None
+            _check_tensors(tensors, name, label)
     if not isinstance(data, dict):
         raise CorruptFileError(f"{label!r} is not a complete model zip (truncated or corrupt): 'data' is no dict")
     return data, entry
+
+
+def _check_tensors(tensors: Any, name: str, label: str) -> None:
+    """Refuse weights or optimiser state holding NaN or inf (never trained on silently), and SB3
+    ``pytorch_variables`` names that are not an attribute name: SB3's ``load`` sets ``model.<name>.data`` for each,
+    so a dotted name reaches into other objects (SB3 itself saves ``log_ent_coef`` or ``ent_coef_tensor``)."""
+    where = first_nonfinite(tensors)
+    if where is not None:
+        raise CorruptFileError(f"{label!r}: {name!r} holds NaN or inf (in {where!r}): a diverged or damaged model, "
+                               "not loaded")
+    if name == "pytorch_variables.pth" and isinstance(tensors, dict):
+        odd = [key for key in tensors if not (isinstance(key, str) and key.isidentifier())]
+        if odd:
+            raise CorruptFileError(f"{label!r}: pytorch_variables.pth names {str(odd[0])[:60]!r}, not an attribute "
+                                   "name of the algorithm (SB3 saves names like 'log_ent_coef')")
 
 
 def _check_plain_keys(data: dict[str, Any], label: str, cls: type[Any] | None) -> None:

@@ -16,6 +16,7 @@ from furl_wrappers._safe_files import (
     CorruptFileError,
     UnsafeFileError,
     check_zip,
+    first_nonfinite,
     json_depth,
     loads_json,
     open_regular,
@@ -113,3 +114,22 @@ def test_check_zip_refuses_bombs_before_unpacking(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(CorruptFileError, match=r"its entries unpack to 1002 bytes, more than the 1000 read"):
         check_zip(io.BytesIO(good), "m.zip", "model zip", "data")
     assert unpacked == []  # each refused before testzip unpacked anything
+
+
+def test_first_nonfinite_names_where() -> None:
+    import torch
+
+    optimizer = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.tensor([0.0, 1.0])}},
+                 "param_groups": [{"lr": 3e-4, "betas": (0.9, 0.999), "params": [0]}]}
+    assert first_nonfinite(optimizer) is None
+    assert first_nonfinite({"state": {}, "param_groups": [{"lr": 3e-4, "params": [0]}]}) is None
+    optimizer["state"][0]["exp_avg"][1] = float("inf")
+    assert first_nonfinite(optimizer) == "state.0.exp_avg"
+    assert first_nonfinite({"param_groups": [{"lr": 1e-3}, {"lr": float("nan")}]}) == "param_groups[1].lr"
+    assert first_nonfinite((torch.ones(2), torch.tensor([complex(0, float("inf"))]))) == "[1]"
+    assert first_nonfinite(torch.tensor([-float("inf")])) == "<top level>"
+    assert first_nonfinite({"count": torch.tensor([7]), "flag": True, "name": "nan"}) is None  # ints, bools, text
+    deep: object = [torch.tensor(float("nan"))]
+    for _ in range(100_000):  # deeper than Python's recursion limit: walked with a stack
+        deep = [deep]
+    assert first_nonfinite(deep) == "[0]" * 100_001

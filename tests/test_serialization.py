@@ -384,6 +384,49 @@ def test_a_pickle_in_policy_pth_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(info.value) and not marker.exists()
 
 
+def _torch_entry(entries: dict[str, bytes], name: str, edit: Callable[[dict], None]) -> None:
+    tensors = torch.load(io.BytesIO(entries[name]), weights_only=True)
+    edit(tensors)
+    blob = io.BytesIO()
+    torch.save(tensors, blob)
+    entries[name] = blob.getvalue()
+
+
+@pytest.mark.parametrize(("entry", "key", "where"), [
+    ("policy.pth", "actor.mu.weight", "actor.mu.weight"),
+    ("critic.optimizer.pth", "state", "state.0.exp_avg"),
+    ("pytorch_variables.pth", "log_ent_coef", "log_ent_coef"),
+])
+def test_nan_or_inf_weights_are_refused_in_one_line(tmp_path: Path, entry: str, key: str, where: str) -> None:
+    """A diverged or edited model never reaches training: NaN or inf in weights, optimiser state or SB3's own
+    variables is refused naming the entry and the tensor."""
+    save_model(_sac(learn=20), tmp_path / "m.zip")
+
+    def poison(tensors: dict) -> None:
+        if key == "state":
+            tensors["state"][0]["exp_avg"] = torch.full_like(tensors["state"][0]["exp_avg"], float("inf"))
+        else:
+            tensors[key] = torch.full_like(tensors[key], float("nan"))
+
+    _rewrite(tmp_path / "m.zip", tmp_path / "nan.zip", lambda e: _torch_entry(e, entry, poison))
+    with pytest.raises(CorruptFileError, match=rf"nan\.zip.*'{entry}' holds NaN or inf \(in '{where}'\): a diverged"
+                       ) as info:
+        load_model(SAC, tmp_path / "nan.zip")
+    assert "\n" not in str(info.value)
+    load_model(SAC, tmp_path / "m.zip")  # the file it was made from loads
+
+
+@pytest.mark.parametrize("name", ["policy.actor.mu.weight", "__class__.x", 3])
+def test_a_planted_pytorch_variable_name_is_refused(tmp_path: Path, name) -> None:
+    """SB3's load sets ``model.<name>.data`` for each saved variable: a dotted (or non-text) name would reach into
+    the policy or anything else, so only attribute names are read."""
+    save_model(_sac(), tmp_path / "m.zip")
+    _rewrite(tmp_path / "m.zip", tmp_path / "odd.zip", lambda e: _torch_entry(
+        e, "pytorch_variables.pth", lambda t: t.update({name: torch.zeros(8)})))
+    with pytest.raises(CorruptFileError, match=rf"pytorch_variables.pth names '{name}', not an attribute name"):
+        load_model(SAC, tmp_path / "odd.zip")
+
+
 def test_an_oversized_entry_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The sizes a zip declares are checked before any entry is read (a zip bomb declares gigabytes): with the
     limit lowered below policy.pth's size, loading stops at that check, naming the entry."""
