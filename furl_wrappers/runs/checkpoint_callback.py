@@ -22,6 +22,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from furl_wrappers.runs.checkpoint_set import CheckpointSet
+from furl_wrappers.runs.run_clock import RunClock
 from furl_wrappers.validation import check_int
 
 __all__ = ["ResumeCheckpointCallback"]
@@ -33,10 +34,12 @@ class ResumeCheckpointCallback(BaseCallback):
     Args:
         path: the checkpoint directory (a run directory's ``checkpoint/``).
         save_freq: env steps between checkpoints.
+        clock: the run's clock, whose reading each checkpoint records (default: one started now).
     """
 
-    def __init__(self, path: str | Path, save_freq: int, verbose: int = 0) -> None:
+    def __init__(self, path: str | Path, save_freq: int, verbose: int = 0, clock: RunClock | None = None) -> None:
         super().__init__(verbose)
+        self.clock = RunClock() if clock is None else clock
         self.checkpoints = CheckpointSet(path)
         self.path = self.checkpoints.path
         self.save_freq = check_int("save_freq", save_freq)
@@ -66,5 +69,5 @@ class ResumeCheckpointCallback(BaseCallback):
 
     def save(self) -> None:
         """Write the checkpoint set now."""
-        self.checkpoints.write(self.model, episode_starts=self._episode_starts())
+        self.checkpoints.write(self.model, episode_starts=self._episode_starts(), wall_time_s=self.clock.elapsed())
         self._last = self.model.num_timesteps

@@ -119,13 +119,16 @@ class CheckpointSet:
                                                for p in self.path.iterdir())))
 
     # ------------------------------------------------------------------ write
-    def write(self, model: Any, *, episode_starts: list[dict[str, Any]] | None = None) -> Path:
+    def write(self, model: Any, *, episode_starts: list[dict[str, Any]] | None = None,
+              wall_time_s: float | None = None) -> Path:
         """Write the model, its replay buffer and ``meta.json`` as one set; returns the directory.
 
         Args:
             model: an SB3 off-policy model.
             episode_starts: per env, how its current (just started) episode was started; ``None``: the resume
                 from this set will not be exact.
+            wall_time_s: seconds the run has trained (its :class:`~furl_wrappers.runs.run_clock.RunClock`), where
+                a resumed run's clock starts again; ``None``: not recorded.
         """
         skipped = safe_entry(model)["skipped"]
         if skipped:  # found now, not at resume: such a set could only be loaded by unpickling it
@@ -139,6 +142,8 @@ class CheckpointSet:
             save_model(model, self.staging / self.MODEL)
             meta = {"num_timesteps": step, "time": time.time(), "rng": capture_rng(model),
                     "episode_starts": episode_starts, "exact": episode_starts is not None}
+            if wall_time_s is not None:
+                meta["wall_time_s"] = round(float(wall_time_s), 2)
             atomic_write_text(self.staging / self.META, json.dumps(meta))
         except BaseException:
             shutil.rmtree(self.staging, ignore_errors=True)  # a full disk: the last complete set stays as it was

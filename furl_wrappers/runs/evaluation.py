@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from furl_wrappers._safe_files import CorruptFileError, open_regular
 from furl_wrappers.envs import GoalSetting
 from furl_wrappers.registration import env_id
 from furl_wrappers.runs.protocol import eval_episodes, eval_seed
+from furl_wrappers.runs.run_clock import RunClock
 from furl_wrappers.runs.run_dir import RunDir, read_evaluation_rows
 from furl_wrappers.runs.zoo_config import algo_class
 from furl_wrappers.serialization import load_model
@@ -97,10 +97,11 @@ class PaperEvalCallback(BaseCallback):
         seed: when given, the evaluation at step N first resets ``eval_env`` with a seed drawn from ``(seed, N)``,
             so its episodes (random goals) depend on the step only: a resumed run evaluates as an uninterrupted
             one (fixed goals do not move on a reseed).
+        clock: the run's clock, read for the ``wall_time_s`` column (default: one started now).
     """
 
     def __init__(self, eval_env: gym.Env, eval_freq: int, n_episodes: int, log_path: str | None = None,
-                 verbose: int = 0, seed: int | None = None) -> None:
+                 verbose: int = 0, seed: int | None = None, clock: RunClock | None = None) -> None:
         super().__init__(verbose)
         self.eval_env = eval_env
         self.eval_freq = check_int("eval_freq", eval_freq)
@@ -111,7 +112,7 @@ class PaperEvalCallback(BaseCallback):
         self.last_success: float | None = None
         self.best_success: float | None = None
         self._last_eval_step = -1
-        self._start = time.time()
+        self.clock = RunClock() if clock is None else clock
 
     def _init_callback(self) -> None:
         if self.log_path is not None:
@@ -155,7 +156,7 @@ class PaperEvalCallback(BaseCallback):
                 if os.fstat(handle.fileno()).st_size == 0:
                     writer.writerow(EVALUATION_COLUMNS)
                 writer.writerow([self.num_timesteps, result.success, result.success_any_step,
-                                 result.mean_task_return, round(time.time() - self._start, 2)])
+                                 result.mean_task_return, round(self.clock.elapsed(), 2)])
         return result.success
 
 

@@ -17,12 +17,12 @@ Example:
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from furl_wrappers._atomic import atomic_write, atomic_write_text
+from furl_wrappers._safe_files import CorruptFileError
 from furl_wrappers.encoders import describe
 from furl_wrappers.envs import GoalSetting, check_goal
 from furl_wrappers.presets import get_preset
@@ -33,6 +33,7 @@ from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, choose_enco
 from furl_wrappers.runs.evaluation import PaperEvalCallback, make_eval_env
 from furl_wrappers.runs.progress import FuRLProgressCallback
 from furl_wrappers.runs.protocol import eval_episodes, eval_seed
+from furl_wrappers.runs.run_clock import RunClock
 from furl_wrappers.runs.run_dir import RunDir
 from furl_wrappers.runs.run_lock import RunLock, RunLockedError
 from furl_wrappers.runs.zoo_config import (
@@ -45,7 +46,7 @@ from furl_wrappers.runs.zoo_config import (
 )
 from furl_wrappers.serialization import save_model
 from furl_wrappers.tasks import canonical_task, short_task
-from furl_wrappers.validation import check_hyperparams, check_int
+from furl_wrappers.validation import check_hyperparams, check_int, check_number
 from furl_wrappers.vlm_buffer import VLMReplayBuffer
 
 __all__ = ["RunSettings", "RunSpec", "RunExistsError", "train_run"]
@@ -239,6 +240,18 @@ def _resumed_model(cls: type, venv: Any, run: RunDir, spec: RunSpec, total: int,
     return model
 
 
+def _resumed_clock(run: RunDir, say: Callable[[str], None]) -> RunClock:
+    """The run's clock, continued from the seconds its checkpoint recorded (the steps redone after it count
+    once)."""
+    before = run.checkpoint_set.read_meta().get("wall_time_s")
+    if before is None:
+        say("[furl] note: this checkpoint does not record how long the run had trained: wall_time_s counts from "
+            "this resume")
+        return RunClock()
+    where = f"{str(run.checkpoint_set.meta)!r}: wall_time_s"
+    return RunClock(check_number(where, before, low=0.0, hint="seconds trained", error=CorruptFileError))
+
+
 def _seed_vlm_buffer(cls: type, algo_kwargs: dict[str, Any], seed: int) -> None:
     """``--seed`` seeds a VLM replay buffer's alignment sampling too: same seed, same run."""
     buffer_class = algo_kwargs.get("replay_buffer_class") or (VLMReplayBuffer if is_relay(cls) else None)
@@ -316,12 +329,12 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
             algo_kwargs["vlm_reward"] = vlm_reward
         _seed_vlm_buffer(cls, algo_kwargs, spec.seed)
 
-        started = time.time()
         if resume:
+            clock = _resumed_clock(run, say)  # checked first: a bad meta.json fails before the logs are rewound
             model = _resumed_model(cls, venv, run, spec, total, vlm_reward if "vlm_reward" in algo_kwargs else None,
                                    say)
-            started -= float(recorded.get("wall_time_s", 0.0))
         else:
+            clock = RunClock()
             model = cls(env=venv, seed=spec.seed, device=spec.device, verbose=0, **algo_kwargs)
         model.set_logger(run.logger(_log_formats()))
 
@@ -348,8 +361,10 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
         if not resume:
             atomic_write_text(run.config, json.dumps({**info, "wall_time_s": 0.0}, indent=1, default=str))
         eval_freq = spec.eval_freq or max(min(10_000, total // 10), 1)
-        evaluation = PaperEvalCallback(eval_env, eval_freq, n_eval, log_path=str(run.evaluations), seed=eval_instance)
-        ckpt = ResumeCheckpointCallback(run.checkpoint, spec.checkpoint_freq or max(min(50_000, total // 4), 1))
+        evaluation = PaperEvalCallback(eval_env, eval_freq, n_eval, log_path=str(run.evaluations), seed=eval_instance,
+                                       clock=clock)
+        ckpt = ResumeCheckpointCallback(run.checkpoint, spec.checkpoint_freq or max(min(50_000, total // 4), 1),
+                                        clock=clock)
         progress = FuRLProgressCallback(total, evaluation, quiet=spec.quiet,
                                         description=f"{spec.method} {short_task(task)} seed {spec.seed}")
         remaining = max(total - model.num_timesteps, 0)
@@ -362,7 +377,7 @@ def train_run(spec: RunSpec, console: Any = None, lock: RunLock | None = None) -
         save_model(model, run.model)
         if reward_model is not None:
             atomic_write(run.reward_final, lambda handle: torch.save(reward_model.state_dict(), handle))
-        wall = time.time() - started
+        wall = clock.elapsed()
         assert evaluation.last_result is not None  # evaluated at the end of training or just above
         summary = {**{k: v for k, v in info.items() if k not in ("hyperparams", "spec")},
                    "timesteps_done": int(model.num_timesteps), "final_success": evaluation.last_success,

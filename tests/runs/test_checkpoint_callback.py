@@ -12,6 +12,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from furl_wrappers.envs import make_metaworld_env
 from furl_wrappers.runs.checkpoint_callback import ResumeCheckpointCallback
+from furl_wrappers.runs.run_clock import RunClock
 from furl_wrappers.runs.run_dir import RunDir
 from tests._scripted_env import ScriptedSuccessEnv
 
@@ -36,11 +37,12 @@ def test_writes_a_loadable_set_after_the_step_is_stored(tmp_path: Path) -> None:
 def test_waits_for_every_env_to_start_an_episode(tmp_path: Path) -> None:
     venv = make_vec_env(lambda: make_metaworld_env("reach", seed=0, max_episode_steps=7, image_size=32), n_envs=2,
                         seed=0)
-    ckpt = ResumeCheckpointCallback(tmp_path / "checkpoint", save_freq=8)
+    ckpt = ResumeCheckpointCallback(tmp_path / "checkpoint", save_freq=8, clock=RunClock(before=1000.0))
     model = SAC("MlpPolicy", venv, learning_starts=100, buffer_size=100, device="cpu", seed=0)
     model.learn(20, callback=ckpt)  # 2 envs, 2 steps per call: due at 8, both envs start an episode at 14
     meta = json.loads((tmp_path / "checkpoint" / "meta.json").read_text())
     assert meta["num_timesteps"] == 14 and meta["exact"] is True
+    assert 1000.0 < meta["wall_time_s"] < 1000.0 + 600  # the run's clock, continued from a resumed run's reading
     assert len(meta["episode_starts"]) == 2 and all(set(start) == {"rng"} for start in meta["episode_starts"])
 
 

@@ -27,12 +27,13 @@ def test_write_swaps_a_whole_set_in(tmp_path: Path) -> None:
     ckpt = CheckpointSet(tmp_path / "checkpoint")
     model = _model()
     ckpt.write(model)
-    assert ckpt.step() == 8 and ckpt.exists()
+    assert ckpt.step() == 8 and ckpt.exists() and "wall_time_s" not in ckpt.read_meta()  # not given: not recorded
     assert sorted(p.name for p in ckpt.path.iterdir()) == ["meta.json", "model.zip", "replay_buffer.npz"]
     model.learn(4, reset_num_timesteps=False)
-    ckpt.write(model, episode_starts=[{"seed": 3}])
+    ckpt.write(model, episode_starts=[{"seed": 3}], wall_time_s=12.345)
     meta = ckpt.read_meta()
     assert (meta["num_timesteps"], meta["exact"], meta["episode_starts"]) == (12, True, [{"seed": 3}])
+    assert meta["wall_time_s"] == 12.35
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no staging or old set left
 
 

@@ -11,6 +11,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
 from furl_wrappers.runs.evaluation import PaperEvalCallback, evaluate_policy_success
+from furl_wrappers.runs.run_clock import RunClock
 from tests._scripted_env import ScriptedSuccessEnv
 
 
@@ -36,7 +37,7 @@ def test_final_step_success_and_return_by_hand() -> None:
 def test_schedule_and_csv(tmp_path: Path) -> None:
     log = tmp_path / "evaluations.csv"
     callback = PaperEvalCallback(ScriptedSuccessEnv(4, success_at=(1, 4)), eval_freq=4, n_episodes=1,
-                                 log_path=str(log))
+                                 log_path=str(log), clock=RunClock(before=300.0))
     model = SAC("MlpPolicy", ScriptedSuccessEnv(), learning_starts=100, buffer_size=100, device="cpu", seed=0)
     model.learn(10, callback=callback)
     with open(log, newline="") as handle:
@@ -45,6 +46,8 @@ def test_schedule_and_csv(tmp_path: Path) -> None:
     assert [int(r["step"]) for r in rows] == [4, 8, 10]  # every eval_freq steps, and at the end
     assert [float(r["success"]) for r in rows] == [1.0, 1.0, 1.0]
     assert [float(r["mean_task_return"]) for r in rows] == [-2.0] * 3
+    times = [float(r["wall_time_s"]) for r in rows]  # the run's clock: a resumed run's rows continue its time
+    assert 300.0 <= times[0] <= times[1] <= times[2] < 300.0 + 600
     assert callback.last_success == 1.0 and callback.best_success == 1.0
 
 

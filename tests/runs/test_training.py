@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from furl_wrappers._safe_files import UnsafeFileError
+from furl_wrappers._safe_files import CorruptFileError, UnsafeFileError
 from furl_wrappers.runs.encoder_choice import NOT_PRETRAINED_NOTICE, OFFLINE_VLM_NOTICE
 from furl_wrappers.runs.evaluation import evaluate_run
 from furl_wrappers.runs.run_dir import RunDir
@@ -162,6 +162,50 @@ def test_resume_checks_and_finished_runs_are_never_written(finished_run: Path, t
         with pytest.raises(ConfigError, match=match):
             train_run(_spec(out, resume=True, **change))
     assert (out / "config.json").read_text() == config and not (out / "summary.json").exists()
+
+
+def _interrupted_copy(finished_run: Path, out: Path, **meta_changes) -> Path:
+    """A copy of the finished run as if stopped after its checkpoint (step 120), its meta.json edited."""
+    shutil.copytree(finished_run, out)
+    (out / "summary.json").unlink()
+    meta = json.loads((out / "checkpoint" / "meta.json").read_text())
+    meta.update(meta_changes)
+    meta = {key: value for key, value in meta.items() if value is not None}
+    (out / "checkpoint" / "meta.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_a_resumed_run_counts_the_wall_time_before_its_checkpoint(finished_run: Path, tmp_path: Path) -> None:
+    """The run's clock continues from the checkpoint's reading: rows and summary after the resume count the time
+    trained before it; rows before the checkpoint stay as written."""
+    meta = json.loads((finished_run / "checkpoint" / "meta.json").read_text())
+    first = list(csv.DictReader(open(finished_run / "evaluations.csv")))[0]
+    assert 0 < meta["wall_time_s"] and float(first["wall_time_s"]) <= meta["wall_time_s"]  # step 100 < 120
+    out = train_run(_spec(_interrupted_copy(finished_run, tmp_path / "run", wall_time_s=5000.0), resume=True))
+    rows = list(csv.DictReader(open(out / "evaluations.csv")))
+    assert [int(r["step"]) for r in rows] == [100, 200] and rows[0] == first
+    summary = json.loads((out / "summary.json").read_text())
+    assert 5000 < float(rows[1]["wall_time_s"]) <= summary["wall_time_s"] < 5000 + 600
+    assert json.loads((out / "config.json").read_text())["wall_time_s"] == summary["wall_time_s"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0, "12", True])
+def test_a_bad_checkpoint_wall_time_is_one_line_and_changes_nothing(finished_run: Path, tmp_path: Path,
+                                                                     value) -> None:
+    out = _interrupted_copy(finished_run, tmp_path / "run", wall_time_s=value)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(CorruptFileError, match=r"meta.json': wall_time_s must be a finite number >= 0 \(seconds "
+                                               r"trained\), got") as info:
+        train_run(_spec(out, resume=True))
+    assert "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_a_checkpoint_without_wall_time_resumes_with_a_note(finished_run: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = train_run(_spec(_interrupted_copy(finished_run, tmp_path / "run", wall_time_s=None), resume=True))
+    assert "does not record how long the run had trained" in " ".join(capsys.readouterr().out.split())
+    assert 0 < json.loads((out / "summary.json").read_text())["wall_time_s"] < 600
 
 
 @pytest.mark.parametrize("name", ["progress.csv", "evaluations.csv"])
