@@ -16,8 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import cmath
 import json
-import math
 import os
 import stat
 import zipfile
@@ -27,12 +27,15 @@ from typing import IO, Any
 
 __all__ = ["CorruptFileError", "UnsafeFileError", "CheckpointMismatchError", "MAX_JSON_BYTES", "MAX_JSON_DEPTH",
            "MAX_ZIP_UNPACKED", "TRUNCATED_ERRORS", "loads_json", "json_depth", "check_zip", "open_regular",
-           "check_not_link", "first_nonfinite"]
+           "check_not_link", "tensor_file_problem", "MAX_TENSOR_FILE_OBJECTS"]
 
 #: deepest nesting a JSON file of the package may have (its own files nest < 10 levels)
 MAX_JSON_DEPTH = 64
 #: largest JSON document read (a model zip's ``data`` of a big policy is well under 1 MiB)
 MAX_JSON_BYTES = 64 * 2**20
+#: most objects (tensors, numbers, containers) a torch file of weights is walked through (SAC's policy and
+#: optimisers: a few hundred)
+MAX_TENSOR_FILE_OBJECTS = 10**6
 #: most bytes all entries of a zip read may unpack to together (a zip bomb repeats entries, each under its own cap)
 MAX_ZIP_UNPACKED = 2**32
 
@@ -133,34 +136,52 @@ def loads_json(data: bytes | str, label: str, error: type = CorruptFileError) ->
     return value
 
 
-def first_nonfinite(value: Any) -> str | None:
-    """Where a loaded torch file (a state dict, an optimiser's, nested dicts, lists and tuples) holds NaN or inf:
-    ``'actor.mu.weight'``, ``'state[0].exp_avg'``, ``'<top level>'``, or ``None`` when every float is finite.
+def tensor_file_problem(value: Any) -> str | None:
+    """What makes a loaded torch file (a state dict, an optimiser's: dicts, lists, tuples, sets of tensors and
+    numbers) unfit to train on, or ``None``: NaN or inf anywhere (``"NaN or inf in 'actor.mu.weight'"``), a
+    tensor that is not dense (sparse, quantized, nested, on the meta device), or more than
+    :data:`MAX_TENSOR_FILE_OBJECTS` objects.
 
-    Walked without recursion (a planted file may nest deeply). Example:
+    Walked without recursion, each object once (a planted file may nest deeply, share or cycle references).
+
+    Example:
         >>> import torch
-        >>> first_nonfinite({"mu": {"weight": torch.ones(2)}, "lr": 3e-4}) is None
+        >>> tensor_file_problem({"mu": {"weight": torch.ones(2)}, "lr": 3e-4}) is None
         True
-        >>> first_nonfinite({"mu": {"weight": torch.tensor([1.0, float("nan")])}})
-        'mu.weight'
+        >>> tensor_file_problem({"mu": {"weight": torch.tensor([1.0, float("nan")])}})
+        "NaN or inf in 'mu.weight'"
     """
     import torch  # this module stays importable without torch (the CLI's JSON checks)
 
     stack: list[tuple[str, Any]] = [("", value)]
+    seen: set[int] = set()
     while stack:
         where, node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))  # every object popped is alive in ``value``: ids are not reused during the walk
+        if len(seen) > MAX_TENSOR_FILE_OBJECTS:
+            return f"more than {MAX_TENSOR_FILE_OBJECTS} objects (a file nested or repeated to exhaust the reader)"
+        at = where or "<top level>"
         if isinstance(node, torch.Tensor):
-            bad = (node.is_floating_point() or node.is_complex()) and not bool(torch.isfinite(node).all())
-        elif isinstance(node, float):
-            bad = not math.isfinite(node)
-        else:
-            bad = False
-            if isinstance(node, dict):
-                stack.extend((f"{where}.{key}" if where else str(key), child) for key, child in node.items())
-            elif isinstance(node, (list, tuple)):
-                stack.extend((f"{where}[{i}]", child) for i, child in enumerate(node))
-        if bad:
-            return where or "<top level>"
+            kind = ("a sparse" if node.layout != torch.strided else "a quantized" if node.is_quantized else
+                    "a nested" if node.is_nested else "a meta" if node.device.type == "meta" else None)
+            if kind is not None:
+                return f"{kind} tensor at {at!r} (model files hold dense tensors)"
+            if node.is_floating_point() or node.is_complex():
+                # float8 has no isfinite: widened first (a float8 NaN stays NaN)
+                wide = node if node.dtype.itemsize > 1 else node.to(torch.float32)
+                if not bool(torch.isfinite(wide).all()):
+                    return f"NaN or inf in {at!r}"
+        elif isinstance(node, (float, complex)):
+            if not cmath.isfinite(node):
+                return f"NaN or inf in {at!r}"
+        elif isinstance(node, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), child) for key, child in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{where}[{i}]", child) for i, child in enumerate(node))
+        elif isinstance(node, (set, frozenset)):
+            stack.extend((f"{where}{{}}", child) for child in node)
     return None
 
 

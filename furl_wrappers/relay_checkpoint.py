@@ -48,8 +48,8 @@ from furl_wrappers._safe_files import (
     CheckpointMismatchError,
     CorruptFileError,
     UnsafeFileError,
-    first_nonfinite,
     loads_json,
+    tensor_file_problem,
 )
 
 __all__ = ["FORMAT", "TASK_AGENT_ENTRY", "CheckpointMismatchError", "identity", "env_identity", "check_identity",
@@ -167,10 +167,10 @@ def read_checkpoint(source: str | os.PathLike | bytes,
                                    ) from None
         if not (isinstance(state, dict) and isinstance(tensors, dict)):
             raise CorruptFileError(f"{str(path)!r}: {_STATE} or {TENSORS_ENTRY} is not a mapping")
-        where = first_nonfinite(tensors)
-        if where is not None:  # reward heads or their optimiser: never trained on silently
-            raise CorruptFileError(f"{str(path)!r}: {TENSORS_ENTRY} holds NaN or inf (in {where!r}): a diverged or "
-                                   "damaged checkpoint, not loaded")
+        problem = tensor_file_problem(tensors)
+        if problem is not None:  # reward heads or their optimiser: never trained on silently
+            raise CorruptFileError(f"{str(path)!r}: {TENSORS_ENTRY} holds {problem}: a diverged or damaged "
+                                   "checkpoint, not loaded")
         task_bytes = archive.read(TASK_AGENT_ENTRY) if TASK_AGENT_ENTRY in names else None
     return state, tensors, task_bytes
 

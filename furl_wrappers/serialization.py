@@ -42,13 +42,13 @@ from furl_wrappers._safe_files import (
     CorruptFileError,
     UnsafeFileError,
     check_zip,
-    first_nonfinite,
     loads_json,
+    tensor_file_problem,
 )
 from furl_wrappers.json_codec import ANY_BASE, CLASS_BASES, decode, encode
 
-__all__ = ["SAFE_ENTRY", "UnsafeFileError", "CorruptFileError", "safe_entry", "with_safe_entry", "save_model",
-           "read_model_zip", "safe_custom_objects", "load_model"]
+__all__ = ["SAFE_ENTRY", "TORCH_VARIABLES", "UnsafeFileError", "CorruptFileError", "safe_entry", "with_safe_entry",
+           "save_model", "read_model_zip", "safe_custom_objects", "load_model"]
 
 #: name of the safe description inside a model zip
 SAFE_ENTRY = "furl_safe_data.json"
@@ -164,19 +164,23 @@ def _read_checked(raw: bytes, label: str) -> tuple[dict[str, Any], Any]:
     return data, entry
 
 
+#: the ``pytorch_variables`` SB3's family saves (SAC, TQC, CrossQ: the entropy coefficient); SB3's ``load`` sets
+#: ``model.<name>.data`` for each name in ``pytorch_variables.pth`` / ``tensors.pth``, so any other name (dotted:
+#: into the policy; ``__class__``: onto the class) is refused
+TORCH_VARIABLES = frozenset({"log_ent_coef", "ent_coef_tensor"})
+
+
 def _check_tensors(tensors: Any, name: str, label: str) -> None:
-    """Refuse weights or optimiser state holding NaN or inf (never trained on silently), and SB3
-    ``pytorch_variables`` names that are not an attribute name: SB3's ``load`` sets ``model.<name>.data`` for each,
-    so a dotted name reaches into other objects (SB3 itself saves ``log_ent_coef`` or ``ent_coef_tensor``)."""
-    where = first_nonfinite(tensors)
-    if where is not None:
-        raise CorruptFileError(f"{label!r}: {name!r} holds NaN or inf (in {where!r}): a diverged or damaged model, "
-                               "not loaded")
-    if name == "pytorch_variables.pth" and isinstance(tensors, dict):
-        odd = [key for key in tensors if not (isinstance(key, str) and key.isidentifier())]
+    """Refuse weights or optimiser state a model must not train on (NaN or inf, tensors that are not dense, absurd
+    object counts) and SB3 variables other than :data:`TORCH_VARIABLES`."""
+    problem = tensor_file_problem(tensors)
+    if problem is not None:
+        raise CorruptFileError(f"{label!r}: {name!r} holds {problem}: a diverged or damaged model, not loaded")
+    if name in ("pytorch_variables.pth", "tensors.pth") and isinstance(tensors, dict):
+        odd = sorted((str(key)[:60] for key in tensors if key not in TORCH_VARIABLES))
         if odd:
-            raise CorruptFileError(f"{label!r}: pytorch_variables.pth names {str(odd[0])[:60]!r}, not an attribute "
-                                   "name of the algorithm (SB3 saves names like 'log_ent_coef')")
+            raise CorruptFileError(f"{label!r}: {name} names {odd[0]!r}, not a variable SB3 saves (only "
+                                   f"{', '.join(sorted(TORCH_VARIABLES))}); {_TRUST}")
 
 
 def _check_plain_keys(data: dict[str, Any], label: str, cls: type[Any] | None) -> None:

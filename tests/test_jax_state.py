@@ -158,8 +158,11 @@ def test_extra_parameter_files_and_variables_are_refused(trained) -> None:
     raw = _zip(trained)
     with pytest.raises(CorruptFileError, match=r"entry 'policy.pth' is not a parameter file of an sbx model"):
         load_model(SbxSAC, _rezip(raw, **{"policy.pth": _tensor_file({"w": torch.zeros(1)})}), device="cpu")
-    planted = _rezip(raw, **{"pytorch_variables.pth": _tensor_file({"policy": torch.zeros(1)})})
+    planted = _rezip(raw, **{"pytorch_variables.pth": _tensor_file({"log_ent_coef": torch.zeros(1)})})
     with pytest.raises(CorruptFileError, match="pytorch_variables.pth names variables, which an sbx model has none"):
+        load_model(SbxSAC, planted, device="cpu")  # a name torch SAC saves: still none for sbx
+    planted = _rezip(raw, **{"pytorch_variables.pth": _tensor_file({"policy": torch.zeros(1)})})
+    with pytest.raises(CorruptFileError, match="pytorch_variables.pth names 'policy', not a variable SB3 saves"):
         load_model(SbxSAC, planted, device="cpu")
 
 

@@ -13,13 +13,14 @@ import pytest
 
 from furl_wrappers import _safe_files
 from furl_wrappers._safe_files import (
+    MAX_TENSOR_FILE_OBJECTS,
     CorruptFileError,
     UnsafeFileError,
     check_zip,
-    first_nonfinite,
     json_depth,
     loads_json,
     open_regular,
+    tensor_file_problem,
 )
 
 
@@ -116,20 +117,51 @@ def test_check_zip_refuses_bombs_before_unpacking(monkeypatch: pytest.MonkeyPatc
     assert unpacked == []  # each refused before testzip unpacked anything
 
 
-def test_first_nonfinite_names_where() -> None:
+def test_tensor_file_problem_names_where() -> None:
     import torch
 
     optimizer = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.tensor([0.0, 1.0])}},
-                 "param_groups": [{"lr": 3e-4, "betas": (0.9, 0.999), "params": [0]}]}
-    assert first_nonfinite(optimizer) is None
-    assert first_nonfinite({"state": {}, "param_groups": [{"lr": 3e-4, "params": [0]}]}) is None
+                 "param_groups": [{"lr": 3e-4, "betas": (0.9, 0.999), "params": [0], "foreach": None}]}
+    assert tensor_file_problem(optimizer) is None
     optimizer["state"][0]["exp_avg"][1] = float("inf")
-    assert first_nonfinite(optimizer) == "state.0.exp_avg"
-    assert first_nonfinite({"param_groups": [{"lr": 1e-3}, {"lr": float("nan")}]}) == "param_groups[1].lr"
-    assert first_nonfinite((torch.ones(2), torch.tensor([complex(0, float("inf"))]))) == "[1]"
-    assert first_nonfinite(torch.tensor([-float("inf")])) == "<top level>"
-    assert first_nonfinite({"count": torch.tensor([7]), "flag": True, "name": "nan"}) is None  # ints, bools, text
+    assert tensor_file_problem(optimizer) == "NaN or inf in 'state.0.exp_avg'"
+    assert tensor_file_problem({"param_groups": [{"lr": 1e-3}, {"lr": float("nan")}]}) == "NaN or inf in " \
+        "'param_groups[1].lr'"
+    assert tensor_file_problem((torch.ones(2), torch.tensor([complex(0, float("inf"))]))) == "NaN or inf in '[1]'"
+    assert tensor_file_problem(torch.tensor([-float("inf")])) == "NaN or inf in '<top level>'"
+    assert tensor_file_problem({"s": {1.0, float("nan")}}) == "NaN or inf in 's{}'"  # sets and plain complex too
+    assert tensor_file_problem([complex(float("nan"), 0)]) == "NaN or inf in '[0]'"
+    nan8 = torch.tensor([float("nan")]).to(torch.float8_e4m3fn)  # no isfinite of its own
+    assert tensor_file_problem({"w": nan8}) == "NaN or inf in 'w'"
+    assert tensor_file_problem({"w": torch.ones(2, dtype=torch.bfloat16), "n": torch.tensor([7]), "flag": True,
+                                "name": "nan"}) is None  # ints, bools, text: nothing to check
+    assert tensor_file_problem({"w": torch.eye(2).to_sparse()}) == "a sparse tensor at 'w' (model files hold " \
+        "dense tensors)"
+    with warnings.catch_warnings():  # torch: quantized tensors deprecated, nested ones a prototype
+        warnings.simplefilter("ignore", UserWarning)
+        quantized = torch.quantize_per_tensor(torch.ones(2), scale=float("nan"), zero_point=0, dtype=torch.qint8)
+        nested = torch.nested.nested_tensor([torch.ones(1), torch.ones(2)])
+    assert tensor_file_problem([quantized]).startswith("a quantized tensor at '[0]'")
+    assert tensor_file_problem({"m": torch.empty(2, device="meta")}).startswith("a meta tensor at 'm'")
+    assert tensor_file_problem(nested).startswith("a nested tensor at '<top level>'")
+
+
+def test_tensor_file_problem_is_bounded() -> None:
+    """Deep nesting (past Python's recursion limit), shared references (2**60 paths, few objects) and cycles are
+    each walked once; more objects than the cap is a problem, not a hang."""
+    import torch
+
     deep: object = [torch.tensor(float("nan"))]
-    for _ in range(100_000):  # deeper than Python's recursion limit: walked with a stack
+    for _ in range(100_000):
         deep = [deep]
-    assert first_nonfinite(deep) == "[0]" * 100_001
+    assert tensor_file_problem(deep) == "NaN or inf in '" + "[0]" * 100_001 + "'"
+    shared: object = [torch.ones(1)]
+    for _ in range(60):
+        shared = [shared, shared]
+    assert tensor_file_problem(shared) is None
+    cycle: list = [torch.ones(1)]
+    cycle.append(cycle)
+    assert tensor_file_problem(cycle) is None
+    many = list(range(MAX_TENSOR_FILE_OBJECTS + 1))
+    assert tensor_file_problem(many) == f"more than {MAX_TENSOR_FILE_OBJECTS} objects (a file nested or repeated " \
+        "to exhaust the reader)"

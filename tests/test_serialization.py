@@ -409,22 +409,30 @@ def test_nan_or_inf_weights_are_refused_in_one_line(tmp_path: Path, entry: str, 
             tensors[key] = torch.full_like(tensors[key], float("nan"))
 
     _rewrite(tmp_path / "m.zip", tmp_path / "nan.zip", lambda e: _torch_entry(e, entry, poison))
-    with pytest.raises(CorruptFileError, match=rf"nan\.zip.*'{entry}' holds NaN or inf \(in '{where}'\): a diverged"
+    with pytest.raises(CorruptFileError, match=rf"nan\.zip.*'{entry}' holds NaN or inf in '{where}': a diverged"
                        ) as info:
         load_model(SAC, tmp_path / "nan.zip")
     assert "\n" not in str(info.value)
     load_model(SAC, tmp_path / "m.zip")  # the file it was made from loads
 
 
-@pytest.mark.parametrize("name", ["policy.actor.mu.weight", "__class__.x", 3])
-def test_a_planted_pytorch_variable_name_is_refused(tmp_path: Path, name) -> None:
-    """SB3's load sets ``model.<name>.data`` for each saved variable: a dotted (or non-text) name would reach into
-    the policy or anything else, so only attribute names are read."""
+@pytest.mark.parametrize("entry", ["pytorch_variables.pth", "tensors.pth"])
+@pytest.mark.parametrize("name", ["policy.actor.mu.weight", "__class__", "gamma", 3])
+def test_a_planted_pytorch_variable_name_is_refused(tmp_path: Path, entry: str, name) -> None:
+    """SB3's load sets ``model.<name>.data`` for each variable in either file: a dotted name would reach into the
+    policy, ``__class__`` onto the class, an unknown one is a traceback; only the names SB3 saves are read."""
     save_model(_sac(), tmp_path / "m.zip")
-    _rewrite(tmp_path / "m.zip", tmp_path / "odd.zip", lambda e: _torch_entry(
-        e, "pytorch_variables.pth", lambda t: t.update({name: torch.zeros(8)})))
-    with pytest.raises(CorruptFileError, match=rf"pytorch_variables.pth names '{name}', not an attribute name"):
+
+    def plant(entries: dict[str, bytes]) -> None:
+        entries.setdefault(entry, entries["pytorch_variables.pth"])
+        _torch_entry(entries, entry, lambda t: t.update({name: torch.zeros(8, 3)}))
+
+    _rewrite(tmp_path / "m.zip", tmp_path / "odd.zip", plant)
+    with pytest.raises(CorruptFileError, match=rf"{entry} names '{name}', not a variable SB3 saves \(only "
+                                               r"ent_coef_tensor, log_ent_coef\); pass trusted=True") as info:
         load_model(SAC, tmp_path / "odd.zip")
+    assert "\n" not in str(info.value)
+    assert load_model(SAC, tmp_path / "m.zip").log_ent_coef.shape == (1,)  # SB3's own variable loads
 
 
 def test_an_oversized_entry_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
