@@ -1,10 +1,10 @@
 """``furl report``: results of many runs in the paper's Table 1 layout, learning curves, and r_VLM curves.
 
-- ``results.md``: methods × tasks, final success rate (%) as mean ± std over seeds; where the runs used the paper's
-  budget (1e6 steps, fixed goal) the paper's number is shown beside ours, otherwise the budget is stated. Then one
-  row per run: its first successful evaluation (final step, and at any step), positive frames collected, when relay
-  ended and the alignment stage reached (:func:`milestones`, from ``evaluations.csv`` and ``progress.csv``); then
-  links to the PNGs below.
+- ``results.md``: methods × tasks, final success rate (%) as mean ± population std over seeds; where the runs used
+  the paper's budget (1e6 steps, fixed goal) the paper's number is shown beside ours, otherwise the budget is stated.
+  Then one row per run: its first successful evaluation (final step, and at any step), positive frames collected,
+  when relay ended and the alignment stage reached (:func:`milestones`, from ``evaluations.csv`` and
+  ``progress.csv``); then links to the PNGs below.
 - ``learning_curves_<task>.png``: success rate vs steps, mean ± std band per method (from ``evaluations.csv``).
 - ``rvlm_<method>_<task>_seed<seed>.png``: r_VLM along a scripted-expert episode with the run's heads before and
   after training (runs with learned heads).
@@ -114,9 +114,10 @@ def results_table(runs: Sequence[dict[str, Any]]) -> str:
             row.append(text)
         steps = ", ".join(f"{s:,}" for s, _ in sorted(budgets[method]))
         lines.append(f"| {method} | {steps} | " + " | ".join(row) + f" | {np.mean(means):.0f} |")
-    note = ("Success rate (%) of the final evaluation, mean ± std over seeds: success at the episode's final step, "
-            "the paper's criterion (success at any step is in each run's evaluations.csv). The paper's Table 1 "
-            "numbers (1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with that budget.")
+    note = ("Success rate (%) of the final evaluation, mean ± std over seeds (population std, ddof 0): success at "
+            "the episode's final step, the paper's criterion (success at any step is in each run's evaluations.csv). "
+            "The paper's Table 1 numbers (1e6 steps, fixed goal, 5 seeds) are shown in brackets only for runs with "
+            "that budget.")
     used: dict[str, set] = defaultdict(set)
     pretrained_labels: dict[Any, str] = {True: "pretrained", False: "NOT pretrained"}
     for run, method in zip(runs, _row_labels(runs)):
