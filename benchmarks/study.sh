@@ -45,7 +45,7 @@ start() {
 status() {
   for run in "$STUDY_DIR"/runs/*/*/seed*; do
     [ -d "$run" ] || continue
-    step="$(tail -n 1 "$run/evaluations.csv" 2>/dev/null | cut -d, -f1)"
+    step="$(tail -n 1 "$run/evaluations.csv" 2>/dev/null | cut -d, -f1 || true)"  # a run just started has none yet
     done_="$([ -f "$run/summary.json" ] && echo finished || echo "at eval step ${step:-0}")"
     echo "${run#"$STUDY_DIR"/runs/}: $done_"
   done
